@@ -1,0 +1,84 @@
+"""Writes the operator made but has not yet seen come back through its watches.
+
+Between a write and its watch event, the indexes still show the old world; planning on it would
+create a pod twice or label a node twice. As controller-runtime's expectations do, the loop overlays
+its own recent writes on what it observed until the watch confirms them (or a TTL passes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from torchproof.views import NodeView, PodView, pod_view
+
+TTL_SECONDS = 60.0
+
+
+def _merge(base: Mapping[str, str], patch: Mapping[str, str | None]) -> dict[str, str]:
+    merged = dict(base)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _applied(node: NodeView, patch: Mapping[str, Any]) -> bool:
+    meta = patch.get("metadata") or {}
+    return all(node.labels.get(k) == v for k, v in (meta.get("labels") or {}).items()) and all(
+        node.annotations.get(k) == v for k, v in (meta.get("annotations") or {}).items()
+    )
+
+
+class Expectations:
+    def __init__(self, ttl: float = TTL_SECONDS) -> None:
+        self.ttl = ttl
+        self.created: dict[str, tuple[float, PodView]] = {}
+        self.deleted: dict[str, float] = {}
+        self.patched: dict[str, tuple[float, Mapping[str, Any]]] = {}
+
+    def pod_created(self, manifest: Mapping[str, Any], now: float) -> None:
+        view = pod_view(manifest)
+        self.created[view.name] = (now, view)
+
+    def pod_deleted(self, name: str, now: float) -> None:
+        self.created.pop(name, None)
+        self.deleted[name] = now
+
+    def node_patched(self, node: str, patch: Mapping[str, Any], now: float) -> None:
+        self.patched[node] = (now, patch)
+
+    def overlay_pods(self, observed: Iterable[PodView], now: float) -> list[PodView]:
+        pods = {pod.name: pod for pod in observed}
+        for name, (at, view) in list(self.created.items()):
+            if name in pods or now - at > self.ttl:
+                del self.created[name]
+            else:
+                pods[name] = view
+        for name, at in list(self.deleted.items()):
+            if name not in pods or now - at > self.ttl:
+                del self.deleted[name]
+            elif not pods[name].deleting:
+                pods[name] = dataclasses.replace(pods[name], deleting=True)
+        return list(pods.values())
+
+    def overlay_nodes(self, observed: Iterable[NodeView], now: float) -> list[NodeView]:
+        out: list[NodeView] = []
+        for node in observed:
+            pending = self.patched.get(node.name)
+            if pending is not None:
+                at, patch = pending
+                if now - at > self.ttl or _applied(node, patch):
+                    del self.patched[node.name]
+                else:
+                    meta = patch.get("metadata") or {}
+                    node = dataclasses.replace(
+                        node,
+                        labels=_merge(node.labels, meta.get("labels") or {}),
+                        annotations=_merge(node.annotations, meta.get("annotations") or {}),
+                    )
+            out.append(node)
+        return out

@@ -1,0 +1,166 @@
+"""Every Kubernetes API call torchproof makes, over the official (synchronous) client.
+
+Calls run in a bounded thread pool so the kopf event loop never blocks, and responses are not
+deserialised into client models (`_preload_content=False`): torchproof reads nothing back from its
+writes, and model parsing would dominate the cost on large fleets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from torchproof.plan import EventSpec
+
+GROUP = "torchproof.dev"
+VERSION = "v1alpha1"
+PLURAL = "pytorchreleaseprofiles"
+MERGE_PATCH = "application/merge-patch+json"
+EVENT_NAMESPACE = "default"  # events about cluster-scoped objects live in "default"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KubeError(Exception):
+    """An API call failed; `status` is the HTTP status (0 when the server was not reached)."""
+
+    verb: str
+    status: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.verb} failed ({self.status}): {self.message}"
+
+
+def load_api_client(kubeconfig: str | None = None, server: str | None = None) -> client.ApiClient:
+    """An ApiClient for a given server URL, a kubeconfig, or the in-cluster service account."""
+    if server is not None:
+        configuration = client.Configuration()
+        configuration.host = server
+    else:
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, client_configuration=configuration
+            )
+    configuration.connection_pool_maxsize = 32
+    return client.ApiClient(configuration)
+
+
+class KubeApi:
+    """The API adapter: small async methods, each one call, errors as `KubeError`."""
+
+    def __init__(self, api_client: client.ApiClient, *, workers: int = 16) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="torchproof-api")
+        self.writes: dict[str, int] = {}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _call(self, verb: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, partial(fn, *args, _preload_content=False, **kwargs))
+        except ApiException as exc:
+            raise KubeError(verb, exc.status or 0, _api_message(exc)) from None
+        except OSError as exc:
+            raise KubeError(verb, 0, str(exc)) from None
+        finally:
+            if verb.split()[0] in ("create", "patch", "delete"):
+                self.writes[verb] = self.writes.get(verb, 0) + 1
+
+    async def create_pod(self, namespace: str, manifest: Mapping[str, Any]) -> bool:
+        """Create a pod; False when one of that name exists already (a restart, a late watch event)."""
+        try:
+            await self._call("create pod", self.core.create_namespaced_pod, namespace, dict(manifest))
+        except KubeError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        try:
+            await self._call("delete pod", self.core.delete_namespaced_pod, name, namespace)
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+
+    async def patch_node(self, name: str, patch: Mapping[str, Any]) -> None:
+        await self._call("patch node", self.core.patch_node, name, dict(patch), _content_type=MERGE_PATCH)
+
+    async def patch_profile_status(self, name: str, status: Mapping[str, Any]) -> None:
+        await self._call(
+            "patch profile/status", self.custom.patch_cluster_custom_object_status,
+            GROUP, VERSION, PLURAL, name, {"status": dict(status)}, _content_type=MERGE_PATCH,
+        )
+
+    async def ensure_configmap(self, manifest: Mapping[str, Any]) -> None:
+        namespace = manifest["metadata"]["namespace"]
+        try:
+            await self._call("create configmap", self.core.create_namespaced_config_map, namespace, dict(manifest))
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+
+    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        response = await self._call(
+            "list pods", self.core.list_namespaced_pod, namespace, label_selector=label_selector
+        )
+        return _items(response)
+
+    async def list_nodes(self, label_selector: str | None = None) -> list[dict[str, Any]]:
+        kwargs = {"label_selector": label_selector} if label_selector else {}
+        return _items(await self._call("list nodes", self.core.list_node, **kwargs))
+
+    async def post_event(self, profile: Mapping[str, Any], event: EventSpec) -> None:
+        meta = profile.get("metadata") or {}
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'profile')}.", "namespace": EVENT_NAMESPACE},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "PyTorchReleaseProfile",
+                "name": meta.get("name"),
+                "uid": meta.get("uid"),
+            },
+            "type": event.type,
+            "reason": event.reason,
+            "message": event.message,
+            "source": {"component": "torchproof"},
+            "reportingComponent": "torchproof.dev/operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self._call("create event", self.core.create_namespaced_event, EVENT_NAMESPACE, body)
+
+
+def _items(response: Any) -> list[dict[str, Any]]:
+    """Items of a list call made with `_preload_content=False` (a raw urllib3 response)."""
+    items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
+    return items
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)[:300]
+    except ValueError:
+        return str(exc.reason)[:300]

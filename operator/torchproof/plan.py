@@ -1,0 +1,411 @@
+"""The per-profile plan: from the observed state (nodes, validation pods, earlier verdicts) to actions.
+
+Level-triggered and idempotent: the same state always gives the same plan, a plan applied twice does
+no harm, and everything it needs survives a restart in the cluster itself (node labels and result
+annotations, pod annotations, the profile's status). The only in-memory input is the per-node retry
+time after a pending timeout, which a restart may forget (the node is simply tried again).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from torchproof import labels as L
+from torchproof.compat import matching_known_issues
+from torchproof.podspec import build_pod
+from torchproof.profile import Profile
+from torchproof.verdict import Evaluation, evaluate_pod, static_evaluation
+from torchproof.views import NodeView, PodView, parse_record
+
+IMAGE_PULL_ERRORS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+PENDING_RETRY_SECONDS = 300.0
+MAX_FAILING_NODES = 20
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
+
+
+@dataclass(frozen=True)
+class DeletePod:
+    name: str
+    node: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class NodeUpdate:
+    node: str
+    patch: Mapping[str, Any]
+    verdict: L.Verdict | None
+    previous: str | None
+    evaluation: Evaluation | None = None
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    profile: Profile
+    nodes: Sequence[NodeView]
+    pods: Sequence[PodView]
+    now: float
+    namespace: str
+    configmap: str
+    status: Mapping[str, Any] = field(default_factory=dict)
+    retry_after: Mapping[str, float] = field(default_factory=dict)
+    profile_revalidate: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    create: tuple[Mapping[str, Any], ...]
+    delete: tuple[DeletePod, ...]
+    update: tuple[NodeUpdate, ...]
+    events: tuple[EventSpec, ...]
+    status: Mapping[str, Any]
+    retry_after: Mapping[str, float]
+    wake_at: float | None
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def selects(profile: Profile, node: NodeView) -> bool:
+    if profile.node_selector is not None:
+        return profile.node_selector.matches(node.labels)
+    return node.labels.get("nvidia.com/gpu.present") == "true" or node.gpus > 0
+
+
+def hardware_kind(node: NodeView) -> tuple[str, str]:
+    product = node.labels.get("nvidia.com/gpu.product", "")
+    driver = node.labels.get("nvidia.com/cuda.driver-version.full") or ".".join(
+        node.labels.get(f"nvidia.com/cuda.driver.{part}", "") for part in ("major", "minor", "rev")
+    )
+    return product, driver
+
+
+def _image_pull_blocked(inp: PlanInput) -> bool:
+    pull = inp.status.get("imagePull") or {}
+    return bool(
+        pull.get("state") == "Failing"
+        and pull.get("image") == inp.profile.image
+        and pull.get("generation") == inp.profile.generation
+    )
+
+
+def _record(inp: PlanInput, node: NodeView, evaluation: Evaluation, token: str) -> dict[str, Any]:
+    return {
+        "verdict": evaluation.verdict,
+        "reasons": [str(r) for r in evaluation.reasons],
+        "findings": [str(r) for r in evaluation.findings],
+        "knownIssues": [issue.id for issue in evaluation.known_issues],
+        "numbers": dict(evaluation.numbers),
+        "at": iso(inp.now),
+        "generation": inp.profile.generation,
+        "fingerprint": node.fingerprint,
+        "revalidate": token,
+        "image": inp.profile.image,
+    }
+
+
+class _Builder:
+    """Accumulates one plan; each node is classified exactly once."""
+
+    def __init__(self, inp: PlanInput) -> None:
+        self.inp = inp
+        self.create: list[Mapping[str, Any]] = []
+        self.delete: list[DeletePod] = []
+        self.update: list[NodeUpdate] = []
+        self.events: list[EventSpec] = []
+        self.labels: dict[str, str | None] = {}
+        self.state: dict[str, str] = {}
+        self.waiting_reason: dict[str, str] = {}
+        self.retry_after = {n: t for n, t in inp.retry_after.items() if t > inp.now}
+        self.wakes: list[float] = list(self.retry_after.values())
+        self.blocked = _image_pull_blocked(inp)
+        self.pull_failure: dict[str, Any] | None = None
+        self.candidates: list[NodeView] = []
+        self.running = 0
+
+    def token(self, node: NodeView) -> str:
+        return f"{self.inp.profile_revalidate}/{node.annotations.get(L.REVALIDATE_ANNOTATION, '')}"
+
+    def label(self, node: NodeView, evaluation: Evaluation) -> None:
+        record = _record(self.inp, node, evaluation, self.token(node))
+        patch = L.verdict_patch(
+            self.inp.profile.name, node.annotations, evaluation.verdict, record, node.resource_version
+        )
+        previous = node.labels.get(L.label_key(self.inp.profile.name))
+        self.update.append(NodeUpdate(node.name, patch, evaluation.verdict, previous, evaluation))
+        self.labels[node.name] = evaluation.verdict
+        self.state[node.name] = evaluation.verdict
+
+    def is_current(self, node: NodeView) -> bool:
+        record = parse_record(node, self.inp.profile.name)
+        if record is None:
+            return False
+        p = self.inp.profile
+        fresh = p.revalidate_after_seconds is None or self.inp.now < record.at + p.revalidate_after_seconds
+        if fresh and p.revalidate_after_seconds is not None:
+            self.wakes.append(record.at + p.revalidate_after_seconds)
+        return (
+            fresh
+            and record.generation == p.generation
+            and record.fingerprint == node.fingerprint
+            and record.revalidate == self.token(node)
+        )
+
+    def with_pod(self, node: NodeView, pod: PodView) -> None:
+        p = self.inp.profile
+        if pod.deleting:
+            self.running += 1
+            self.state[node.name] = "running"
+            return
+        stale = pod.generation != p.generation or pod.fingerprint != node.fingerprint
+        if stale:
+            self.delete.append(DeletePod(pod.name, node.name, "Stale"))
+            self.state[node.name] = "pending"
+            return
+        if pod.finished:
+            self.label(node, evaluate_pod(p, pod))
+            self.delete.append(DeletePod(pod.name, node.name, "Completed"))
+            return
+        if pod.waiting_reason in IMAGE_PULL_ERRORS:
+            self.pull_failure = {
+                "state": "Failing",
+                "image": p.image,
+                "generation": p.generation,
+                "reason": pod.waiting_reason,
+                "message": (pod.waiting_message or pod.waiting_reason or "")[:300],
+                "since": iso(self.inp.now),
+            }
+            self.delete.append(DeletePod(pod.name, node.name, "ImagePullFailed"))
+            self.state[node.name] = "waiting"
+            self.waiting_reason[node.name] = "ImagePullFailed"
+            return
+        if pod.phase == "Pending" and pod.unschedulable is not None and pod.created is not None:
+            deadline = pod.created + p.validation.pending_timeout_seconds
+            if deadline <= self.inp.now:
+                self.delete.append(DeletePod(pod.name, node.name, "PendingTimeout"))
+                self.retry_after[node.name] = self.inp.now + PENDING_RETRY_SECONDS
+                self.wakes.append(self.retry_after[node.name])
+                self.state[node.name] = "waiting"
+                self.waiting_reason[node.name] = f"PendingTimeout: {pod.unschedulable}"[:200]
+                return
+            self.wakes.append(deadline)
+            self.running += 1
+            self.state[node.name] = "waiting"
+            self.waiting_reason[node.name] = f"Unschedulable: {pod.unschedulable}"[:200]
+            return
+        self.running += 1
+        self.state[node.name] = "running"
+
+    def without_pod(self, node: NodeView) -> None:
+        p = self.inp.profile
+        if self.is_current(node):
+            self.state[node.name] = node.labels[L.label_key(p.name)]
+            return
+        static = static_evaluation(p, node.labels)
+        if static.verdict == "incompatible":
+            architecture = static.model.architecture if static.model else None
+            issues = matching_known_issues(p.known_issues, architecture)
+            self.label(node, Evaluation("incompatible", static.reasons, issues))
+        elif not node.ready or node.unschedulable:
+            self.state[node.name] = "skipped"
+            self.waiting_reason[node.name] = "NodeNotReady" if not node.ready else "NodeCordoned"
+        elif self.blocked:
+            self.state[node.name] = "waiting"
+            self.waiting_reason[node.name] = "ImagePullFailed"
+        elif node.name in self.retry_after:
+            self.state[node.name] = "waiting"
+            self.waiting_reason[node.name] = "PendingTimeout"
+        else:
+            self.state[node.name] = "pending"
+            self.candidates.append(node)
+
+    def schedule(self, matched: Mapping[str, NodeView]) -> None:
+        """Fill free slots: one node of each hardware kind first, so the fleet's picture appears early."""
+        if self.blocked or self.pull_failure is not None:
+            return
+        slots = max(0, self.inp.profile.max_concurrent - self.running)
+        if not slots or not self.candidates:
+            return
+        covered = {
+            hardware_kind(node) for name, node in matched.items()
+            if self.state.get(name) in ("running", *L.VERDICTS)
+        }
+        first: list[NodeView] = []
+        rest: list[NodeView] = []
+        for node in sorted(self.candidates, key=lambda n: n.name):
+            kind = hardware_kind(node)
+            if kind in covered:
+                rest.append(node)
+            else:
+                covered.add(kind)
+                first.append(node)
+        for node in (first + rest)[:slots]:
+            self.create.append(build_pod(
+                self.inp.profile, node=node.name, fingerprint=node.fingerprint,
+                namespace=self.inp.namespace, configmap=self.inp.configmap,
+            ))
+            self.state[node.name] = "running"
+            self.running += 1
+
+
+def compute_plan(inp: PlanInput) -> Plan:
+    b = _Builder(inp)
+    p = inp.profile
+    key = L.label_key(p.name)
+    matched = {node.name: node for node in inp.nodes if selects(p, node)}
+    pods = {pod.node: pod for pod in inp.pods}
+    for pod in inp.pods:
+        if pod.node not in matched and not pod.deleting:
+            b.delete.append(DeletePod(pod.name, pod.node, "NodeNotSelected"))
+    for node in inp.nodes:
+        if node.name in matched:
+            continue
+        patch = L.removal_patch(p.name, node.labels, node.annotations, node.resource_version)
+        if patch is not None:
+            b.update.append(NodeUpdate(node.name, patch, None, node.labels.get(key)))
+    for name in sorted(matched):
+        node = matched[name]
+        found = pods.get(name)
+        if found is not None:
+            b.with_pod(node, found)
+        else:
+            b.without_pod(node)
+    b.schedule(matched)
+    status = _status(inp, b, matched)
+    b.events.extend(_events(inp, b, status))
+    return Plan(
+        create=tuple(b.create),
+        delete=tuple(b.delete),
+        update=tuple(b.update),
+        events=tuple(b.events),
+        status=status,
+        retry_after=b.retry_after,
+        wake_at=min(b.wakes) if b.wakes else None,
+    )
+
+
+def _failing(inp: PlanInput, b: _Builder, matched: Mapping[str, NodeView]) -> list[dict[str, Any]]:
+    fresh = {u.node: u.evaluation for u in b.update if u.evaluation is not None}
+    out: list[dict[str, Any]] = []
+    for name in sorted(matched):
+        verdict = b.labels.get(name, matched[name].labels.get(L.label_key(inp.profile.name)))
+        if verdict not in ("failed", "error", "incompatible"):
+            continue
+        evaluation = fresh.get(name)
+        if evaluation is not None:
+            reasons = [str(r) for r in evaluation.reasons]
+        else:
+            raw = matched[name].annotations.get(L.result_annotation_key(inp.profile.name), "{}")
+            try:
+                reasons = [str(r)[:200] for r in json.loads(raw).get("reasons", [])][:4]
+            except (ValueError, AttributeError):
+                reasons = []
+        out.append({"node": name, "verdict": verdict, "reasons": reasons[:4]})
+        if len(out) >= MAX_FAILING_NODES:
+            break
+    return out
+
+
+def _counts(inp: PlanInput, b: _Builder, matched: Mapping[str, NodeView]) -> dict[str, int]:
+    key = L.label_key(inp.profile.name)
+    counts = dict.fromkeys((*L.VERDICTS, "pending", "running", "waiting", "skipped"), 0)
+    for name, node in matched.items():
+        verdict = b.labels.get(name, node.labels.get(key))
+        if verdict in L.VERDICTS:
+            counts[verdict] += 1
+        state = b.state.get(name)
+        if state in ("pending", "waiting", "running"):
+            counts["pending"] += 1
+        if state in ("running", "waiting"):
+            counts[state] += 1
+        if state == "skipped":
+            counts["skipped"] += 1
+    counts["total"] = len(matched)
+    return counts
+
+
+def _condition(
+    previous: Mapping[str, Mapping[str, Any]], now: float, generation: int,
+    type_: str, status: bool, reason: str, message: str,
+) -> dict[str, Any]:
+    value = "True" if status else "False"
+    old = previous.get(type_) or {}
+    changed = old.get("status") != value
+    return {
+        "type": type_,
+        "status": value,
+        "reason": reason,
+        "message": message[:1000],
+        "observedGeneration": generation,
+        "lastTransitionTime": iso(now) if changed or "lastTransitionTime" not in old else old["lastTransitionTime"],
+    }
+
+
+def _status(inp: PlanInput, b: _Builder, matched: Mapping[str, NodeView]) -> dict[str, Any]:
+    counts = _counts(inp, b, matched)
+    pull = b.pull_failure or (inp.status.get("imagePull") if b.blocked else None)
+    previous = {str(c.get("type")): c for c in inp.status.get("conditions") or [] if isinstance(c, Mapping)}
+    gen = inp.profile.generation
+    converged = counts["pending"] == 0
+    verdicts = ", ".join(f"{counts[v]} {v}" for v in L.VERDICTS)
+    if pull:
+        ready = (False, "ImagePullFailed", f"cannot pull {inp.profile.image}: {pull.get('message', '')}")
+    elif converged:
+        skipped = f"; {counts['skipped']} not ready or cordoned" if counts["skipped"] else ""
+        ready = (True, "Converged", f"{verdicts}{skipped}")
+    else:
+        ready = (False, "Validating", f"{counts['pending']} of {counts['total']} nodes awaiting a verdict")
+    if pull:
+        progressing = (False, "Blocked", "waiting for the image or the spec to change")
+    elif counts["pending"]:
+        progressing = (True, "Validating", f"{counts['running']} pods running, {counts['pending']} nodes pending")
+    else:
+        progressing = (False, "Converged", verdicts)
+    degraded = (
+        (True, "ImagePullFailed", str(pull.get("message", ""))) if pull else (False, "AsExpected", "")
+    )
+    conditions = [
+        _condition(previous, inp.now, gen, t, *spec)
+        for t, spec in zip(CONDITION_TYPES, (ready, progressing, degraded), strict=True)
+    ]
+    status: dict[str, Any] = {
+        "observedGeneration": gen,
+        "conditions": conditions,
+        "counts": counts,
+        "failingNodes": _failing(inp, b, matched),
+        "waitingNodes": [
+            {"node": node, "reason": reason}
+            for node, reason in sorted(b.waiting_reason.items())[:MAX_FAILING_NODES]
+        ],
+        "imagePull": dict(pull) if pull else None,
+    }
+    return status
+
+
+def _events(inp: PlanInput, b: _Builder, status: Mapping[str, Any]) -> Iterable[EventSpec]:
+    """Events per transition, never per loop: verdict changes and condition changes."""
+    newly = [u for u in b.update if u.verdict is not None and u.verdict != u.previous]
+    for u in newly:
+        if u.verdict != "passed" and u.evaluation is not None:
+            reasons = "; ".join(str(r) for r in u.evaluation.reasons[:3])
+            yield EventSpec("Warning", "NodeValidated", f"node {u.node} {u.verdict}: {reasons}"[:1000])
+    passed = sum(1 for u in newly if u.verdict == "passed")
+    if passed:
+        yield EventSpec("Normal", "NodesPassed", f"{passed} node(s) passed validation")
+    previous = {c.get("type"): c.get("status") for c in inp.status.get("conditions") or [] if isinstance(c, Mapping)}
+    for cond in status["conditions"]:
+        if previous.get(cond["type"]) != cond["status"] and (cond["type"] != "Degraded" or cond["status"] == "True"):
+            kind = "Warning" if cond["type"] == "Degraded" or cond["reason"] == "ImagePullFailed" else "Normal"
+            yield EventSpec(kind, f"{cond['type']}{cond['status']}", f"{cond['reason']}: {cond['message']}"[:1000])

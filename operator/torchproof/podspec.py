@@ -1,0 +1,178 @@
+"""Pure builders for what torchproof creates: the probe plan, the probe ConfigMap, the validation Pod.
+
+Shaped like dask-kubernetes' `build_*_spec()` functions: the controller only sends what these return.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from torchproof import labels as L
+from torchproof.profile import Profile
+from torchproof.result import PLAN_SCHEMA
+
+PROBE_MOUNT = "/opt/torchproof"
+TERMINATION_LOG = "/dev/termination-log"
+PLAN_ENV = "TORCHPROOF_PLAN"
+CONFIGMAP_PREFIX = "torchproof-probe-"
+# Standard taints that GPU nodes carry; validation pods must land there anyway.
+GPU_TOLERATIONS: tuple[Mapping[str, str], ...] = (
+    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+)
+
+
+def build_plan(profile: Profile) -> dict[str, Any]:
+    """The probe's instructions: which checks, with which sizes, within which time budget."""
+    c = profile.checks
+    checks: dict[str, dict[str, Any]] = {}
+    if c.environment.enabled:
+        checks["environment"] = {}
+    if c.gpu.enabled:
+        checks["gpu"] = {}
+    if c.cuda.enabled:
+        checks["cuda"] = {}
+    if c.amp.enabled:
+        checks["amp"] = {"steps": c.amp.steps, "native": c.amp.native, "apex": c.amp.apex, "bf16": c.amp.bf16}
+    if c.tensor_cores.enabled:
+        checks["tensorCores"] = {"size": c.tensor_cores.size, "iterations": c.tensor_cores.iterations}
+    if c.channels_last.enabled:
+        checks["channelsLast"] = {}
+    if c.conv3d.enabled:
+        checks["conv3d"] = {"iterations": c.conv3d.iterations}
+    if c.multi_gpu.enabled:
+        checks["multiGpu"] = {}
+    return {
+        "schema": PLAN_SCHEMA,
+        "profile": profile.name,
+        "device": "cuda",
+        "timeBudgetSeconds": c.time_budget_seconds,
+        "resultPath": TERMINATION_LOG,
+        "checks": checks,
+    }
+
+
+def configmap_name(files: Mapping[str, str]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name].encode() + b"\0")
+    return CONFIGMAP_PREFIX + digest.hexdigest()[:10]
+
+
+def build_probe_configmap(namespace: str, files: Mapping[str, str]) -> dict[str, Any]:
+    """Probe files, content-hashed: a new probe gets a new name, running pods keep theirs."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": configmap_name(files),
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/name": "torchproof-probe",
+                "app.kubernetes.io/managed-by": L.MANAGED_BY,
+                "app.kubernetes.io/component": "probe",
+            },
+        },
+        "data": dict(files),
+    }
+
+
+def _slug(text: str, size: int) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:size].strip("-")
+
+
+def pod_name(profile: str, node: str) -> str:
+    """Deterministic, so a restarted operator finds its pods and never creates a second one."""
+    digest = hashlib.sha256(f"{profile}\0{node}".encode()).hexdigest()[:8]
+    return f"tp-{_slug(profile, 24)}-{_slug(node, 24)}-{digest}"
+
+
+def pod_labels(profile: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "torchproof-probe",
+        "app.kubernetes.io/instance": profile,
+        "app.kubernetes.io/component": "validation",
+        "app.kubernetes.io/managed-by": L.MANAGED_BY,
+        L.PROFILE_LABEL: profile,
+    }
+
+
+def build_pod(
+    profile: Profile,
+    *,
+    node: str,
+    fingerprint: str,
+    namespace: str,
+    configmap: str,
+) -> dict[str, Any]:
+    v = profile.validation
+    gpus = str(v.gpus_per_probe)
+    limits: dict[str, str] = {**v.resources.get("limits", {}), "nvidia.com/gpu": gpus}
+    requests: dict[str, str] = {**v.resources.get("requests", {}), "nvidia.com/gpu": gpus}
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "activeDeadlineSeconds": v.runtime_timeout_seconds,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+                    ]
+                }
+            }
+        },
+        "tolerations": [dict(t) for t in GPU_TOLERATIONS] + [dict(t) for t in v.tolerations],
+        "containers": [
+            {
+                "name": "probe",
+                "image": profile.image,
+                "imagePullPolicy": profile.image_pull_policy,
+                "command": ["python", f"{PROBE_MOUNT}/probe.py"],
+                "env": [
+                    {"name": PLAN_ENV, "value": json.dumps(build_plan(profile), separators=(",", ":"))},
+                    {"name": "PYTHONPATH", "value": PROBE_MOUNT},
+                    {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+                ],
+                "resources": {"limits": limits, "requests": requests},
+                "terminationMessagePath": TERMINATION_LOG,
+                "terminationMessagePolicy": "File",
+                "volumeMounts": [{"name": "probe", "mountPath": PROBE_MOUNT, "readOnly": True}],
+                "securityContext": {"allowPrivilegeEscalation": False},
+            }
+        ],
+        "volumes": [{"name": "probe", "configMap": {"name": configmap}}],
+    }
+    if v.priority_class_name:
+        spec["priorityClassName"] = v.priority_class_name
+    if profile.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": name} for name in profile.image_pull_secrets]
+    validates = {"generation": profile.generation, "fingerprint": fingerprint, "image": profile.image}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(profile.name, node),
+            "namespace": namespace,
+            "labels": pod_labels(profile.name),
+            "annotations": {
+                L.NODE_ANNOTATION: node,
+                L.SPEC_ANNOTATION: json.dumps(validates, sort_keys=True, separators=(",", ":")),
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": "torchproof.dev/v1alpha1",
+                    "kind": "PyTorchReleaseProfile",
+                    "name": profile.name,
+                    "uid": profile.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": False,
+                }
+            ],
+        },
+        "spec": spec,
+    }

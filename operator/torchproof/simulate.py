@@ -1,0 +1,227 @@
+"""`torchproof simulate`: the embedded cluster, a simulated GPU fleet and the real operator, in one process.
+
+kopf and the kubernetes client talk HTTP to the embedded API server on loopback, exactly as they
+would to a real one; only the kubelet and the GPUs are simulated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kopf
+import yaml
+
+from torchproof import labels as L
+from torchproof.controller import OperatorConfig, Reconciler, build_registry
+from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, load_api_client
+from torchproof.sim.cluster import EmbeddedCluster
+from torchproof.sim.fleet import Fleet, FleetError, load_fleet
+from torchproof.sim.kubelet import SimKubelet
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_PATH = ROOT / "crds" / "pytorchreleaseprofiles.yaml"
+PROFILES = f"{GROUP}/{VERSION}/{PLURAL}"
+NAMESPACE = "torchproof"
+
+
+class SimulationError(Exception):
+    """Bad input to `simulate`: a fleet or profile file that cannot be used."""
+
+
+@dataclass
+class RunningOperator:
+    reconciler: Reconciler
+    task: asyncio.Task[None]
+    stop: asyncio.Event
+    api: KubeApi
+
+
+@contextlib.asynccontextmanager
+async def embedded_operator(
+    cluster: EmbeddedCluster, *, namespace: str = NAMESPACE, **settings: Any
+) -> AsyncIterator[RunningOperator]:
+    """Run the real operator (kopf + the kubernetes client) against the embedded cluster until exit."""
+    api = KubeApi(load_api_client(server=cluster.url))
+    cfg = OperatorConfig(api=api, namespace=namespace, server=cluster.url, **settings)
+    registry, reconciler = build_registry(cfg)
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    task = asyncio.create_task(kopf.operator(
+        registry=registry, standalone=True, namespaces=[namespace], stop_flag=stop, ready_flag=ready,
+    ))
+    waiter = asyncio.ensure_future(ready.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        task.result()
+    try:
+        yield RunningOperator(reconciler, task, stop, api)
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=15)
+        api.close()
+
+
+def settled(profile: Mapping[str, Any]) -> bool:
+    """Every matched node has a verdict, or waits on something that does not clear by itself."""
+    meta = profile.get("metadata") or {}
+    status = profile.get("status") or {}
+    counts = status.get("counts") or {}
+    return (
+        status.get("observedGeneration") == meta.get("generation")
+        and "pending" in counts
+        and counts.get("pending") == counts.get("waiting", 0)
+    ) or any(c.get("reason") == "InvalidSpec" for c in status.get("conditions") or [])
+
+
+async def wait_settled(cluster: EmbeddedCluster, names: Sequence[str], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        objs = [cluster.emulator.get_object(PROFILES, None, name) for name in names]
+        if all(obj is not None and settled(obj) for obj in objs):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+@dataclass
+class Report:
+    fleet: Fleet
+    nodes: list[dict[str, Any]]
+    profiles: list[dict[str, Any]]
+    api_requests: Mapping[str, Any]
+    converged: bool
+    names: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        first = L.label_key(self.names[0]) if self.names else ""
+        nodes = []
+        for node in self.nodes:
+            labels = {k: v for k, v in (node["metadata"].get("labels") or {}).items() if k.startswith(f"{L.DOMAIN}/")}
+            records = _records(node, self.names)
+            nodes.append({
+                "name": node["metadata"]["name"],
+                "verdict": labels.get(first),
+                "labels": labels,
+                "reasons": records.get(self.names[0], {}).get("reasons", []) if self.names else [],
+                "results": records,
+            })
+        return {
+            "converged": self.converged,
+            "nodes": nodes,
+            "profiles": [{"name": p["metadata"]["name"], "status": p.get("status") or {}} for p in self.profiles],
+            "apiRequests": dict(self.api_requests),
+        }
+
+    def table(self) -> str:
+        gpus = {n.name: n for n in self.fleet.nodes}
+        lines: list[str] = []
+        for name in self.names:
+            lines.append(f"profile {name}")
+            rows = [("NODE", "GPU", "DRIVER", "VERDICT", "REASONS")]
+            for node in self.nodes:
+                node_name = node["metadata"]["name"]
+                sim = gpus.get(node_name)
+                gpu = sim.gpu if sim is not None else None
+                record = _records(node, [name]).get(name, {})
+                verdict = (node["metadata"].get("labels") or {}).get(L.label_key(name), "-")
+                issues = [f"known issue {i}" for i in record.get("knownIssues", [])]
+                reasons = "; ".join(record.get("reasons", []) + issues[:2])
+                rows.append((
+                    node_name,
+                    f"{gpu.count}x {gpu.board.product}" if gpu else "-",
+                    str(gpu.driver) if gpu else "-",
+                    verdict,
+                    reasons[:110],
+                ))
+            widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
+            lines += ["  ".join(c.ljust(w) for c, w in zip(row, [*widths, 0], strict=True)).rstrip() for row in rows]
+            profile = next((p for p in self.profiles if p["metadata"]["name"] == name), {})
+            status = profile.get("status") or {}
+            ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+            lines.append(f"Ready={ready.get('status', '?')} ({ready.get('reason', '?')}): {ready.get('message', '')}")
+            for waiting in status.get("waitingNodes") or []:
+                lines.append(f"  waiting: {waiting['node']}: {waiting['reason']}")
+            lines.append("")
+        total = self.api_requests.get("total", 0)
+        lines.append(f"API requests: {total} {json.dumps(self.api_requests.get('byVerb', {}), sort_keys=True)}")
+        if not self.converged:
+            lines.append("NOT CONVERGED before the timeout")
+        return "\n".join(lines)
+
+
+def _records(node: Mapping[str, Any], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    annotations = node["metadata"].get("annotations") or {}
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        raw = annotations.get(L.result_annotation_key(name))
+        if raw:
+            with contextlib.suppress(ValueError):
+                out[name] = json.loads(raw)
+    return out
+
+
+def _profile_names(paths: Sequence[Path]) -> list[str]:
+    names = []
+    for path in paths:
+        try:
+            docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        except (OSError, yaml.YAMLError) as exc:
+            raise SimulationError(f"{path}: {exc}") from None
+        for doc in docs:
+            if doc.get("kind") == "PyTorchReleaseProfile":
+                names.append(str((doc.get("metadata") or {}).get("name")))
+    if not names:
+        raise SimulationError("no PyTorchReleaseProfile in the given profile files")
+    return names
+
+
+async def simulate(
+    *,
+    fleet: Path,
+    profiles: Sequence[Path],
+    timeout: float = 60.0,
+    serve: bool = False,
+    probe_seconds: float = 0.2,
+    kubeconfig: Path | None = None,
+) -> Report:
+    try:
+        sim_fleet = load_fleet(fleet)
+    except (OSError, FleetError) as exc:
+        raise SimulationError(f"{fleet}: {exc}") from None
+    names = _profile_names(profiles)
+    async with (
+        EmbeddedCluster(crd_paths=[CRD_PATH], namespace=NAMESPACE) as cluster,
+        SimKubelet(cluster.emulator, sim_fleet, probe_seconds=probe_seconds),
+        embedded_operator(cluster),
+    ):
+        for path in profiles:
+            try:
+                await cluster.apply_yaml(path)
+            except Exception as exc:
+                raise SimulationError(f"{path}: {exc}") from None
+        converged = await wait_settled(cluster, names, timeout)
+        report = Report(
+            fleet=sim_fleet,
+            nodes=sorted(cluster.emulator.list_objects("v1/nodes"), key=lambda n: n["metadata"]["name"]),
+            profiles=[p for n in names if (p := cluster.emulator.get_object(PROFILES, None, n)) is not None],
+            api_requests=cluster.emulator.request_counts(),
+            converged=converged,
+            names=names,
+        )
+        if serve:
+            path = cluster.write_kubeconfig(kubeconfig or Path("torchproof-sim.kubeconfig"))
+            print(report.table())
+            print(f"\nThe embedded cluster is up at {cluster.url}.\n  export KUBECONFIG={path}\n"
+                  "  kubectl get prp; kubectl get nodes -L torchproof.dev/" + names[0] + "\nCtrl-C stops it.")
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+        return report

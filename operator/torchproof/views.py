@@ -1,0 +1,206 @@
+"""Compact, typed views of Nodes and validation Pods: what the planner needs and nothing more.
+
+The shell's kopf indexes store these views instead of whole objects, which keeps memory flat on large
+fleets and keeps the planner free of Kubernetes object layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from torchproof import labels as L
+
+FINGERPRINT_LABELS = (
+    "nvidia.com/gpu.product",
+    "nvidia.com/gpu.count",
+    "nvidia.com/gpu.compute.major",
+    "nvidia.com/gpu.compute.minor",
+    "nvidia.com/cuda.driver-version.full",
+    "nvidia.com/cuda.driver-version.major",
+    "nvidia.com/cuda.driver-version.minor",
+    "nvidia.com/cuda.driver-version.revision",
+    "nvidia.com/cuda.driver.major",
+    "nvidia.com/cuda.driver.minor",
+    "nvidia.com/cuda.driver.rev",
+)
+
+
+@dataclass(frozen=True)
+class NodeView:
+    name: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    ready: bool
+    unschedulable: bool
+    gpus: int
+    fingerprint: str
+    resource_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Terminated:
+    exit_code: int | None
+    reason: str | None
+    message: str | None
+
+
+@dataclass(frozen=True)
+class PodView:
+    name: str
+    namespace: str
+    profile: str
+    node: str
+    generation: int | None
+    fingerprint: str | None
+    created: float | None
+    phase: str
+    pod_reason: str | None
+    unschedulable: str | None
+    waiting_reason: str | None
+    waiting_message: str | None
+    terminated: Terminated | None
+    deleting: bool
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in ("Succeeded", "Failed") or self.terminated is not None
+
+
+@dataclass(frozen=True)
+class Record:
+    """What a node's result annotation says about its last verdict for one profile."""
+
+    verdict: str
+    generation: int
+    fingerprint: str
+    at: float
+    revalidate: str
+
+
+def parse_time(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def fingerprint(labels: Mapping[str, str], node_info: Mapping[str, Any]) -> str:
+    """A short hash of what, when it changes, makes an earlier verdict stale."""
+    parts = [f"{key}={labels.get(key, '')}" for key in FINGERPRINT_LABELS]
+    parts += [f"bootID={node_info.get('bootID', '')}", f"kernel={node_info.get('kernelVersion', '')}"]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _quantity(value: Any) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return 0
+
+
+def node_view(body: Mapping[str, Any]) -> NodeView:
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    labels = dict(meta.get("labels") or {})
+    annotations = {
+        key: value for key, value in (meta.get("annotations") or {}).items()
+        if key in (L.OWNED_LABELS_ANNOTATION, L.REVALIDATE_ANNOTATION) or key.startswith(L.RESULT_ANNOTATION_PREFIX)
+    }
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+    allocatable = status.get("allocatable") or {}
+    return NodeView(
+        name=str(meta.get("name", "")),
+        labels=labels,
+        annotations=annotations,
+        ready=ready,
+        unschedulable=bool(spec.get("unschedulable")),
+        gpus=_quantity(allocatable.get("nvidia.com/gpu", 0)),
+        fingerprint=fingerprint(labels, status.get("nodeInfo") or {}),
+        resource_version=meta.get("resourceVersion"),
+    )
+
+
+def pod_view(body: Mapping[str, Any]) -> PodView:
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    annotations = meta.get("annotations") or {}
+    validates = _json_object(annotations.get(L.SPEC_ANNOTATION))
+    generation = validates.get("generation")
+    unschedulable = next(
+        (
+            str(c.get("message") or c.get("reason") or "Unschedulable")
+            for c in status.get("conditions") or []
+            if c.get("type") == "PodScheduled" and c.get("status") == "False"
+        ),
+        None,
+    )
+    waiting_reason = waiting_message = None
+    terminated = None
+    for cs in status.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        if "waiting" in state:
+            waiting_reason = state["waiting"].get("reason")
+            waiting_message = state["waiting"].get("message")
+        if "terminated" in state:
+            t = state["terminated"]
+            code = t.get("exitCode")
+            terminated = Terminated(
+                exit_code=code if isinstance(code, int) else None,
+                reason=t.get("reason"),
+                message=t.get("message"),
+            )
+    return PodView(
+        name=str(meta.get("name", "")),
+        namespace=str(meta.get("namespace", "")),
+        profile=str((meta.get("labels") or {}).get(L.PROFILE_LABEL, "")),
+        node=str(annotations.get(L.NODE_ANNOTATION, "")),
+        generation=generation if isinstance(generation, int) else None,
+        fingerprint=str(validates["fingerprint"]) if "fingerprint" in validates else None,
+        created=parse_time(meta.get("creationTimestamp")),
+        phase=str(status.get("phase") or "Pending"),
+        pod_reason=status.get("reason"),
+        unschedulable=unschedulable,
+        waiting_reason=waiting_reason,
+        waiting_message=waiting_message,
+        terminated=terminated,
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
+def _json_object(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, str):
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def parse_record(node: NodeView, profile: str) -> Record | None:
+    """The node's last verdict for a profile; None when absent or not readable (then it revalidates)."""
+    raw = _json_object(node.annotations.get(L.result_annotation_key(profile)))
+    verdict = raw.get("verdict")
+    if verdict not in L.VERDICTS or node.labels.get(L.label_key(profile)) != verdict:
+        return None
+    at = parse_time(raw.get("at"))
+    generation = raw.get("generation")
+    if at is None or not isinstance(generation, int):
+        return None
+    return Record(
+        verdict=str(verdict),
+        generation=generation,
+        fingerprint=str(raw.get("fingerprint", "")),
+        at=at,
+        revalidate=str(raw.get("revalidate", "")),
+    )

@@ -1,0 +1,473 @@
+"""The HTTP face of the embedded API server: kmock's emulator with a direct path for Kubernetes traffic.
+
+kmock dispatches each request by scanning its reactions and keeps every request in a log, so a request
+costs more than the one before. Here `__call__` routes Kubernetes paths (and discovery) straight to the
+indexed `Store`; only other paths fall through to kmock's reactions and request log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import copy
+import datetime
+import json
+import random
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp.web
+import attrs
+import kmock
+
+from torchproof.sim.store import (
+    JSON_PATCH,
+    MERGE_PATCH,
+    ApiError,
+    Event,
+    Obj,
+    ResourceType,
+    Store,
+)
+
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
+VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+DEFAULT_WATCH_SECONDS = 1800.0
+LIVENESS_SECONDS = 1.0  # how often an idle watch checks that its client is still there
+
+
+@dataclass
+class ApiFaults:
+    """Injected failures for the reliability suite; each request of a chosen verb draws its fate."""
+
+    seed: int = 0
+    rate_500: float = 0.0
+    rate_429: float = 0.0  # answered with `Retry-After: 1`
+    rate_409: float = 0.0
+    slow_seconds: float = 0.0
+    slow_rate: float = 0.0
+    cut_watch_after_events: int | None = None
+    verbs: frozenset[str] = WRITE_VERBS
+    _random: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+
+    def draw(self, verb: str) -> tuple[float, ApiError | None]:
+        """(delay in seconds, error to answer instead) for one request."""
+        if verb not in self.verbs:
+            return 0.0, None
+        delay = self.slow_seconds if self._random.random() < self.slow_rate else 0.0
+        roll = self._random.random()
+        if roll < self.rate_500:
+            return delay, ApiError(500, "InternalError", "injected fault: internal error")
+        if roll < self.rate_500 + self.rate_429:
+            return delay, ApiError(429, "TooManyRequests", "injected fault: too many requests",
+                                   {"retryAfterSeconds": 1})
+        if roll < self.rate_500 + self.rate_429 + self.rate_409:
+            return delay, ApiError(409, "Conflict", "injected fault: the object has been modified; "
+                                                    "please apply your changes to the latest version")
+        return delay, None
+
+
+@dataclass(frozen=True)
+class Route:
+    """A Kubernetes API path, parsed: `/apis/g/v[/watch][/namespaces/ns]/plural[/name[/sub]]`."""
+
+    group: str
+    version: str
+    plural: str | None = None
+    namespace: str | None = None
+    name: str | None = None
+    subresource: str | None = None
+    watch: bool = False
+
+
+def parse_route(path: str) -> Route | None:
+    parts = [p for p in path.split("/") if p]
+    if len(parts) >= 2 and parts[0] == "api":
+        group, version, rest = "", parts[1], parts[2:]
+    elif len(parts) >= 3 and parts[0] == "apis":
+        group, version, rest = parts[1], parts[2], parts[3:]
+    else:
+        return None
+    watch = bool(rest) and rest[0] == "watch"
+    rest = rest[1:] if watch else rest
+    namespace = None
+    if len(rest) >= 3 and rest[0] == "namespaces" and not (group == "" and rest[2] in ("status", "finalize")):
+        namespace, rest = rest[1], rest[2:]
+    if not rest:
+        return Route(group, version, watch=watch)
+    return Route(group, version, rest[0], namespace, rest[1] if len(rest) > 1 else None,
+                 "/".join(rest[2:]) or None, watch)
+
+
+def discovery_resources(types: list[ResourceType], group: str, version: str) -> Obj:
+    resources = []
+    for rt in sorted((t for t in types if t.group == group and t.version == version), key=lambda t: t.plural):
+        entry = {"name": rt.plural, "singularName": rt.singular, "namespaced": rt.namespaced, "kind": rt.kind,
+                 "verbs": list(VERBS), "shortNames": list(rt.short_names), "categories": list(rt.categories)}
+        resources.append({k: v for k, v in entry.items() if v != []})
+        if rt.status_subresource:
+            resources.append({"name": f"{rt.plural}/status", "singularName": "", "namespaced": rt.namespaced,
+                              "kind": rt.kind, "verbs": ["get", "patch", "update"]})
+    gv = f"{group}/{version}" if group else version
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
+
+
+def openapi_v3_document(types: list[ResourceType]) -> Obj:
+    """Paths whose operations name their GroupVersionKind and accept `fieldValidation`."""
+    paths: dict[str, Obj] = {}
+    params = [{"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": True}}]
+    for rt in types:
+        gvk = {"group": rt.group, "version": rt.version, "kind": rt.kind}
+        base = f"/api/{rt.version}" if not rt.group else f"/apis/{rt.group_version}"
+        scope = f"{base}/namespaces/{{namespace}}" if rt.namespaced else base
+        operation = {"x-kubernetes-group-version-kind": gvk, "parameters": params,
+                     "responses": {"200": {"description": "OK"}}}
+        paths[f"{scope}/{rt.plural}"] = {"post": {**operation, "operationId": f"create{rt.kind}"}}
+        paths[f"{scope}/{rt.plural}/{{name}}"] = {
+            "put": {**operation, "operationId": f"replace{rt.kind}"},
+            "patch": {**operation, "operationId": f"patch{rt.kind}"},
+        }
+    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"}, "paths": paths,
+            "components": {"schemas": {}}}
+
+
+def discovery_groups(types: list[ResourceType]) -> list[Obj]:
+    versions: dict[str, list[str]] = {}
+    for rt in types:
+        if rt.group and rt.version not in versions.setdefault(rt.group, []):
+            versions[rt.group].append(rt.version)
+    return [{"name": group, "versions": [{"groupVersion": f"{group}/{v}", "version": v} for v in vs],
+             "preferredVersion": {"groupVersion": f"{group}/{vs[0]}", "version": vs[0]}}
+            for group, vs in sorted(versions.items())]
+
+
+_JSONPATH_STEP = re.compile(
+    r"""\.([A-Za-z0-9_-]+)|\[(\d+)\]|\[\?\(@\.([A-Za-z0-9_-]+)==["']([^"']*)["']\)\]""")
+
+
+def jsonpath(obj: Any, path: str) -> Any:
+    """The subset of JSONPath printer columns use: `.a.b`, `[0]`, `[?(@.type=="Ready")]`."""
+    value = obj
+    for match in _JSONPATH_STEP.finditer(path):
+        key, index, filter_key, filter_value = match.groups()
+        if key is not None:
+            value = value.get(key) if isinstance(value, dict) else None
+        elif index is not None:
+            value = value[int(index)] if isinstance(value, list) and int(index) < len(value) else None
+        else:
+            found = [i for i in value or () if isinstance(i, dict) and str(i.get(filter_key)) == filter_value]
+            value = found[0] if found else None
+        if value is None:
+            return None
+    return value
+
+
+def age(stamp: Any, now: datetime.datetime) -> str:
+    try:
+        then = datetime.datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    except ValueError:
+        return "<unknown>"
+    seconds = max(0, int((now - then).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= 2 * size if unit != "m" else seconds >= 120:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _column_getter(path: str, is_date: bool, now: datetime.datetime) -> Callable[[Obj], Any]:
+    def get(obj: Obj) -> Any:
+        value = jsonpath(obj, path)
+        return age(value, now) if is_date and value else value
+
+    return get
+
+
+def render_table(rt: ResourceType, items: list[Obj], resource_version: int, now: datetime.datetime) -> Obj:
+    """A meta.k8s.io/v1 Table as `kubectl get` asks for: Name, printer columns, Age."""
+    columns: list[Obj] = [{"name": "Name", "type": "string", "format": "name", "priority": 0,
+                           "description": "Name must be unique within a namespace."}]
+    getters: list[Callable[[Obj], Any]] = [lambda o: o["metadata"]["name"]]
+    for col in rt.printer_columns:
+        columns.append({"name": col["name"], "type": col.get("type", "string"),
+                        "priority": col.get("priority", 0), "format": col.get("format", ""),
+                        "description": col.get("description", "")})
+        getters.append(_column_getter(str(col.get("jsonPath", "")), col.get("type") == "date", now))
+    if rt.key == "v1/nodes":
+        columns.append({"name": "Status", "type": "string", "format": "", "priority": 0, "description": ""})
+        getters.append(lambda o: "Ready" if (jsonpath(o, '.status.conditions[?(@.type=="Ready")].status')
+                                             == "True") else "NotReady")
+    elif rt.key == "v1/pods":
+        columns.append({"name": "Status", "type": "string", "format": "", "priority": 0, "description": ""})
+        getters.append(lambda o: jsonpath(o, ".status.phase"))
+    if not any(c.get("jsonPath") == ".metadata.creationTimestamp" for c in rt.printer_columns):
+        columns.append({"name": "Age", "type": "string", "format": "", "priority": 0, "description": ""})
+        getters.append(lambda o: age(o["metadata"].get("creationTimestamp"), now))
+    rows = [{"cells": [get(o) for get in getters], "object": o} for o in items]
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "columnDefinitions": columns, "rows": rows,
+            "metadata": {"resourceVersion": str(resource_version)}}
+
+
+def _verb(method: str, route: Route, watch: bool) -> str:
+    if method == "GET":
+        return "watch" if watch else "get" if route.name else "list"
+    verbs = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+    return verbs.get(method, method.lower())
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> aiohttp.web.Response:
+    return aiohttp.web.Response(body=json.dumps(payload).encode(), status=status, headers=headers,
+                                content_type="application/json")
+
+
+class Subscription:
+    """In-process watch: `{"type", "object"}` events (deep copies) from the moment of subscribing."""
+
+    def __init__(self, store: Store, rt: ResourceType) -> None:
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._unsubscribe: Callable[[], None] | None = store.subscribe(rt, self._deliver)
+
+    def _deliver(self, event: Event, _before: Obj | None) -> None:
+        self._queue.put_nowait(event)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._unsubscribe is None:
+            raise StopAsyncIteration
+        event = await self._queue.get()
+        return {"type": event["type"], "object": copy.deepcopy(event["object"])}
+
+    async def aclose(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def __del__(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+
+
+@attrs.define(kw_only=True)
+class ClusterEmulator(kmock.KubernetesEmulator):
+    """A Kubernetes API server in memory, served over HTTP by `kmock.Server` and in-process below."""
+
+    store: Store = attrs.field(factory=Store)
+    faults: ApiFaults | None = None
+    _counts: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
+
+    # --- in-process API ---------------------------------------------------------------------------------
+
+    def get_object(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        try:
+            return copy.deepcopy(self.store.get(self.store.resolve(resource), namespace, name))
+        except ApiError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    def list_objects(self, resource: str, namespace: str | None = None,
+                     label_selector: str | None = None) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.store.list_items(self.store.resolve(resource), namespace, label_selector))
+
+    async def create_object(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
+        rt = self.store.resolve(resource)
+        return copy.deepcopy(self.store.create(rt, (obj.get("metadata") or {}).get("namespace"), obj))
+
+    async def patch_object(self, resource: str, namespace: str | None, name: str, patch: dict[str, Any],
+                           subresource: str | None = None) -> dict[str, Any]:
+        rt = self.store.resolve(resource)
+        return copy.deepcopy(self.store.patch(rt, namespace, name, patch, MERGE_PATCH, subresource))
+
+    async def delete_object(self, resource: str, namespace: str | None, name: str) -> None:
+        self.store.delete(self.store.resolve(resource), namespace, name)
+
+    def subscribe(self, resource: str) -> AsyncIterator[dict[str, Any]]:
+        return Subscription(self.store, self.store.resolve(resource))
+
+    def request_counts(self) -> dict[str, Any]:
+        return {"total": sum(self._counts.values()), "byVerb": dict(self._counts)}
+
+    # --- HTTP -------------------------------------------------------------------------------------------
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        path = raw_request.path
+        route = parse_route(path)
+        try:
+            if route is None:
+                if path in ("/version", "/version/"):
+                    return _json(await self._serve_server_version(kmock.Request()))
+                if path == "/api":
+                    return _json({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
+                        {"clientCIDR": "0.0.0.0/0", "serverAddress": raw_request.host}]})
+                if path == "/apis":
+                    return _json({"kind": "APIGroupList", "apiVersion": "v1",
+                                  "groups": discovery_groups(self.store.types)})
+                if path.startswith("/apis/") and path.count("/") == 2:
+                    return self._serve_api_group(path.split("/")[2])
+                if path in ("/healthz", "/readyz", "/livez"):
+                    return aiohttp.web.Response(text="ok")
+                if path.startswith("/openapi/v3"):
+                    return _json(self._serve_openapi_v3(path.removeprefix("/openapi/v3").strip("/")))
+                if path.startswith("/openapi/"):
+                    raise ApiError(404, "NotFound", "the server could not find the requested resource")
+                return await super().__call__(raw_request)
+            if route.plural is None:
+                if route.group and not any(t.group == route.group and t.version == route.version
+                                           for t in self.store.types):
+                    raise ApiError(404, "NotFound", f"the server could not find {path}")
+                return _json(discovery_resources(self.store.types, route.group, route.version))
+            return await self._serve(raw_request, route)
+        except ApiError as exc:
+            headers = {"Retry-After": "1"} if exc.code == 429 else None
+            return _json(exc.status(), exc.code, headers)
+
+    def _serve_openapi_v3(self, group_version: str) -> Obj:
+        """Just enough OpenAPI v3 for kubectl to see that the server validates (`fieldValidation`)."""
+        versions = sorted({("api/" if not t.group else "apis/") + t.group_version for t in self.store.types})
+        if not group_version:
+            hash_ = str(len(self.store.types))
+            return {"paths": {gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash={hash_}"} for gv in versions}}
+        if group_version not in versions:
+            raise ApiError(404, "NotFound", f"the server could not find /openapi/v3/{group_version}")
+        return openapi_v3_document([t for t in self.store.types if
+                                    ("api/" if not t.group else "apis/") + t.group_version == group_version])
+
+    def _serve_api_group(self, group: str) -> aiohttp.web.Response:
+        for entry in discovery_groups(self.store.types):
+            if entry["name"] == group:
+                return _json({"kind": "APIGroup", "apiVersion": "v1", **entry})
+        raise ApiError(404, "NotFound", f"the server could not find the requested resource: group {group!r}")
+
+    async def _serve(self, raw_request: aiohttp.web.BaseRequest, route: Route) -> aiohttp.web.StreamResponse:
+        assert route.plural is not None
+        query = raw_request.query
+        watch = route.watch or query.get("watch", "").lower() in ("true", "1")
+        method = raw_request.method
+        verb = _verb(method, route, watch)
+        self._counts[verb] += 1
+        if self.faults is not None:
+            delay, error = self.faults.draw(verb)
+            if delay:
+                await asyncio.sleep(delay)
+            if error is not None:
+                raise error
+        rt = self.store.lookup(route.group, route.version, route.plural)
+        namespace = route.namespace if rt.namespaced else None
+        if verb == "watch":
+            return await self._watch(raw_request, rt, namespace, route.name)
+        body = await raw_request.read()
+        data = self._decode(body) if body else None
+        as_table = "as=Table" in raw_request.headers.get("Accept", "")
+        if verb == "list":
+            items = self.store.list_items(rt, namespace, query.get("labelSelector"),
+                                          query.get("fieldSelector"))
+            if as_table:
+                now = datetime.datetime.now(datetime.UTC)
+                return _json(render_table(rt, items, self.store.resource_version, now))
+            return _json(self.store.list_document(rt, items))
+        if verb == "create":
+            if route.name is not None:
+                raise ApiError(405, "MethodNotAllowed", f"POST is not supported on {raw_request.path}")
+            return _json(self.store.create(rt, namespace, data), 201)
+        if route.name is None:
+            if verb == "delete":
+                deleted = self.store.delete_collection(rt, namespace, query.get("labelSelector"),
+                                                       query.get("fieldSelector"))
+                return _json(self.store.list_document(rt, deleted))
+            raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {raw_request.path}")
+        if verb == "get":
+            obj = self.store.get(rt, namespace, route.name)
+            if as_table:
+                return _json(render_table(rt, [obj], self.store.resource_version,
+                                          datetime.datetime.now(datetime.UTC)))
+            return _json(obj)
+        if verb == "update":
+            return _json(self.store.replace(rt, namespace, route.name, data, route.subresource))
+        if verb == "patch":
+            content_type = raw_request.headers.get("Content-Type", "").split(";")[0].strip()
+            if data is None:
+                raise ApiError(400, "BadRequest", "the patch body is empty")
+            if content_type == JSON_PATCH and not isinstance(data, list):
+                raise ApiError(400, "BadRequest", "a json patch must be a list of operations")
+            return _json(self.store.patch(rt, namespace, route.name, data, content_type, route.subresource))
+        if verb == "delete":
+            options = dict(data) if isinstance(data, dict) else {}
+            if "propagationPolicy" in query:
+                options["propagationPolicy"] = query["propagationPolicy"]
+            return _json(self.store.delete(rt, namespace, route.name, options))
+        raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {raw_request.path}")
+
+    @staticmethod
+    def _decode(body: bytes) -> Any:
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise ApiError(400, "BadRequest", f"the request body is not JSON: {exc}") from None
+
+    async def _watch(self, raw_request: aiohttp.web.BaseRequest, rt: ResourceType, namespace: str | None,
+                     name: str | None) -> aiohttp.web.StreamResponse:
+        query = raw_request.query
+        selects = self.store.matcher(query.get("labelSelector"), query.get("fieldSelector"))
+
+        def matches(obj: Obj | None) -> bool:
+            if obj is None:
+                return False
+            meta = obj["metadata"]
+            return ((namespace is None or meta.get("namespace") == namespace)
+                    and (name is None or meta["name"] == name) and selects(obj))
+
+        try:
+            timeout = float(query.get("timeoutSeconds") or DEFAULT_WATCH_SECONDS)
+            since = int(query.get("resourceVersion") or 0)
+        except ValueError as exc:
+            raise ApiError(400, "BadRequest", f"timeoutSeconds/resourceVersion: {exc}") from None
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+
+        def listen(event: Event, before: Obj | None) -> None:
+            now, then = matches(event["object"]), matches(before)
+            if event["type"] == "MODIFIED" and now != then:
+                queue.put_nowait({"type": "ADDED" if now else "DELETED", "object": event["object"]})
+            elif now or (event["type"] == "DELETED" and then):
+                queue.put_nowait(event)
+
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        unsubscribe = self.store.subscribe(rt, listen)
+        try:
+            replay = self.store.events_since(rt, since) if since else None
+            initial: list[Event] = replay if replay is not None else [
+                {"type": "ADDED", "object": o} for o in self.store.list_items(rt, namespace)]
+            await response.prepare(raw_request)
+            cut = self.faults.cut_watch_after_events if self.faults is not None else None
+            sent = 0
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            pending = [e for e in initial if matches(e["object"])]
+            while loop.time() < deadline and (cut is None or sent < cut):
+                if not pending:
+                    try:
+                        wait = min(LIVENESS_SECONDS, max(0.0, deadline - loop.time()))
+                        pending = [await asyncio.wait_for(queue.get(), wait)]
+                    except TimeoutError:
+                        transport = raw_request.transport
+                        if transport is None or transport.is_closing():
+                            break
+                        continue
+                    while not queue.empty():
+                        pending.append(queue.get_nowait())
+                if cut is not None:
+                    pending = pending[:cut - sent]
+                sent += len(pending)
+                await response.write(b"".join(json.dumps(e).encode() + b"\n" for e in pending))
+                pending = []
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client went away; nothing is left to tell it
+        finally:
+            unsubscribe()
+        return response

@@ -1,0 +1,199 @@
+"""`torchproof probe`: run the probe on this machine and show what it found.
+
+The probe runs exactly as in a validation pod (a subprocess of this Python, plan in TORCHPROOF_PLAN,
+result in a file), so a local run also dry-runs a profile's plan on a machine without GPUs
+(`--device cpu`). Its result is read back through the operator's own parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from torchproof.podspec import PLAN_ENV, build_plan
+from torchproof.probe import PROBE_PATH
+from torchproof.profile import InvalidSpec, parse_profile
+from torchproof.result import CHECK_NAMES, PLAN_SCHEMA, CheckOutcome, ProbeResult, UntrustedResult, parse_result
+
+DEFAULT_BUDGET_SECONDS = 120
+# Past the budget the probe cuts its own checks; this covers interpreter start, torch import and writing.
+GRACE_SECONDS = 60
+
+
+class LocalProbeError(Exception):
+    """The local run could not start or produced no usable result; the message says why."""
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    raw: bytes
+    result: ProbeResult
+    stdout: str
+
+
+def default_plan() -> dict[str, Any]:
+    """Every check with the probe's own default sizes, as when no profile is given."""
+    return {"schema": PLAN_SCHEMA, "profile": None, "device": "cuda",
+            "timeBudgetSeconds": DEFAULT_BUDGET_SECONDS, "checks": {name: {} for name in CHECK_NAMES}}
+
+
+def profile_plan(path: str) -> dict[str, Any]:
+    """The plan the operator would send for this profile file, or LocalProbeError naming the bad field."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        return build_plan(parse_profile(doc))
+    except OSError as exc:
+        raise LocalProbeError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise LocalProbeError(f"{path}: not YAML: {exc}") from None
+    except InvalidSpec as exc:
+        raise LocalProbeError(f"{path}: {exc}") from None
+
+
+def local_plan(profile: str | None, device: str, timeout: float | None) -> dict[str, Any]:
+    plan = profile_plan(profile) if profile else default_plan()
+    plan = {**plan, "device": device}
+    plan.pop("resultPath", None)
+    if timeout is not None:
+        plan["timeBudgetSeconds"] = timeout
+    return plan
+
+
+def run_local(plan: dict[str, Any], python: str = sys.executable) -> LocalRun:
+    """Run probe.py with `python` under `plan`; the result it wrote, parsed as the operator parses it."""
+    hard_limit = float(plan["timeBudgetSeconds"]) + GRACE_SECONDS
+    with tempfile.TemporaryDirectory(prefix="torchproof-probe-") as tmp:
+        result_path = Path(tmp) / "result.json"
+        env = {**os.environ, PLAN_ENV: json.dumps(plan)}
+        cmd = [python, str(PROBE_PATH), "--device", plan["device"], "--result", str(result_path)]
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=hard_limit, check=False)
+        except subprocess.TimeoutExpired:
+            raise LocalProbeError(f"the probe ran past {hard_limit:.0f} s and was killed") from None
+        if proc.returncode != 0 or not result_path.exists():
+            tail = proc.stderr.strip().splitlines()[-5:]
+            raise LocalProbeError(f"the probe exited {proc.returncode} without a result: " + " | ".join(tail))
+        raw = result_path.read_bytes()
+    try:
+        return LocalRun(raw=raw, result=parse_result(raw), stdout=proc.stdout)
+    except UntrustedResult as exc:
+        raise LocalProbeError(f"the probe's result breaks the contract: {exc}") from None
+
+
+# -- the table -------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _environment(result: ProbeResult, _: CheckOutcome) -> str:
+    e = result.env
+    return (f"python {_fmt(e.python)}, torch {_fmt(e.torch)}, cuda {_fmt(e.cuda)}, cudnn {_fmt(e.cudnn)}, "
+            f"nccl {_fmt(e.nccl)}, apex {_fmt(e.apex)}")
+
+
+def _gpu(result: ProbeResult, _: CheckOutcome) -> str:
+    g = result.gpu
+    devices = ", ".join(f"{d.name} (cc {_fmt(d.cc)}, {_fmt(d.memory_mib)} MiB)" for d in g.devices)
+    text = f"{g.source}: driver {_fmt(g.driver)}, cuda driver {_fmt(g.cuda_driver)}, {_fmt(g.count)} GPU"
+    return text + (f": {devices}" if devices else "") + (f" [{g.note}]" if g.note else "")
+
+
+def _cuda(_: ProbeResult, c: CheckOutcome) -> str:
+    return f"available {_fmt(c.flag('available'))}, kernel ok {_fmt(c.flag('kernelOk'))}"
+
+
+def _amp(_: ProbeResult, c: CheckOutcome) -> str:
+    parts = []
+    for name in ("native", "apex", "bf16"):
+        run = c.data.get(name)
+        if not run:
+            continue
+        if "skipped" in run or "error" in run:
+            parts.append(f"{name}: {run.get('skipped') or run.get('error')}")
+            continue
+        parts.append(
+            f"{name} {_fmt(run.get('dtype'))}: loss {_fmt(run.get('firstLoss'))}->{_fmt(run.get('lastLoss'))}"
+            f", rel err {_fmt(run.get('maxRelError'))}, skipped {_fmt(run.get('skippedSteps'))}"
+            f"/{_fmt(run.get('steps'))}"
+        )
+    return "; ".join(parts)
+
+
+def _tensor_cores(_: ProbeResult, c: CheckOutcome) -> str:
+    rates = [f"{p} {_fmt(c.number(p))}" for p in ("fp32", "fp16", "bf16", "tf32") if c.number(p) is not None]
+    speedups = [f"{p} x{_fmt(c.number(p + 'Speedup'))}" for p in ("fp16", "bf16", "tf32")
+                if c.number(p + "Speedup") is not None]
+    return f"n={_fmt(c.data.get('size'))}: " + ", ".join(rates) + " TFLOP/s" + (
+        f" ({', '.join(speedups)})" if speedups else "")
+
+
+def _channels_last(_: ProbeResult, c: CheckOutcome) -> str:
+    return f"finite {_fmt(c.flag('finite'))}, rel err {_fmt(c.number('maxRelError'))}"
+
+
+def _conv3d(_: ProbeResult, c: CheckOutcome) -> str:
+    return f"{_fmt(c.data.get('nanCount'))} NaN in {_fmt(c.data.get('iterations'))} iterations"
+
+
+def _multi_gpu(_: ProbeResult, c: CheckOutcome) -> str:
+    return (f"{_fmt(c.data.get('devices'))} GPUs, peer access {_fmt(c.flag('peerAccess'))}, "
+            f"all-reduce ok {_fmt(c.flag('allReduceOk'))}")
+
+
+_NUMBERS: dict[str, Callable[[ProbeResult, CheckOutcome], str]] = {
+    "environment": _environment, "gpu": _gpu, "cuda": _cuda, "amp": _amp, "tensorCores": _tensor_cores,
+    "channelsLast": _channels_last, "conv3d": _conv3d, "multiGpu": _multi_gpu,
+}
+
+
+def format_table(result: ProbeResult) -> str:
+    """One line per check: name, status, seconds, and its key numbers (or why it did not run)."""
+    rows = [("check", "status", "seconds", "numbers")]
+    for name, c in result.checks.items():
+        numbers = _NUMBERS[name](result, c) if c.status == "ok" else c.error or c.reason or ""
+        rows.append((name, c.status, "-" if c.seconds is None else f"{c.seconds:.2f}", numbers))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}".rstrip() for r in rows]
+    lines.append(f"probe {result.probe} on {result.device}, {_fmt(result.seconds)} s in all")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="torchproof probe", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", help="profile YAML whose checks to run (default: every check)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
+    parser.add_argument("--json", action="store_true", help="print the probe's compact result as JSON")
+    parser.add_argument("--timeout", type=float, metavar="S",
+                        help=f"time budget in seconds (default: the profile's, else {DEFAULT_BUDGET_SECONDS})")
+    args = parser.parse_args(argv)
+    if args.timeout is not None and args.timeout <= 0:
+        parser.error("--timeout: expected a positive number of seconds")
+    try:
+        run = run_local(local_plan(args.profile, args.device, args.timeout))
+    except LocalProbeError as exc:
+        print(f"torchproof probe: {exc}", file=sys.stderr)
+        return 1
+    print(run.raw.decode("utf-8") if args.json else format_table(run.result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -147,6 +147,8 @@ class _Builder:
         self.update.append(NodeUpdate(node.name, patch, evaluation.verdict, previous, evaluation))
         self.labels[node.name] = evaluation.verdict
         self.state[node.name] = evaluation.verdict
+        if self.inp.profile.revalidate_after_seconds is not None:
+            self.wakes.append(self.inp.now + self.inp.profile.revalidate_after_seconds)
 
     def is_current(self, node: NodeView) -> bool:
         record = parse_record(node, self.inp.profile.name)

@@ -1,0 +1,110 @@
+"""Owned node labels (Node Feature Discovery style), pod and ConfigMap rendering, expectations."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from conftest import make_node, pod_body
+from torchproof import labels as L
+from torchproof.expectations import Expectations
+from torchproof.podspec import build_plan, build_pod, build_probe_configmap, configmap_name, pod_name
+from torchproof.profile import Profile
+from torchproof.result import PLAN_SCHEMA
+from torchproof.views import pod_view
+
+
+def test_verdict_patch_sets_label_record_and_owned_list_guarded_by_resource_version() -> None:
+    patch = L.verdict_patch("p1", {L.OWNED_LABELS_ANNOTATION: "torchproof.dev/p0"}, "passed", {"verdict": "passed"}, "42")
+    meta = patch["metadata"]
+    assert meta["labels"] == {"torchproof.dev/p1": "passed"}
+    assert meta["annotations"][L.OWNED_LABELS_ANNOTATION] == "torchproof.dev/p0,torchproof.dev/p1"
+    assert json.loads(meta["annotations"]["result.torchproof.dev/p1"]) == {"verdict": "passed"}
+    assert meta["resourceVersion"] == "42"
+
+
+def test_verdict_patch_leaves_owned_list_alone_when_already_owned() -> None:
+    patch = L.verdict_patch("p1", {L.OWNED_LABELS_ANNOTATION: "torchproof.dev/p1"}, "failed", {}, "42")
+    assert L.OWNED_LABELS_ANNOTATION not in patch["metadata"]["annotations"]
+    assert "resourceVersion" not in patch["metadata"]
+
+
+def test_removal_patch_removes_only_owned_labels() -> None:
+    owned = {L.OWNED_LABELS_ANNOTATION: "torchproof.dev/p0,torchproof.dev/p1", "result.torchproof.dev/p1": "{}"}
+    patch = L.removal_patch("p1", {"torchproof.dev/p1": "passed", "team": "x"}, owned)
+    assert patch is not None
+    assert patch["metadata"]["labels"] == {"torchproof.dev/p1": None}
+    assert patch["metadata"]["annotations"] == {
+        L.OWNED_LABELS_ANNOTATION: "torchproof.dev/p0", "result.torchproof.dev/p1": None,
+    }
+    assert L.removal_patch("p1", {"torchproof.dev/p1": "passed"}, {}) is None
+    last = L.removal_patch("p0", {"torchproof.dev/p0": "x"}, {L.OWNED_LABELS_ANNOTATION: "torchproof.dev/p0"})
+    assert last is not None and last["metadata"]["annotations"][L.OWNED_LABELS_ANNOTATION] is None
+
+
+def test_validation_pod_is_pinned_by_affinity_and_safe(profile: Profile) -> None:
+    pod = build_pod(profile, node="gpu-node-1", fingerprint="fp", namespace="torchproof", configmap="cm-1")
+    spec = pod["spec"]
+    assert "nodeName" not in spec
+    term = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    assert term["matchFields"] == [{"key": "metadata.name", "operator": "In", "values": ["gpu-node-1"]}]
+    assert spec["restartPolicy"] == "Never"
+    assert spec["activeDeadlineSeconds"] == profile.validation.runtime_timeout_seconds
+    assert spec["automountServiceAccountToken"] is False
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    container = spec["containers"][0]
+    assert container["image"] == "nvcr.io/nvidia/pytorch:20.06-py3"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+    assert container["volumeMounts"][0]["readOnly"] is True
+    assert spec["volumes"][0]["configMap"]["name"] == "cm-1"
+    plan = json.loads(next(e["value"] for e in container["env"] if e["name"] == "TORCHPROOF_PLAN"))
+    assert plan["schema"] == PLAN_SCHEMA and plan["profile"] == "pytorch-20.06"
+    assert set(plan["checks"]) >= {"environment", "gpu", "cuda", "amp", "tensorCores", "conv3d"}
+    owner = pod["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("PyTorchReleaseProfile", "pytorch-20.06", "uid-1")
+    assert pod["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "torchproof"
+    assert pod["metadata"]["labels"][L.PROFILE_LABEL] == "pytorch-20.06"
+
+
+def test_plan_follows_the_profile_checks(profile: Profile) -> None:
+    plan = build_plan(profile)
+    assert plan["checks"]["amp"]["steps"] == profile.checks.amp.steps
+    assert plan["checks"]["tensorCores"]["size"] == profile.checks.tensor_cores.size
+    assert plan["timeBudgetSeconds"] == profile.checks.time_budget_seconds
+
+
+def test_pod_names_are_deterministic_valid_and_distinct() -> None:
+    long_node = "ip-10-0-0-1.eu-west-1.compute.internal-" + "x" * 200
+    names = {pod_name("pytorch-20.06", n) for n in ("a", "b", long_node, long_node + "y")}
+    assert len(names) == 4
+    assert pod_name("pytorch-20.06", "a") == pod_name("pytorch-20.06", "a")
+    for name in names:
+        assert len(name) <= 63 and re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", name)
+
+
+def test_configmap_is_content_hashed() -> None:
+    a = build_probe_configmap("ns", {"probe.py": "print(1)"})
+    b = build_probe_configmap("ns", {"probe.py": "print(2)"})
+    assert a["metadata"]["name"] != b["metadata"]["name"]
+    assert a["metadata"]["name"] == configmap_name({"probe.py": "print(1)"})
+    assert a["data"] == {"probe.py": "print(1)"}
+
+
+def test_expectations_hide_the_watch_lag(profile: Profile) -> None:
+    node = make_node("t4-a")
+    manifest = pod_body(profile, node)
+    expect = Expectations(ttl=60)
+    expect.pod_created(manifest, now=0)
+    assert [p.name for p in expect.overlay_pods([], now=1)] == [manifest["metadata"]["name"]]
+    assert expect.overlay_pods([], now=61) == []
+    observed = pod_view(manifest)
+    expect.pod_deleted(observed.name, now=2)
+    assert expect.overlay_pods([observed], now=3)[0].deleting
+    assert expect.overlay_pods([], now=4) == []
+    patch = L.verdict_patch("p", {}, "passed", {"v": 1})
+    expect.node_patched("t4-a", patch, now=5)
+    seen = expect.overlay_nodes([node], now=6)[0]
+    assert seen.labels["torchproof.dev/p"] == "passed"
+    assert expect.overlay_nodes([seen], now=7)[0] == seen
+    assert "t4-a" not in expect.patched

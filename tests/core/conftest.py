@@ -31,7 +31,9 @@ def profile() -> Profile:
     return parse_profile(profile_body())
 
 
-def make_node_body(name: str, product: str | None = "Tesla T4", driver: str = "450.51.06", **extra: Any) -> dict[str, Any]:
+def make_node_body(
+    name: str, product: str | None = "Tesla T4", driver: str = "450.51.06", **extra: Any
+) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": name, **extra}
     if product is not None:
         entry["gpu"] = {"product": product, "count": 1, "driver": driver}

@@ -15,7 +15,8 @@ from torchproof.views import pod_view
 
 
 def test_verdict_patch_sets_label_record_and_owned_list_guarded_by_resource_version() -> None:
-    patch = L.verdict_patch("p1", {L.OWNED_LABELS_ANNOTATION: "torchproof.dev/p0"}, "passed", {"verdict": "passed"}, "42")
+    owned = {L.OWNED_LABELS_ANNOTATION: "torchproof.dev/p0"}
+    patch = L.verdict_patch("p1", owned, "passed", {"verdict": "passed"}, "42")
     meta = patch["metadata"]
     assert meta["labels"] == {"torchproof.dev/p1": "passed"}
     assert meta["annotations"][L.OWNED_LABELS_ANNOTATION] == "torchproof.dev/p0,torchproof.dev/p1"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from torchproof.sim.hardware import Board, board, cuda_for_driver, gfd_family, parse_driver
 from torchproof.versions import DriverVersion
 

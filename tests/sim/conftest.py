@@ -8,7 +8,6 @@ from pathlib import Path
 import kubernetes.client
 import pytest
 import yaml
-
 from torchproof.sim import BackgroundCluster, EmbeddedCluster, run_in_thread
 
 GROUP, VERSION, PLURAL, KIND = "example.torchproof.dev", "v1", "gadgets", "Gadget"

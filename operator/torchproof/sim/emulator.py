@@ -429,25 +429,31 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             raise ApiError(400, "BadRequest", f"timeoutSeconds/resourceVersion: {exc}") from None
         queue: asyncio.Queue[Event] = asyncio.Queue()
 
-        def listen(event: Event, before: Obj | None) -> None:
+        def seen(event: Event, before: Obj | None) -> Event | None:
+            """The event as this watch sees it: objects entering or leaving its selection."""
             now, then = matches(event["object"]), matches(before)
             if event["type"] == "MODIFIED" and now != then:
-                queue.put_nowait({"type": "ADDED" if now else "DELETED", "object": event["object"]})
-            elif now or (event["type"] == "DELETED" and then):
-                queue.put_nowait(event)
+                return {"type": "ADDED" if now else "DELETED", "object": event["object"]}
+            return event if now or (event["type"] == "DELETED" and then) else None
+
+        def listen(event: Event, before: Obj | None) -> None:
+            if (visible := seen(event, before)) is not None:
+                queue.put_nowait(visible)
 
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         unsubscribe = self.store.subscribe(rt, listen)
         try:
             replay = self.store.events_since(rt, since) if since else None
-            initial: list[Event] = replay if replay is not None else [
-                {"type": "ADDED", "object": o} for o in self.store.list_items(rt, namespace)]
+            if replay is None:
+                pending = [{"type": "ADDED", "object": o} for o in self.store.list_items(rt, namespace)
+                           if matches(o)]
+            else:
+                pending = [v for e, before in replay if (v := seen(e, before)) is not None]
             await response.prepare(raw_request)
             cut = self.faults.cut_watch_after_events if self.faults is not None else None
             sent = 0
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
-            pending = [e for e in initial if matches(e["object"])]
             while loop.time() < deadline and (cut is None or sent < cut):
                 if not pending:
                     try:

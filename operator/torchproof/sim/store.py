@@ -124,7 +124,7 @@ def _spec_part(obj: Obj) -> Obj:
 @dataclass
 class _Storage:
     objects: dict[str | None, dict[str, Obj]] = field(default_factory=dict)  # namespace → name → obj
-    history: deque[tuple[int, Event]] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    history: deque[tuple[int, Event, Obj | None]] = field(default_factory=lambda: deque(maxlen=HISTORY))
     listeners: set[Listener] = field(default_factory=set)
 
     def items(self, namespace: str | None) -> Iterator[Obj]:
@@ -199,14 +199,14 @@ class Store:
         return {"apiVersion": rt.group_version, "kind": f"{rt.kind}List",
                 "metadata": {"resourceVersion": str(self.resource_version)}, "items": items}
 
-    def events_since(self, rt: ResourceType, resource_version: int) -> list[Event] | None:
-        """Events after that version, or None when the history no longer reaches back so far."""
+    def events_since(self, rt: ResourceType, resource_version: int) -> list[tuple[Event, Obj | None]] | None:
+        """(event, object before it) after that version, or None when the history does not reach back."""
         history = self._storage(rt).history
         if resource_version >= self.resource_version:
             return []
         if history and history[0][0] > resource_version + 1 and len(history) == history.maxlen:
             return None
-        return [self._versioned_event(rt, ev) for rv, ev in history if rv > resource_version]
+        return [(self._versioned_event(rt, ev), before) for rv, ev, before in history if rv > resource_version]
 
     def subscribe(self, rt: ResourceType, listener: Listener) -> Callable[[], None]:
         """Calls `listener(event, before)` on every change of this resource; returns the unsubscriber."""
@@ -454,7 +454,7 @@ class Store:
 
     @staticmethod
     def _emit(storage: _Storage, rv: int, event: Event, before: Obj | None) -> None:
-        storage.history.append((rv, event))
+        storage.history.append((rv, event, before))
         for listener in list(storage.listeners):
             listener(event, before)
 

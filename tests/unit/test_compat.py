@@ -185,3 +185,16 @@ def test_matching_known_issues_keeps_order() -> None:
     a = KnownIssue("a", "x", frozenset({"Volta"}))
     b = KnownIssue("b", "y")
     assert matching_known_issues([b, a], "Volta") == (b, a)
+
+
+def test_24_10_on_hopper_and_on_an_old_datacenter_branch() -> None:
+    req = parse_profile(yaml.safe_load((ROOT / "profiles" / "pytorch-24.10.yaml").read_text())).requirements
+    assert codes(Hardware(product="NVIDIA H200", driver="570.86.15"), req) == ("compatible", ["ArchitectureNotListed"])
+    assert codes(Hardware(product="NVIDIA H100 80GB HBM3", driver="535.104.05"), req) == (
+        "compatible",
+        ["ForwardCompatibility", "ArchitectureNotListed"],
+    )
+    assert codes(Hardware(product="NVIDIA GeForce RTX 4090", driver="535.104.05"), req) == (
+        "incompatible",
+        ["DriverTooOld"],
+    )

@@ -153,8 +153,12 @@ def test_architecture_enums_are_the_catalogues() -> None:
 # ---- the sample and bad profiles ----------------------------------------------------------------------
 
 
-def test_the_20_06_profile_validates() -> None:
-    assert errors(SAMPLE) == []
+@pytest.mark.parametrize("path", sorted((ROOT / "profiles").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_profile_validates_and_parses(path: Path) -> None:
+    obj = yaml.safe_load(path.read_text())
+    assert errors(obj) == []
+    assert cel_violations(obj) == []
+    assert parse_profile(obj).name == path.stem
 
 
 @pytest.mark.parametrize(

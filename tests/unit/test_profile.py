@@ -77,6 +77,22 @@ def test_components_are_the_seeds_and_the_reference_tables() -> None:
     assert PROFILE.release == "20.06"
 
 
+def test_the_24_10_profile_carries_the_reference_rows() -> None:
+    p = parse_profile(yaml.safe_load((ROOT / "profiles" / "pytorch-24.10.yaml").read_text()))
+    row = re.search(r"^\| 24\.10 \|(.*)\|$", REFERENCE, re.MULTILINE)
+    driver_row = re.search(r"^\| 24\.10 \| (\d+) \| ([^|]*) \| (\d+\.\d+)\+", REFERENCE, re.MULTILINE)
+    assert row and driver_row
+    c = p.components
+    assert [x.strip() for x in row.group(1).split("|")] == [
+        c.pytorch, c.cuda, c.python, c.ubuntu, c.cudnn, c.nccl, c.tensorrt,
+    ]
+    assert str(p.requirements.driver.minimum) == driver_row.group(1)
+    assert [f"{b.minimum}+" for b in p.requirements.driver.datacenter_branches] == [
+        x.strip() for x in driver_row.group(2).split(",")
+    ]
+    assert str(p.requirements.min_compute_capability) == driver_row.group(3)
+
+
 def test_both_amp_flavours_are_checked() -> None:
     assert "through the native implementation as well as a preinstalled release of Apex" in SEED
     amp = PROFILE.checks.amp

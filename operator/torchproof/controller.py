@@ -255,11 +255,11 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
         def login(**_: Any) -> kopf.ConnectionInfo:
             return kopf.ConnectionInfo(server=str(cfg.server), insecure=True)
 
-    @kopf.index("nodes", registry=registry)
+    @kopf.index("nodes", id="nodes", registry=registry)
     async def nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeView]:
         return {name: node_view(body)}
 
-    @kopf.index("pods", labels=POD_SELECTOR, registry=registry)
+    @kopf.index("pods", id="probe_pods", labels=POD_SELECTOR, registry=registry)
     async def probe_pods(body: kopf.Body, **_: Any) -> dict[str, PodView]:
         view = pod_view(body)
         return {view.profile: view}

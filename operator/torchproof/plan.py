@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from torchproof import labels as L
-from torchproof.compat import matching_known_issues
 from torchproof.podspec import build_pod
 from torchproof.profile import Profile
 from torchproof.verdict import Evaluation, evaluate_pod, static_evaluation
@@ -217,9 +216,7 @@ class _Builder:
             return
         static = static_evaluation(p, node.labels)
         if static.verdict == "incompatible":
-            architecture = static.model.architecture if static.model else None
-            issues = matching_known_issues(p.known_issues, architecture)
-            self.label(node, Evaluation("incompatible", static.reasons, issues))
+            self.label(node, Evaluation("incompatible", static.reasons))
         elif not node.ready or node.unschedulable:
             self.state[node.name] = "skipped"
             self.waiting_reason[node.name] = "NodeNotReady" if not node.ready else "NodeCordoned"

@@ -133,8 +133,8 @@ class Report:
                 gpu = sim.gpu if sim is not None else None
                 record = _records(node, [name]).get(name, {})
                 verdict = (node["metadata"].get("labels") or {}).get(L.label_key(name), "-")
-                issues = [f"known issue {i}" for i in record.get("knownIssues", [])]
-                reasons = "; ".join(record.get("reasons", []) + issues[:2])
+                issues = len(record.get("knownIssues", []))
+                reasons = "; ".join(record.get("reasons", []) + ([f"{issues} known issues"] if issues else []))
                 rows.append((
                     node_name,
                     f"{gpu.count}x {gpu.board.product}" if gpu else "-",

@@ -70,7 +70,7 @@ def judge(profile: Profile, result: ProbeResult) -> Evaluation:
     numbers = _key_numbers(result)
     findings = tuple(_component_findings(profile, result))
     if fit.verdict == "incompatible":
-        return Evaluation("incompatible", fit.reasons, issues, numbers, findings)
+        return Evaluation("incompatible", fit.reasons, (), numbers, findings)
     reasons = [r for name, check in result.checks.items() for r in _judge_check(profile, name, check)]
     if result.device != "cuda":
         reasons.insert(0, Reason("NotOnGpu", "the probe ran on the CPU, not on a GPU"))

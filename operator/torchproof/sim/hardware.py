@@ -211,13 +211,13 @@ def _amp_run(api: str, dtype: str, steps: int, rel_error: float, nan: bool) -> d
 def _amp(s: ProbeSetting, gpu: Board, plan: Mapping[str, Any]) -> dict[str, Any]:
     steps = int(plan.get("steps", 8))
     out: dict[str, Any] = {"status": "ok", "seconds": _SECONDS["amp"]}
-    if plan.get("native", True):
+    if plan.get("native"):
         out["native"] = (_amp_run("torch.cuda.amp", "float16", steps, 0.004, s.amp_nan) if s.image.native_amp
                          else {"skipped": f"torch {s.image.torch} has no torch.cuda.amp"})
-    if plan.get("apex", True):
+    if plan.get("apex"):
         out["apex"] = (_amp_run("apex.amp", "float16", steps, 0.005, False) if s.image.apex
                        else {"skipped": "apex not importable"})
-    if plan.get("bf16", True):
+    if plan.get("bf16"):
         if gpu.compute_capability < ComputeCapability(8, 0):
             out["bf16"] = {"skipped": f"compute capability {gpu.compute_capability} < 8.0"}
         elif not s.image.autocast:

@@ -34,7 +34,7 @@ PROFILE_LABEL = "torchproof.dev/profile"
 PLAN_ENV = "TORCHPROOF_PLAN"
 DEFAULT_PLAN: Mapping[str, Any] = {
     "device": "cuda",
-    "checks": {name: {} for name in (
+    "checks": {name: {"native": True, "apex": True, "bf16": True} if name == "amp" else {} for name in (
         "environment", "gpu", "cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu")},
 }
 GARBAGE = '{"schema": "torchproof.dev/probe-result/v1", "probe": "1.0", "device": "cu'

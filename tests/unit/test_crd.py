@@ -111,10 +111,12 @@ def test_a_full_status_validates_and_failing_nodes_are_capped() -> None:
         "conditions": [{"type": "Ready", "status": "True", "reason": "AllNodesProven", "message": "",
                         "observedGeneration": 3, "lastTransitionTime": "2026-01-01T00:00:00Z"}],
         "counts": dict.fromkeys(
-            ("passed", "failed", "incompatible", "error", "pending", "running", "skipped", "total"), 0
+            ("passed", "failed", "incompatible", "error", "pending", "running", "waiting", "skipped", "total"), 0
         ),
         "failingNodes": [{"node": "gpu-1", "verdict": "incompatible", "reasons": ["DriverTooOld: 410 < 450"]}],
-        "imagePull": {"state": "Pulled", "message": ""},
+        "waitingNodes": [{"node": "gpu-2", "reason": "ImagePullFailed"}],
+        "imagePull": {"state": "Failing", "image": "nvcr.io/nvidia/pytorch:20.06-py3", "generation": 3,
+                      "reason": "ErrImagePull", "message": "not found", "since": "2026-01-01T00:00:00Z"},
     }
     assert errors({**SAMPLE, "status": status}) == []
     status["failingNodes"] = status["failingNodes"] * 21

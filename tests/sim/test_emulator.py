@@ -8,11 +8,13 @@ import logging
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import kopf
 import kubernetes.client
 import pytest
+import yaml
 from conftest import GADGETS, GROUP, PLURAL, VERSION
 from torchproof.sim import ApiError, ApiFaults, BackgroundCluster, EmbeddedCluster
 from torchproof.sim.store import LabelSelector, apply_json_patch, apply_merge_patch, apply_strategic_merge_patch
@@ -460,3 +462,17 @@ async def test_kopf_operator_sees_nodes_and_custom_resources(cluster: EmbeddedCl
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
+
+
+async def test_apply_yaml_creates_then_replaces_and_rejects_bad_files_whole(cluster: EmbeddedCluster,
+                                                                            tmp_path: Path) -> None:
+    path = tmp_path / "gadgets.yaml"
+    path.write_text(yaml.safe_dump_all([gadget("a", size=2), gadget("b")]))
+    assert [o["metadata"]["namespace"] for o in await cluster.apply_yaml(path)] == [NS, NS]
+    path.write_text(yaml.safe_dump(gadget("a", size=5)))
+    (replaced,) = await cluster.apply_yaml(path)
+    assert (replaced["spec"]["size"], replaced["metadata"]["generation"]) == (5, 2)
+    path.write_text(yaml.safe_dump_all([gadget("c"), {"apiVersion": "v1", "kind": "Nope", "metadata": {"name": "x"}}]))
+    with pytest.raises(ValueError, match="document 1: no resource of kind 'Nope'"):
+        await cluster.apply_yaml(path)
+    assert cluster.emulator.get_object(GADGETS, NS, "c") is None

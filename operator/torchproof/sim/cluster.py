@@ -74,9 +74,9 @@ class EmbeddedCluster:
             documents = [d for d in yaml.safe_load_all(Path(path).read_text()) if d is not None]
         except yaml.YAMLError as exc:
             raise ValueError(f"{path}: not YAML: {exc}") from None
-        results = []
         store = self.emulator.store
-        for index, doc in enumerate(documents):
+        plan = []
+        for index, doc in enumerate(documents):  # check every document before changing anything
             where = f"{path} document {index}"
             if not isinstance(doc, dict) or not doc.get("apiVersion") or not doc.get("kind"):
                 raise ValueError(f"{where}: needs apiVersion and kind")
@@ -88,14 +88,16 @@ class EmbeddedCluster:
             except ApiError as exc:
                 raise ValueError(f"{where}: {exc.message}") from None
             namespace = (doc["metadata"].get("namespace") or self.namespace) if rt.namespaced else None
+            plan.append((rt, namespace, name, doc))
+        results = []
+        for rt, namespace, name, doc in plan:
             try:
                 store.get(rt, namespace, name)
             except ApiError:
                 results.append(store.create(rt, namespace, doc))
             else:
                 meta = {k: v for k, v in doc["metadata"].items() if k != "resourceVersion"}
-                body = {**doc, "metadata": meta}
-                results.append(store.replace(rt, namespace, name, body))
+                results.append(store.replace(rt, namespace, name, {**doc, "metadata": meta}))
         return results
 
 

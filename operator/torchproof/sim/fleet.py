@@ -229,7 +229,7 @@ def _gpu(value: Any, path: str) -> SimGpu:
     try:
         driver = parse_driver(driver_text)
     except ValueError:
-        raise _fail(f"{path}.driver", f"not a driver version {driver_text!r}") from None
+        raise _fail(f"{path}.driver", f'not a driver version "{driver_text}"') from None
     cc = raw.get("computeCapability")
     if cc is not None and not isinstance(cc, str):
         raise _fail(f"{path}.computeCapability", f"expected a quoted value like \"7.5\", got {cc!r}")

@@ -141,7 +141,7 @@ def board(
         cc = model.compute_capability
     else:
         raise ValueError(f"unknown GPU {product!r}: give computeCapability")
-    architecture = catalogue.architecture_for(cc) or (model.architecture if model else None)
+    architecture = model.architecture if model and compute_capability is None else catalogue.architecture_for(cc)
     if architecture is None:
         raise ValueError(f"no known architecture has compute capability {cc}")
     is_datacenter = datacenter if datacenter is not None else (model.datacenter if model else False)

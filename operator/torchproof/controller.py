@@ -272,6 +272,10 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
     async def pod_changed(labels: Mapping[str, str], **_: Any) -> None:
         reconciler.poke(labels.get(L.PROFILE_LABEL))
 
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def profile_changed(name: str, **_: Any) -> None:
+        reconciler.poke(name)
+
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
     async def reconcile(name: str, body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> None:
         nodes: kopf.Index[str, NodeView] = kwargs["nodes"]

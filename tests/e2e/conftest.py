@@ -29,7 +29,8 @@ MIXED_FLEET: list[dict[str, Any]] = [
     {"name": "v100-a", "gpu": {"product": "Tesla V100-SXM2-16GB", "count": 8, "driver": "450.51.06"}},
     {"name": "k80-a", "gpu": {"product": "Tesla K80", "count": 4, "driver": "450.51.06"}},
     {"name": "rtx-a", "gpu": {"product": "GeForce RTX 2080 Ti", "count": 1, "driver": "440.100"}},
-    {"name": "hidden-v100", "gfd": False, "gpu": {"product": "Tesla V100-SXM2-16GB", "count": 1, "driver": "450.51.06"}},
+    {"name": "hidden-v100", "gfd": False,
+     "gpu": {"product": "Tesla V100-SXM2-16GB", "count": 1, "driver": "450.51.06"}},
     {"name": "cpu-1", "labels": {"team": "web"}},
 ]
 

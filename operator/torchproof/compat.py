@@ -188,7 +188,10 @@ def evaluate(req: Requirements, hw: Hardware) -> CompatResult:
     out = _Findings()
     _check_driver(req, hw, model, out)
     _check_gpu(req, hw, model, out)
-    return CompatResult(out.verdict(), (*out.blocking, *out.missing, *out.info), model)
+    verdict = out.verdict()
+    if verdict == "incompatible":
+        return CompatResult(verdict, tuple(out.blocking), model)
+    return CompatResult(verdict, (*out.missing, *out.info), model)
 
 
 def matching_known_issues(

@@ -364,10 +364,14 @@ def _status(inp: PlanInput, b: _Builder, matched: Mapping[str, NodeView]) -> dic
     elif converged:
         skipped = f"; {counts['skipped']} not ready or cordoned" if counts["skipped"] else ""
         ready = (True, "Converged", f"{verdicts}{skipped}")
+    elif counts["pending"] == counts["waiting"]:
+        ready = (False, "Waiting", f"{counts['waiting']} of {counts['total']} nodes waiting (see waitingNodes)")
     else:
         ready = (False, "Validating", f"{counts['pending']} of {counts['total']} nodes awaiting a verdict")
     if pull:
         progressing = (False, "Blocked", "waiting for the image or the spec to change")
+    elif counts["pending"] == counts["waiting"]:
+        progressing = (False, "Waiting", "nothing can run now: pods unschedulable or retrying later")
     elif counts["pending"]:
         progressing = (True, "Validating", f"{counts['running']} pods running, {counts['pending']} nodes pending")
     else:

@@ -14,9 +14,11 @@ from torchproof.labels import Verdict
 from torchproof.profile import KnownIssue, Profile
 from torchproof.reasons import Reason
 from torchproof.result import CheckOutcome, ProbeResult, UntrustedResult, parse_result
+from torchproof.versions import ComputeCapability
 from torchproof.views import PodView
 
 MAX_REASONS = 8
+TENSOR_CORES_FROM = ComputeCapability.parse("7.0")  # Volta: the first tensor cores
 
 
 @dataclass(frozen=True)
@@ -68,14 +70,27 @@ def judge(profile: Profile, result: ProbeResult) -> Evaluation:
     architecture = fit.model.architecture if fit.model else None
     issues = compat.matching_known_issues(profile.known_issues, architecture)
     numbers = _key_numbers(result)
-    findings = tuple(_component_findings(profile, result))
+    findings = [*_component_findings(profile, result), *fit.reasons]
     if fit.verdict == "incompatible":
-        return Evaluation("incompatible", fit.reasons, (), numbers, findings)
-    reasons = [r for name, check in result.checks.items() for r in _judge_check(profile, name, check)]
+        return Evaluation("incompatible", fit.reasons, (), numbers, tuple(findings))
+    judged = dict(result.checks)
+    cc = fit.model.compute_capability if fit.model else _observed_cc(result)
+    if "tensorCores" in judged and cc is not None and cc < TENSOR_CORES_FROM:
+        del judged["tensorCores"]
+        findings.append(Reason("NoTensorCores", f"compute capability {cc} has no tensor cores; speedup not judged"))
+    reasons = [r for name, check in judged.items() for r in _judge_check(profile, name, check)]
     if result.device != "cuda":
         reasons.insert(0, Reason("NotOnGpu", "the probe ran on the CPU, not on a GPU"))
     verdict: Verdict = "failed" if reasons else "passed"
-    return Evaluation(verdict, tuple(reasons[:MAX_REASONS]), issues, numbers, findings)
+    return Evaluation(verdict, tuple(reasons[:MAX_REASONS]), issues, numbers, tuple(findings))
+
+
+def _observed_cc(result: ProbeResult) -> ComputeCapability | None:
+    cc = result.gpu.devices[0].cc if result.gpu.devices else None
+    try:
+        return ComputeCapability.parse(cc) if cc else None
+    except ValueError:
+        return None
 
 
 def _judge_check(profile: Profile, name: str, check: CheckOutcome) -> list[Reason]:

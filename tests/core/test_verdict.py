@@ -107,3 +107,21 @@ def test_an_image_that_is_not_the_release_is_a_finding_not_a_verdict(profile: Pr
     found = [str(f) for f in ev.findings]
     assert any("pytorch" in f and "2.1.0a0" in f for f in found)
     assert any("release" in f and "23.10" in f for f in found)
+
+
+def test_pascal_has_no_tensor_cores_so_its_speedup_is_a_finding_not_a_failure(profile: Profile) -> None:
+    def p100(doc: dict[str, Any]) -> None:
+        doc["gpu"]["devices"][0].update(name="Tesla P100-PCIE-16GB", cc="6.0")
+        doc["checks"]["tensorCores"]["fp16Speedup"] = 1.9
+
+    ev = _finished(profile, terminated(make_result(p100)))
+    assert ev.verdict == "passed"
+    assert "NoTensorCores" in [f.code for f in ev.findings]
+
+
+def test_a_slow_volta_still_fails_the_tensor_core_check(profile: Profile) -> None:
+    def v100(doc: dict[str, Any]) -> None:
+        doc["gpu"]["devices"][0].update(name="Tesla V100-SXM2-16GB", cc="7.0")
+        doc["checks"]["tensorCores"]["fp16Speedup"] = 1.9
+
+    assert codes(_finished(profile, terminated(make_result(v100)))) == ["TensorCoresSlow"]

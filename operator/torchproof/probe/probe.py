@@ -78,7 +78,7 @@ def parse_plan(text):
     try:
         plan = json.loads(text)
     except ValueError as exc:
-        raise PlanError("%s: not JSON (%s)" % (PLAN_ENV, exc))
+        raise PlanError("%s: not JSON (%s)" % (PLAN_ENV, exc)) from None
     if not isinstance(plan, dict):
         raise PlanError("%s: expected an object" % PLAN_ENV)
     if plan.get("schema") != PLAN_SCHEMA:
@@ -481,7 +481,7 @@ def amp_apex(p, steps):
     try:
         from apex import amp
     except Exception as exc:
-        raise Skip("apex not importable (%s)" % describe(exc))
+        raise Skip("apex not importable (%s)" % describe(exc)) from None
 
     def setup(model, opt):
         return amp.initialize(model, opt, opt_level="O2", verbosity=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import make_node, pod_body
+from builders import make_node, pod_body
 from torchproof import labels as L
 from torchproof.expectations import Expectations
 from torchproof.podspec import build_plan, build_pod, build_probe_configmap, configmap_name, pod_name

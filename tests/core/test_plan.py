@@ -6,7 +6,7 @@ import copy
 import json
 from typing import Any
 
-from conftest import make_node_body, make_result, profile_body, terminated
+from builders import make_node_body, make_result, profile_body, terminated
 from torchproof import labels as L
 from torchproof.plan import Plan, PlanInput, compute_plan
 from torchproof.profile import parse_profile

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import make_result
+from builders import make_result
 from torchproof.result import MAX_RESULT_BYTES, UntrustedResult, parse_result
 
 

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import FAST, KEY, NAME, Env, profile, wait_for
+from harness import FAST, KEY, NAME, Env, profile, wait_for
 from torchproof import labels as L
 from torchproof.sim.fleet import parse_fleet
 from torchproof.simulate import PROFILES, embedded_operator

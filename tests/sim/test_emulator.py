@@ -15,7 +15,7 @@ import kopf
 import kubernetes.client
 import pytest
 import yaml
-from conftest import GADGETS, GROUP, PLURAL, VERSION
+from gadgets import GADGETS, GROUP, PLURAL, VERSION
 from torchproof.sim import ApiError, ApiFaults, BackgroundCluster, EmbeddedCluster
 from torchproof.sim.store import LabelSelector, apply_json_patch, apply_merge_patch, apply_strategic_merge_patch
 

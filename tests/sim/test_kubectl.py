@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import GADGETS, GROUP, VERSION
+from gadgets import GADGETS, GROUP, VERSION
 from torchproof.sim import BackgroundCluster
 
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ class OperatorConfig:
     status_interval: float = 1.0
     error_backoff: float = 2.0
     server: str | None = None
+    clock: Callable[[], float] = time.time
 
 
 @dataclass
@@ -104,7 +105,7 @@ class Reconciler:
         meta = body.get("metadata") or {}
         name = str(meta.get("name"))
         loop = self.loop(name)
-        now = time.time()
+        now = self.cfg.clock()
         previous = loop.status if loop.status is not None else dict(body.get("status") or {})
         try:
             profile = parse_profile(body)
@@ -287,10 +288,10 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
                 wake_at = await reconciler.reconcile(body, _views(nodes), list(probe_pods.get(name, [])))
             except KubeError as exc:
                 log.warning("profile %s: %s", name, exc)
-                wake_at = time.time() + cfg.error_backoff
-            horizon = time.time() + cfg.resync_seconds
+                wake_at = cfg.clock() + cfg.error_backoff
+            horizon = cfg.clock() + cfg.resync_seconds
             deadline = min(wake_at, horizon) if wake_at is not None else horizon
-            await _sleep(loop.wake, stopped, deadline - time.time())
+            await _sleep(loop.wake, stopped, deadline - cfg.clock())
             await asyncio.sleep(cfg.batch_window)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)

@@ -1,5 +1,10 @@
 """The per-profile plan: from the observed state (nodes, validation pods, earlier verdicts) to actions.
 
+A verdict stays current while the profile's spec hash (what is validated: image, components,
+requirements, checks), the node's fingerprint (GPU product, driver, boot, kernel) and the revalidate
+tokens are unchanged and it is younger than revalidateAfter. Pods and records carry the spec hash rather
+than trusting the generation alone, so that a torn read of the profile never labels with a stale spec.
+
 Level-triggered and idempotent: the same state always gives the same plan, a plan applied twice does
 no harm, and everything it needs survives a restart in the cluster itself (node labels and result
 annotations, pod annotations, the profile's status). The only in-memory input is the per-node retry
@@ -96,7 +101,7 @@ def _image_pull_blocked(inp: PlanInput) -> bool:
     return bool(
         pull.get("state") == "Failing"
         and pull.get("image") == inp.profile.image
-        and pull.get("generation") == inp.profile.generation
+        and pull.get("specHash") == inp.profile.spec_hash
     )
 
 
@@ -109,6 +114,7 @@ def _record(inp: PlanInput, node: NodeView, evaluation: Evaluation, token: str) 
         "numbers": dict(evaluation.numbers),
         "at": iso(inp.now),
         "generation": inp.profile.generation,
+        "specHash": inp.profile.spec_hash,
         "fingerprint": node.fingerprint,
         "revalidate": token,
         "image": inp.profile.image,
@@ -159,7 +165,7 @@ class _Builder:
             self.wakes.append(record.at + p.revalidate_after_seconds)
         return (
             fresh
-            and record.generation == p.generation
+            and record.spec_hash == p.spec_hash
             and record.fingerprint == node.fingerprint
             and record.revalidate == self.token(node)
         )
@@ -170,7 +176,7 @@ class _Builder:
             self.running += 1
             self.state[node.name] = "running"
             return
-        stale = pod.generation != p.generation or pod.fingerprint != node.fingerprint
+        stale = pod.spec_hash != p.spec_hash or pod.fingerprint != node.fingerprint
         if stale:
             self.delete.append(DeletePod(pod.name, node.name, "Stale"))
             self.state[node.name] = "pending"
@@ -182,8 +188,9 @@ class _Builder:
         if pod.waiting_reason in IMAGE_PULL_ERRORS:
             self.pull_failure = {
                 "state": "Failing",
-                "image": p.image,
+                "image": pod.image or p.image,
                 "generation": p.generation,
+                "specHash": p.spec_hash,
                 "reason": pod.waiting_reason,
                 "message": (pod.waiting_message or pod.waiting_reason or "")[:300],
                 "since": iso(self.inp.now),
@@ -370,12 +377,12 @@ def _status(inp: PlanInput, b: _Builder, matched: Mapping[str, NodeView]) -> dic
         ready = (False, "Validating", f"{counts['pending']} of {counts['total']} nodes awaiting a verdict")
     if pull:
         progressing = (False, "Blocked", "waiting for the image or the spec to change")
+    elif converged:
+        progressing = (False, "Converged", verdicts)
     elif counts["pending"] == counts["waiting"]:
         progressing = (False, "Waiting", "nothing can run now: pods unschedulable or retrying later")
-    elif counts["pending"]:
-        progressing = (True, "Validating", f"{counts['running']} pods running, {counts['pending']} nodes pending")
     else:
-        progressing = (False, "Converged", verdicts)
+        progressing = (True, "Validating", f"{counts['running']} pods running, {counts['pending']} nodes pending")
     degraded = (
         (True, "ImagePullFailed", str(pull.get("message", ""))) if pull else (False, "AsExpected", "")
     )

@@ -151,7 +151,10 @@ def build_pod(
         spec["priorityClassName"] = v.priority_class_name
     if profile.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": name} for name in profile.image_pull_secrets]
-    validates = {"generation": profile.generation, "fingerprint": fingerprint, "image": profile.image}
+    validates = {
+        "generation": profile.generation, "specHash": profile.spec_hash, "fingerprint": fingerprint,
+        "image": profile.image,
+    }
     return {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -56,6 +56,8 @@ class PodView:
     profile: str
     node: str
     generation: int | None
+    spec_hash: str | None
+    image: str | None
     fingerprint: str | None
     created: float | None
     phase: str
@@ -77,6 +79,7 @@ class Record:
 
     verdict: str
     generation: int
+    spec_hash: str
     fingerprint: str
     at: float
     revalidate: str
@@ -165,6 +168,8 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         profile=str((meta.get("labels") or {}).get(L.PROFILE_LABEL, "")),
         node=str(annotations.get(L.NODE_ANNOTATION, "")),
         generation=generation if isinstance(generation, int) else None,
+        spec_hash=str(validates["specHash"]) if "specHash" in validates else None,
+        image=str(validates["image"]) if "image" in validates else None,
         fingerprint=str(validates["fingerprint"]) if "fingerprint" in validates else None,
         created=parse_time(meta.get("creationTimestamp")),
         phase=str(status.get("phase") or "Pending"),
@@ -200,6 +205,7 @@ def parse_record(node: NodeView, profile: str) -> Record | None:
     return Record(
         verdict=str(verdict),
         generation=generation,
+        spec_hash=str(raw.get("specHash", "")),
         fingerprint=str(raw.get("fingerprint", "")),
         at=at,
         revalidate=str(raw.get("revalidate", "")),

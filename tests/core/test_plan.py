@@ -152,7 +152,13 @@ def test_failed_node_gets_failed_label_reason_and_a_warning_event() -> None:
     assert any(e.type == "Warning" and "t4-a failed" in e.message for e in plan.events)
 
 
-def test_revalidation_on_generation_fingerprint_annotation_and_age() -> None:
+def edit_spec(w: World, steps: int = 9) -> None:
+    """A spec edit that changes what is validated: a new generation and a new spec hash."""
+    w.body["metadata"]["generation"] += 1
+    w.body["spec"]["checks"]["amp"]["steps"] = steps
+
+
+def test_revalidation_on_spec_fingerprint_annotation_and_age() -> None:
     w = World([make_node_body("t4-a")], revalidateAfter="1h")
     w.step()
     w.finish_all()
@@ -161,8 +167,11 @@ def test_revalidation_on_generation_fingerprint_annotation_and_age() -> None:
     assert plan.wake_at == T0 + 3600
 
     w.body["metadata"]["generation"] = 2
+    w.body["spec"]["maxConcurrent"] = 5
+    assert w.plan().create == (), "a scheduling knob alone does not re-run probes"
+    edit_spec(w)
     assert len(w.plan().create) == 1
-    w.body["metadata"]["generation"] = 1
+    w.body["spec"]["checks"]["amp"]["steps"] = 8
 
     w.nodes["t4-a"]["status"]["nodeInfo"]["bootID"] = "rebooted"
     assert len(w.plan().create) == 1
@@ -195,10 +204,10 @@ def test_driver_change_keeps_old_label_until_new_verdict() -> None:
     assert plan.status["counts"]["pending"] == 1
 
 
-def test_a_running_pod_for_an_old_generation_is_replaced() -> None:
+def test_a_running_pod_for_an_old_spec_is_replaced() -> None:
     w = World([make_node_body("t4-a")])
     w.step()
-    w.body["metadata"]["generation"] = 2
+    edit_spec(w)
     plan = w.step()
     assert [d.reason for d in plan.delete] == ["Stale"]
     assert plan.create == ()
@@ -221,6 +230,9 @@ def test_image_pull_failure_opens_the_circuit_until_the_spec_changes() -> None:
         assert w.step().create == ()
     assert all(w.label(n) is None for n in w.nodes)
     w.body["metadata"]["generation"] = 2
+    w.body["metadata"].setdefault("annotations", {})["note"] = "metadata edits do not reset the circuit"
+    assert w.step().create == ()
+    w.body["spec"]["image"] = "nvcr.io/nvidia/pytorch:20.06-py3-fixed"
     assert len(w.step().create) == 1
 
 

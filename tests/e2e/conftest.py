@@ -28,3 +28,13 @@ def make_env_fixture(nodes: list[dict[str, Any]], probe_seconds: float = 0.05) -
 
 
 env = make_env_fixture(MIXED_FLEET)
+
+
+@pytest.fixture
+async def fault_env(fleet_nodes: list[dict[str, Any]]) -> AsyncIterator[Env]:
+    fleet = parse_fleet({"nodes": copy.deepcopy(fleet_nodes)})
+    async with (
+        EmbeddedCluster(crd_paths=[CRD_PATH]) as cluster,
+        SimKubelet(cluster.emulator, fleet, probe_seconds=0.05) as kubelet,
+    ):
+        yield Env(cluster, kubelet)

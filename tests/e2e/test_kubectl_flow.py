@@ -1,0 +1,65 @@
+"""The admin's flow with the real kubectl binary: apply the CRD and a profile, select nodes, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from harness import FAST, KEY, MIXED_FLEET, NAME, ROOT, Env, wait_for
+from torchproof.sim.cluster import EmbeddedCluster
+from torchproof.sim.fleet import parse_fleet
+from torchproof.sim.kubelet import SimKubelet
+from torchproof.simulate import embedded_operator
+
+pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+
+
+@pytest.fixture
+async def bare_env() -> AsyncIterator[Env]:
+    """No CRD yet: the test installs it with kubectl, as an admin would."""
+    fleet = parse_fleet({"nodes": copy.deepcopy(MIXED_FLEET)})
+    async with (
+        EmbeddedCluster() as cluster,
+        SimKubelet(cluster.emulator, fleet, probe_seconds=0.05) as kubelet,
+    ):
+        yield Env(cluster, kubelet)
+
+
+async def kubectl(kubeconfig: Path, *args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        "kubectl", f"--kubeconfig={kubeconfig}", *args, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, f"kubectl {' '.join(args)}: {err.decode()}"
+    return out.decode()
+
+
+async def test_admin_flow_with_kubectl(bare_env: Env, tmp_path: Path) -> None:
+    env = bare_env
+    config = env.cluster.write_kubeconfig(tmp_path / "kubeconfig")
+    await kubectl(config, "apply", "-f", "crds/")
+    async with embedded_operator(env.cluster, **FAST):
+        await kubectl(config, "apply", "-f", "profiles/pytorch-20.06.yaml")
+        await wait_for(env.converged, what="convergence after kubectl apply")
+
+        table = await kubectl(config, "get", "prp")
+        header, row = table.splitlines()[:2]
+        assert header.split()[:6] == ["NAME", "RELEASE", "PASSED", "FAILED", "INCOMPATIBLE", "PENDING"]
+        assert row.split()[:6] == [NAME, "20.06", "3", "0", "2", "0"]
+
+        passed = await kubectl(config, "get", "nodes", "-l", f"{KEY}=passed", "-o", "name")
+        assert sorted(passed.split()) == ["node/hidden-v100", "node/t4-a", "node/v100-a"]
+
+        started = env.kubelet.stats.started
+        await kubectl(config, "annotate", "node", "t4-a", "torchproof.dev/revalidate=1")
+        await wait_for(lambda: env.kubelet.stats.started == started + 1, what="revalidation after kubectl annotate")
+
+        await kubectl(config, "delete", "-f", "profiles/pytorch-20.06.yaml", "--wait=true")
+        await wait_for(lambda: env.profile() is None, what="the profile deleted")
+        labelled = await kubectl(config, "get", "nodes", "-l", KEY, "-o", "name")
+        assert labelled.strip() == ""

@@ -260,6 +260,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     store: Store = attrs.field(factory=Store)
     faults: ApiFaults | None = None
     _counts: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
+    _resource_counts: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
 
     # --- in-process API ---------------------------------------------------------------------------------
 
@@ -291,7 +292,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         return Subscription(self.store, self.store.resolve(resource))
 
     def request_counts(self) -> dict[str, Any]:
-        return {"total": sum(self._counts.values()), "byVerb": dict(self._counts)}
+        return {"total": sum(self._counts.values()), "byVerb": dict(self._counts),
+                "byResource": dict(self._resource_counts)}
 
     # --- HTTP -------------------------------------------------------------------------------------------
 
@@ -358,6 +360,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if error is not None:
                 raise error
         rt = self.store.lookup(route.group, route.version, route.plural)
+        self._resource_counts[f"{verb} {rt.plural}" + (f"/{route.subresource}" if route.subresource else "")] += 1
         namespace = route.namespace if rt.namespaced else None
         if verb == "watch":
             return await self._watch(raw_request, rt, namespace, route.name)

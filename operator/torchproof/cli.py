@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from torchproof import simulate as sim
 
@@ -20,11 +21,17 @@ def _run(args: argparse.Namespace) -> int:
     from torchproof.controller import OperatorConfig, build_registry
     from torchproof.kube import KubeApi, load_api_client
 
-    api = KubeApi(load_api_client(kubeconfig=args.kubeconfig))
-    cfg = OperatorConfig(api=api, namespace=args.namespace)
+    api_client = load_api_client(kubeconfig=args.kubeconfig)
+    cfg = OperatorConfig(api=KubeApi(api_client), namespace=args.namespace)
     registry, _ = build_registry(cfg)
+
+    @kopf.on.login(registry=registry)
+    def login(**_: object) -> kopf.ConnectionInfo:
+        """kopf's watches use the credentials of the API adapter (--kubeconfig or in-cluster), not a guess."""
+        return connection_info(api_client.configuration)
+
     if args.metrics_port:
-        start_http_server(args.metrics_port, registry=cfg.metrics.registry)
+        start_http_server(args.metrics_port, addr=args.metrics_address, registry=cfg.metrics.registry)
     asyncio.run(kopf.operator(
         registry=registry,
         namespaces=[args.namespace],
@@ -32,6 +39,26 @@ def _run(args: argparse.Namespace) -> int:
         liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None,
     ))
     return 0
+
+
+def connection_info(configuration: Any) -> Any:
+    """A kopf.ConnectionInfo from a kubernetes client Configuration (server, TLS files, bearer token)."""
+    import kopf
+
+    header = (configuration.get_api_key_with_prefix("BearerToken")
+              or configuration.get_api_key_with_prefix("authorization") or "")
+    scheme, _, token = header.rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        username=configuration.username or None,
+        password=configuration.password or None,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -66,6 +93,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--namespace", default="torchproof", help="where validation pods and the probe ConfigMap go")
     run.add_argument("--kubeconfig", default=None)
     run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0: off)")
+    run.add_argument("--metrics-address", default="0.0.0.0", help="address the /metrics server listens on")
     run.add_argument("--health-port", type=int, default=8081, help="kopf liveness /healthz port (0: off)")
     run.add_argument("--standalone", action="store_true", help="no kopf peering (one replica only)")
 

@@ -9,9 +9,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torchproof import simulate as sim
+
+if TYPE_CHECKING:
+    import kopf
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -41,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def connection_info(configuration: Any) -> Any:
+def connection_info(configuration: Any) -> kopf.ConnectionInfo:
     """A kopf.ConnectionInfo from a kubernetes client Configuration (server, TLS files, bearer token)."""
     import kopf
 

@@ -1,7 +1,7 @@
 """The kopf shell: indexes feed compact views in, one level-triggered loop per profile applies plans.
 
-No per-node handler writes anything to Nodes: nodes and validation pods are only indexed (and
-poke the loops awake); the profile's daemon and deletion handler are the only writers.
+No per-node handler writes anything to Nodes: nodes are watched by a plain informer and validation pods
+are indexed (both poke the loops awake); the profile's daemon and deletion handler are the only writers.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import pynvml
 
 from torchproof import labels as L
 from torchproof.expectations import Expectations
+from torchproof.informer import NodeInformer
 from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, KubeError
 from torchproof.metrics import Metrics
 from torchproof.plan import Plan, PlanInput, compute_plan, iso
 from torchproof.podspec import build_probe_configmap, configmap_name
 from torchproof.probe import PROBE_PATH
 from torchproof.profile import InvalidSpec, parse_profile
-from torchproof.views import NodeView, PodView, node_view, pod_view
+from torchproof.views import NodeView, PodView, pod_view
 
 log = logging.getLogger("torchproof")
 POD_SELECTOR = {"app.kubernetes.io/managed-by": L.MANAGED_BY, "app.kubernetes.io/component": "validation"}
@@ -60,10 +61,6 @@ class ProfileLoop:
 def probe_files() -> dict[str, str]:
     """What the probe ConfigMap carries: the probe and the NVML bindings it imports when present."""
     return {"probe.py": PROBE_PATH.read_text(), "pynvml.py": Path(pynvml.__file__).read_text()}
-
-
-def _views(index: Any) -> list[Any]:
-    return [view for store in index.values() for view in store]
 
 
 async def _gather(calls: Iterable[Awaitable[object]]) -> None:
@@ -240,9 +237,11 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
     """All kopf wiring for one operator instance (tests start several, one after another)."""
     registry = kopf.OperatorRegistry()
     reconciler = Reconciler(cfg)
+    informer = NodeInformer(cfg.api, reconciler.poke)
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        informer.start()
         settings.posting.enabled = False
         settings.persistence.finalizer = f"{L.DOMAIN}/cleanup"
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=L.DOMAIN)
@@ -256,18 +255,14 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
         def login(**_: Any) -> kopf.ConnectionInfo:
             return kopf.ConnectionInfo(server=str(cfg.server), insecure=True)
 
-    @kopf.index("nodes", id="nodes", registry=registry)
-    async def nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeView]:
-        return {name: node_view(body)}
+    @kopf.on.cleanup(registry=registry)
+    async def stop_informer(**_: Any) -> None:
+        informer.stop()
 
     @kopf.index("pods", id="probe_pods", labels=POD_SELECTOR, registry=registry)
     async def probe_pods(body: kopf.Body, **_: Any) -> dict[str, PodView]:
         view = pod_view(body)
         return {view.profile: view}
-
-    @kopf.on.event("nodes", registry=registry)
-    async def node_changed(**_: Any) -> None:
-        reconciler.poke()
 
     @kopf.on.event("pods", labels=POD_SELECTOR, registry=registry)
     async def pod_changed(labels: Mapping[str, str], **_: Any) -> None:
@@ -279,13 +274,14 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
     async def reconcile(name: str, body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> None:
-        nodes: kopf.Index[str, NodeView] = kwargs["nodes"]
         probe_pods: kopf.Index[str, PodView] = kwargs["probe_pods"]
         loop = reconciler.loop(name)
+        while not informer.synced.is_set() and not stopped:
+            await _sleep(informer.synced, stopped, cfg.resync_seconds)
         while not stopped:
             loop.wake.clear()
             try:
-                wake_at = await reconciler.reconcile(body, _views(nodes), list(probe_pods.get(name, [])))
+                wake_at = await reconciler.reconcile(body, informer.views(), list(probe_pods.get(name, [])))
             except KubeError as exc:
                 log.warning("profile %s: %s", name, exc)
                 wake_at = cfg.clock() + cfg.error_backoff
@@ -296,10 +292,11 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
     async def cleanup(name: str, **kwargs: Any) -> None:
-        nodes: kopf.Index[str, NodeView] = kwargs["nodes"]
         probe_pods: kopf.Index[str, PodView] = kwargs["probe_pods"]
+        if not informer.synced.is_set():
+            raise kopf.TemporaryError("nodes are not listed yet", delay=1)
         try:
-            await reconciler.cleanup(name, _views(nodes), list(probe_pods.get(name, [])))
+            await reconciler.cleanup(name, informer.views(), list(probe_pods.get(name, [])))
         except KubeError as exc:
             raise kopf.TemporaryError(str(exc), delay=2) from exc
 

@@ -41,6 +41,7 @@ class NodeInformer:
         self.synced = asyncio.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._response: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def views(self) -> list[NodeView]:
@@ -53,8 +54,11 @@ class NodeInformer:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop at the next event or watch timeout; the thread holds nothing that outlives it."""
+        """Stop now: end the open watch too, so that no request outlives the operator."""
         self._stop.set()
+        response = self._response
+        if response is not None:
+            response.shutdown()
 
     # -- the thread
 
@@ -84,6 +88,7 @@ class NodeInformer:
             watch=True, resource_version=version, allow_watch_bookmarks=True,
             timeout_seconds=self.watch_seconds, _preload_content=False,
         )
+        self._response = response
         try:
             for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
                 if self._stop.is_set():
@@ -93,6 +98,7 @@ class NodeInformer:
                 event = json.loads(line)
                 version = self._event(event) or version
         finally:
+            self._response = None
             response.release_conn()
         return version
 

@@ -131,6 +131,7 @@ class Reconciler:
         api, ns, m = self.cfg.api, self.cfg.namespace, self.cfg.metrics
         name = str((body.get("metadata") or {}).get("name"))
         created_at = {pod.name: pod.created for pod in pods}
+        unlabelled: set[str] = set()
 
         async def update(u: Any) -> None:
             if await self._safely(api.patch_node(u.node, u.patch)):
@@ -139,6 +140,8 @@ class Reconciler:
                     m.validations.labels(name, u.evaluation.verdict).inc()
                     for reason in u.evaluation.reasons:
                         m.reasons.labels(name, reason.code).inc()
+            else:
+                unlabelled.add(u.node)
 
         async def delete(d: Any) -> None:
             if await self._safely(api.delete_pod(ns, d.name)):
@@ -153,7 +156,9 @@ class Reconciler:
                 m.pods_created.labels(name).inc()
 
         await _gather(update(u) for u in plan.update)
-        await _gather(delete(d) for d in plan.delete)
+        # A finished pod whose label did not land (a 409 from another profile's write) stays: its result
+        # labels the node on the next pass instead of a whole new validation.
+        await _gather(delete(d) for d in plan.delete if not (d.reason == "Completed" and d.node in unlabelled))
         if plan.create:
             await self._safely(api.ensure_configmap(self.configmap))
             await _gather(create(c) for c in plan.create)

@@ -75,7 +75,7 @@ class KubeApi:
     async def _call(self, verb: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, partial(fn, *args, _preload_content=False, **kwargs))
+            return await loop.run_in_executor(self._pool, partial(_read, fn, *args, **kwargs))
         except ApiException as exc:
             raise KubeError(verb, exc.status or 0, _api_message(exc)) from None
         except OSError as exc:
@@ -151,6 +151,15 @@ class KubeApi:
             "count": 1,
         }
         await self._call("create event", self.core.create_namespaced_event, EVENT_NAMESPACE, body)
+
+
+def _read(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call, read the raw body and hand the connection back to the pool: an unread response keeps its
+    connection, so each call would open (and later close) a new one."""
+    response = fn(*args, _preload_content=False, **kwargs)
+    _ = response.data
+    response.release_conn()
+    return response
 
 
 def _items(response: Any) -> list[dict[str, Any]]:

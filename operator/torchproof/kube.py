@@ -71,6 +71,12 @@ class KubeApi:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.disconnect()
+
+    def disconnect(self) -> None:
+        """Close the kept-alive connections (a later call opens a new one): an open connection keeps a
+        task alive on an in-process server, which kopf would wait on at exit."""
+        self.core.api_client.rest_client.close()
 
     async def _call(self, verb: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from torchproof import labels as L
+from torchproof.compat import CompatResult
 from torchproof.podspec import build_pod
 from torchproof.profile import Profile
 from torchproof.verdict import Evaluation, evaluate_pod, static_evaluation
@@ -126,6 +127,7 @@ class _Builder:
 
     def __init__(self, inp: PlanInput) -> None:
         self.inp = inp
+        self._static: dict[tuple[tuple[str, str], ...], CompatResult] = {}
         self.create: list[Mapping[str, Any]] = []
         self.delete: list[DeletePod] = []
         self.update: list[NodeUpdate] = []
@@ -154,6 +156,14 @@ class _Builder:
         self.state[node.name] = evaluation.verdict
         if self.inp.profile.revalidate_after_seconds is not None:
             self.wakes.append(self.inp.now + self.inp.profile.revalidate_after_seconds)
+
+    def static(self, node: NodeView) -> CompatResult:
+        """The pre-check, once per set of GPU labels: a fleet has few hardware kinds and many nodes."""
+        key = tuple(sorted((k, v) for k, v in node.labels.items() if k.startswith("nvidia.com/")))
+        found = self._static.get(key)
+        if found is None:
+            found = self._static[key] = static_evaluation(self.inp.profile, node.labels)
+        return found
 
     def is_current(self, node: NodeView) -> bool:
         record = parse_record(node, self.inp.profile.name)
@@ -221,7 +231,7 @@ class _Builder:
         if self.is_current(node):
             self.state[node.name] = node.labels[L.label_key(p.name)]
             return
-        static = static_evaluation(p, node.labels)
+        static = self.static(node)
         if static.verdict == "incompatible":
             self.label(node, Evaluation("incompatible", static.reasons))
         elif not node.ready or node.unschedulable:

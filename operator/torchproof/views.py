@@ -6,6 +6,7 @@ fleets and keeps the planner free of Kubernetes object layout.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -194,19 +195,27 @@ def _json_object(raw: Any) -> dict[str, Any]:
 
 def parse_record(node: NodeView, profile: str) -> Record | None:
     """The node's last verdict for a profile; None when absent or not readable (then it revalidates)."""
-    raw = _json_object(node.annotations.get(L.result_annotation_key(profile)))
-    verdict = raw.get("verdict")
-    if verdict not in L.VERDICTS or node.labels.get(L.label_key(profile)) != verdict:
+    raw = node.annotations.get(L.result_annotation_key(profile))
+    record = _record(raw) if isinstance(raw, str) else None
+    if record is None or node.labels.get(L.label_key(profile)) != record.verdict:
         return None
-    at = parse_time(raw.get("at"))
-    generation = raw.get("generation")
-    if at is None or not isinstance(generation, int):
+    return record
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _record(raw: str) -> Record | None:
+    """Parsed once per distinct annotation: the planner reads every node's record on every pass."""
+    fields = _json_object(raw)
+    verdict = fields.get("verdict")
+    at = parse_time(fields.get("at"))
+    generation = fields.get("generation")
+    if verdict not in L.VERDICTS or at is None or not isinstance(generation, int):
         return None
     return Record(
         verdict=str(verdict),
         generation=generation,
-        spec_hash=str(raw.get("specHash", "")),
-        fingerprint=str(raw.get("fingerprint", "")),
+        spec_hash=str(fields.get("specHash", "")),
+        fingerprint=str(fields.get("fingerprint", "")),
         at=at,
-        revalidate=str(raw.get("revalidate", "")),
+        revalidate=str(fields.get("revalidate", "")),
     )

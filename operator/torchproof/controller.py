@@ -165,13 +165,19 @@ class Reconciler:
                 loop.expect.pod_created(manifest, now)
                 m.pods_created.labels(name).inc()
 
-        await _gather(update(u) for u in plan.update)
-        # A finished pod whose label did not land (a 409 from another profile's write) stays: its result
-        # labels the node on the next pass instead of a whole new validation.
-        await _gather(delete(d) for d in plan.delete if not (d.reason == "Completed" and d.node in unlabelled))
-        if plan.create:
-            await self._safely(api.ensure_configmap(self.configmap))
-            await _gather(create(c) for c in plan.create)
+        async def label_then_delete() -> None:
+            await _gather(update(u) for u in plan.update)
+            # A finished pod whose label did not land (a 409 from another profile's write) stays: its result
+            # labels the node on the next pass instead of a whole new validation.
+            await _gather(delete(d) for d in plan.delete if not (d.reason == "Completed" and d.node in unlabelled))
+
+        async def start() -> None:
+            if plan.create:
+                await self._safely(api.ensure_configmap(self.configmap))
+                await _gather(create(c) for c in plan.create)
+
+        # New pods never go to a node whose pod this pass deletes, so both run at once.
+        await asyncio.gather(label_then_delete(), start())
         for event in plan.events:
             await self._safely(api.post_event(body, event))
         loop.retry_after = plan.retry_after

@@ -86,6 +86,7 @@ class Reconciler:
         self.configmap = build_probe_configmap(cfg.namespace, files)
         self.configmap_name = configmap_name(files)
         self.loops: dict[str, ProfileLoop] = {}
+        self.failures = 0  # failed API calls so far; a pass that adds to it is retried after error_backoff
 
     def loop(self, name: str) -> ProfileLoop:
         return self.loops.setdefault(name, ProfileLoop())
@@ -101,6 +102,7 @@ class Reconciler:
         except KubeError as exc:
             self.cfg.metrics.api_errors.labels(exc.verb, str(exc.status)).inc()
             log.warning("%s", exc)
+            self.failures += 1
             return False
         return True
 
@@ -130,9 +132,12 @@ class Reconciler:
             retry_after=loop.retry_after,
             profile_revalidate=str((meta.get("annotations") or {}).get(L.REVALIDATE_ANNOTATION, "")),
         ))
+        failures = self.failures
         await self.apply(body, loop, plan, pods, now)
         self.cfg.metrics.reconcile_seconds.labels(name).observe(time.monotonic() - started)
         wakes = [t for t in (plan.wake_at, self._status_due(loop, plan, now)) if t is not None]
+        if self.failures != failures:  # a write failed: try again after the backoff, not at the next resync
+            wakes.append(now + self.cfg.error_backoff)
         return min(wakes) if wakes else None
 
     async def apply(

@@ -99,7 +99,8 @@ async def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> A
 
 
 class Faults(ApiFaults):
-    """`ApiFaults` as a real API server fails (409 Conflict only ever answers a write), counted."""
+    """`ApiFaults` as a real API server fails, counted: 409 Conflict answers only updates and patches
+    (a 409 on create means AlreadyExists, which the operator rightly takes as "the pod is there")."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -107,7 +108,7 @@ class Faults(ApiFaults):
 
     def draw(self, verb: str) -> tuple[float, ApiError | None]:
         delay, error = super().draw(verb)
-        if error is not None and error.code == 409 and verb not in WRITES:
+        if error is not None and error.code == 409 and verb not in ("update", "patch"):
             error = None
         if delay:
             self.injected["slow"] += 1

@@ -12,6 +12,7 @@ import shlex
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -69,16 +70,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"python -m bench.scale: {exc}", file=sys.stderr)
         return 2
     single = args.nodes is not None
-    results = []
+    results: list[dict[str, Any]] = []
+    failed = False
     for config in chosen:
         print(f"nodes={config.nodes} profiles={config.profiles} ...", file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as workdir:
             try:
                 result = asyncio.run(run(config, Path(workdir), args.cprofile))
-            except BenchError as exc:
+            except BenchError as exc:  # recorded, and the other configurations still run
                 print(f"python -m bench.scale: nodes={config.nodes} profiles={config.profiles}: {exc}",
                       file=sys.stderr)
-                return 1
+                results.append({"config": asdict(config), "error": str(exc)[:2000]})
+                failed = True
+                continue
         print(f"  converged in {result['convergedSeconds']:.1f} s (ideal {result['idealSeconds']:.1f} s), "
               f"{result['writesPerValidation']:.2f} writes per validation, "
               f"operator {result['operator']['peakRssMiB']:.0f} MiB / {result['operator']['cpuSeconds']:.1f} CPU s",
@@ -94,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc_path = args.doc or (None if single else DEFAULT_DOC)
     if doc_path is not None:
         update_doc(doc_path, document)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ def table(results: Sequence[Mapping[str, Any]]) -> str:
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
+        if "error" in r:
+            rows.append(f"| {r['config']['nodes']:,} | {r['config']['profiles']} | failed: "
+                        f"{r['error'].splitlines()[0][:120]} |" + " |" * 8)
+            continue
         latency = r["labelLatencySeconds"]
         rows.append(
             f"| {r['config']['nodes']:,} | {r['config']['profiles']} | {r['convergedSeconds']:.1f} s "
@@ -29,6 +33,7 @@ def table(results: Sequence[Mapping[str, Any]]) -> str:
 
 def requests_table(results: Sequence[Mapping[str, Any]]) -> str:
     """API requests per validation (one profile on one node) by verb and resource."""
+    results = [r for r in results if "error" not in r]
     keys = sorted({k for r in results for k in r["requests"]["byResource"]})
     rows = ["| nodes | profiles | " + " | ".join(keys) + " |", "| ---: | ---: |" + " ---: |" * len(keys)]
     for r in results:

@@ -298,7 +298,7 @@ class Rig:
         self.emulator.faults = faults
 
     async def settle(self, truth: Mapping[str, Mapping[str, str | None]], gone: Iterable[str] = (),
-                     timeout: float = 30.0) -> list[str]:
+                     timeout: float = 15.0) -> list[str]:
         """Wait (with a deadline) until nothing is left to converge, then return every invariant broken."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and audit(self, truth, gone):

@@ -23,7 +23,7 @@ from torchproof.expectations import Expectations
 from torchproof.informer import NodeInformer
 from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, KubeError
 from torchproof.metrics import Metrics
-from torchproof.plan import Plan, PlanInput, compute_plan, iso
+from torchproof.plan import Plan, PlanInput, compute_plan, invalid_spec_status
 from torchproof.podspec import build_probe_configmap, configmap_name
 from torchproof.probe import PROBE_PATH
 from torchproof.profile import InvalidSpec, parse_profile
@@ -219,32 +219,6 @@ class Reconciler:
         await _gather(api.delete_pod(self.cfg.namespace, pod) for pod in names)
         self.loops.pop(name, None)
         self.cfg.metrics.forget(name)
-
-
-def invalid_spec_status(
-    previous: Mapping[str, Any], meta: Mapping[str, Any], message: str, now: float
-) -> dict[str, Any]:
-    """Status for a spec the schema let through but the operator cannot use: say why, change nothing else."""
-    generation = int(meta.get("generation") or 1)
-    old = {c.get("type"): c for c in previous.get("conditions") or [] if isinstance(c, Mapping)}
-
-    def condition(type_: str, value: str, reason: str, text: str) -> dict[str, Any]:
-        prior = old.get(type_) or {}
-        since = prior.get("lastTransitionTime") if prior.get("status") == value else None
-        return {
-            "type": type_, "status": value, "reason": reason, "message": text[:1000],
-            "observedGeneration": generation, "lastTransitionTime": since or iso(now),
-        }
-
-    return {
-        **{k: v for k, v in previous.items() if k in ("counts", "failingNodes")},
-        "observedGeneration": generation,
-        "conditions": [
-            condition("Ready", "False", "InvalidSpec", message),
-            condition("Progressing", "False", "InvalidSpec", "fix the spec; nothing is validated from it"),
-            condition("Degraded", "True", "InvalidSpec", message),
-        ],
-    }
 
 
 async def _sleep(wake: asyncio.Event, stopped: Any, timeout: float) -> None:

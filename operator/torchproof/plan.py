@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from torchproof import labels as L
-from torchproof.compat import CompatResult
+from torchproof.compat import CompatResult, hardware_from_labels
 from torchproof.podspec import build_pod
 from torchproof.profile import Profile
 from torchproof.verdict import Evaluation, evaluate_pod, static_evaluation
@@ -90,11 +90,8 @@ def selects(profile: Profile, node: NodeView) -> bool:
 
 
 def hardware_kind(node: NodeView) -> tuple[str, str]:
-    product = node.labels.get("nvidia.com/gpu.product", "")
-    driver = node.labels.get("nvidia.com/cuda.driver-version.full") or ".".join(
-        node.labels.get(f"nvidia.com/cuda.driver.{part}", "") for part in ("major", "minor", "rev")
-    )
-    return product, driver
+    hardware = hardware_from_labels(node.labels)
+    return hardware.product or "", hardware.driver or ""
 
 
 def _image_pull_blocked(inp: PlanInput) -> bool:
@@ -366,6 +363,24 @@ def _condition(
         "message": message[:1000],
         "observedGeneration": generation,
         "lastTransitionTime": iso(now) if changed or "lastTransitionTime" not in old else old["lastTransitionTime"],
+    }
+
+
+def invalid_spec_status(
+    previous: Mapping[str, Any], meta: Mapping[str, Any], message: str, now: float
+) -> dict[str, Any]:
+    """Status for a spec the schema let through but the operator cannot use: say why, change nothing else."""
+    generation = int(meta.get("generation") or 1)
+    old = {str(c.get("type")): c for c in previous.get("conditions") or [] if isinstance(c, Mapping)}
+    return {
+        **{k: v for k, v in previous.items() if k in ("counts", "failingNodes")},
+        "observedGeneration": generation,
+        "conditions": [
+            _condition(old, now, generation, "Ready", False, "InvalidSpec", message),
+            _condition(old, now, generation, "Progressing", False, "InvalidSpec",
+                       "fix the spec; nothing is validated from it"),
+            _condition(old, now, generation, "Degraded", True, "InvalidSpec", message),
+        ],
     }
 
 

@@ -420,6 +420,28 @@ async def test_in_process_api_shares_state_and_copies(cluster: EmbeddedCluster) 
     assert emulator.get_object("v1/nodes", None, "nope") is None
 
 
+
+async def test_writes_never_change_an_object_already_stored_or_sent(cluster: EmbeddedCluster) -> None:
+    """Copy-on-write: events, before-images and results are shared, so no later write may touch them."""
+    emulator, store = cluster.emulator, cluster.emulator.store
+    seen: list[tuple[dict[str, Any], dict[str, Any] | None, str]] = []
+    store.subscribe(store.resolve("v1/nodes"), lambda e, before: seen.append((e["object"], before, json.dumps(
+        [e["object"], before], sort_keys=True))))
+    shared = emulator.subscribe("v1/nodes", shared=True)
+    await emulator.create_object("v1/nodes", {"metadata": {"name": "n", "labels": {"a": "1"}},
+                                              "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    await emulator.patch_object("v1/nodes", None, "n", {"spec": {"unschedulable": True}})
+    await emulator.patch_object("v1/nodes", None, "n", {"metadata": {"labels": {"b": "2"}}})
+    await emulator.patch_object("v1/nodes", None, "n", {"status": {"phase": "x"}}, subresource="status")
+    await emulator.patch_object("v1/nodes", None, "n", {"metadata": {"finalizers": ["f"]}})
+    await emulator.delete_object("v1/nodes", None, "n")
+    await emulator.patch_object("v1/nodes", None, "n", {"metadata": {"finalizers": None}})
+    assert [json.dumps([obj, before], sort_keys=True) for obj, before, _ in seen] == [s for _, _, s in seen]
+    versions = [(obj["metadata"]["resourceVersion"], before and before["metadata"]["resourceVersion"])
+                for obj, before, _ in seen]
+    assert all(b == a for (_, b), (a, _) in zip(versions[1:], versions, strict=False))
+    assert (await anext(shared))["object"] is seen[0][0]
+
 # --- kopf ---------------------------------------------------------------------------------------------------
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import copy
 import datetime
 import json
 import random
@@ -30,6 +29,7 @@ from torchproof.sim.store import (
     Obj,
     ResourceType,
     Store,
+    json_copy,
 )
 
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
@@ -225,10 +225,15 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
 
 
 class Subscription:
-    """In-process watch: `{"type", "object"}` events (deep copies) from the moment of subscribing."""
+    """In-process watch: `{"type", "object"}` events from the moment of subscribing.
 
-    def __init__(self, store: Store, rt: ResourceType) -> None:
+    Each object is a deep copy; with `shared` it is the stored object itself, which must not be mutated
+    (for subscribers that only read, such as the simulated kubelet, so no event costs a copy).
+    """
+
+    def __init__(self, store: Store, rt: ResourceType, *, shared: bool = False) -> None:
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._shared = shared
         self._unsubscribe: Callable[[], None] | None = store.subscribe(rt, self._deliver)
 
     def _deliver(self, event: Event, _before: Obj | None) -> None:
@@ -241,7 +246,7 @@ class Subscription:
         if self._unsubscribe is None:
             raise StopAsyncIteration
         event = await self._queue.get()
-        return {"type": event["type"], "object": copy.deepcopy(event["object"])}
+        return {"type": event["type"], "object": event["object"] if self._shared else json_copy(event["object"])}
 
     async def aclose(self) -> None:
         if self._unsubscribe is not None:
@@ -266,7 +271,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     def get_object(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
-            return copy.deepcopy(self.store.get(self.store.resolve(resource), namespace, name))
+            return json_copy(self.store.get(self.store.resolve(resource), namespace, name))
         except ApiError as exc:
             if exc.code == 404:
                 return None
@@ -274,22 +279,22 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     def list_objects(self, resource: str, namespace: str | None = None,
                      label_selector: str | None = None) -> list[dict[str, Any]]:
-        return copy.deepcopy(self.store.list_items(self.store.resolve(resource), namespace, label_selector))
+        return json_copy(self.store.list_items(self.store.resolve(resource), namespace, label_selector))
 
     async def create_object(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
         rt = self.store.resolve(resource)
-        return copy.deepcopy(self.store.create(rt, (obj.get("metadata") or {}).get("namespace"), obj))
+        return json_copy(self.store.create(rt, (obj.get("metadata") or {}).get("namespace"), obj))
 
     async def patch_object(self, resource: str, namespace: str | None, name: str, patch: dict[str, Any],
                            subresource: str | None = None) -> dict[str, Any]:
         rt = self.store.resolve(resource)
-        return copy.deepcopy(self.store.patch(rt, namespace, name, patch, MERGE_PATCH, subresource))
+        return json_copy(self.store.patch(rt, namespace, name, patch, MERGE_PATCH, subresource))
 
     async def delete_object(self, resource: str, namespace: str | None, name: str) -> None:
         self.store.delete(self.store.resolve(resource), namespace, name)
 
-    def subscribe(self, resource: str) -> AsyncIterator[dict[str, Any]]:
-        return Subscription(self.store, self.store.resolve(resource))
+    def subscribe(self, resource: str, *, shared: bool = False) -> AsyncIterator[dict[str, Any]]:
+        return Subscription(self.store, self.store.resolve(resource), shared=shared)
 
     def request_counts(self) -> dict[str, Any]:
         return {"total": sum(self._counts.values()), "byVerb": dict(self._counts),
@@ -377,7 +382,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if verb == "create":
             if route.name is not None:
                 raise ApiError(405, "MethodNotAllowed", f"POST is not supported on {raw_request.path}")
-            return _json(self.store.create(rt, namespace, data), 201)
+            return _json(self.store.create(rt, namespace, data, owned=True), 201)
         if route.name is None:
             if verb == "delete":
                 deleted = self.store.delete_collection(rt, namespace, query.get("labelSelector"),
@@ -391,7 +396,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                                           datetime.datetime.now(datetime.UTC)))
             return _json(obj)
         if verb == "update":
-            return _json(self.store.replace(rt, namespace, route.name, data, route.subresource))
+            return _json(self.store.replace(rt, namespace, route.name, data, route.subresource, owned=True))
         if verb == "patch":
             content_type = raw_request.headers.get("Content-Type", "").split(";")[0].strip()
             if data is None:

@@ -334,6 +334,12 @@ def node_taints(node: SimNode) -> list[dict[str, str]]:
     return taints
 
 
+def host_address(name: str) -> str:
+    """The node's InternalIP, derived from its name (the kubelet reports it as each pod's hostIP)."""
+    host = uuid.uuid5(_BOOT_NAMESPACE, name).int
+    return f"10.{host % 250}.{host // 250 % 250}.{host // 62500 % 250 + 1}"
+
+
 def build_node(node: SimNode) -> dict[str, Any]:
     """The v1 Node a kubelet, the device plugin and (when ``gfd``) GPU Feature Discovery would publish."""
     labels = {
@@ -353,8 +359,6 @@ def build_node(node: SimNode) -> dict[str, Any]:
     }
     if node.gpu:
         capacity[GPU_RESOURCE] = str(gpus)
-    host = uuid.uuid5(_BOOT_NAMESPACE, node.name).int
-    address = f"10.{host % 250}.{host // 250 % 250}.{host // 62500 % 250 + 1}"
     conditions = [
         {"type": kind, "status": "False", "reason": f"KubeletHas{reason}"}
         for kind, reason in (
@@ -382,7 +386,7 @@ def build_node(node: SimNode) -> dict[str, Any]:
             "allocatable": dict(capacity),
             "conditions": conditions,
             "addresses": [
-                {"type": "InternalIP", "address": address},
+                {"type": "InternalIP", "address": host_address(node.name)},
                 {"type": "Hostname", "address": node.name},
             ],
             "nodeInfo": {

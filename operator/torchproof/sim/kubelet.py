@@ -24,9 +24,11 @@ from torchproof.sim.fleet import (
     Fleet,
     SimNode,
     build_node,
+    host_address,
 )
 from torchproof.sim.hardware import ProbeSetting, encode_result, parse_driver, probe_result
 from torchproof.sim.images import lookup_image
+from torchproof.sim.store import MERGE_PATCH, ApiError, Obj
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +272,11 @@ class KubeletStats:
 
 
 class SimKubelet:
-    """Registers the fleet's Nodes and plays every pod pinned to one of them, until stopped."""
+    """Registers the fleet's Nodes and plays every pod pinned to one of them, until stopped.
+
+    It reads and writes the store in-process without copies (it never mutates what it reads), and
+    keeps its pods by node, so one event or status write costs the same whatever the fleet size.
+    """
 
     def __init__(self, emulator: ClusterEmulator, fleet: Fleet, *, probe_seconds: float = 0.05,
                  clock: Clock | None = None) -> None:
@@ -281,6 +287,10 @@ class SimKubelet:
         self.errors: list[BaseException] = []
         self._nodes: dict[str, SimNode] = {n.name: n for n in fleet.nodes}
         self._pods: dict[str, _Pod] = {}
+        self._pods_on: dict[str, dict[str, _Pod]] = {}  # target node → uid → pod
+        self._store = emulator.store
+        self._node_type = self._store.resolve("v1/nodes")
+        self._pod_type = self._store.resolve("v1/pods")
         self._tasks: list[asyncio.Task[None]] = []
         self._subscriptions: list[Any] = []
 
@@ -297,7 +307,8 @@ class SimKubelet:
         await self.stop()
 
     async def start(self) -> None:
-        pods, nodes = self.emulator.subscribe("v1/pods"), self.emulator.subscribe("v1/nodes")
+        pods = self.emulator.subscribe("v1/pods", shared=True)
+        nodes = self.emulator.subscribe("v1/nodes", shared=True)
         self._subscriptions = [pods, nodes]
         for node in self._nodes.values():
             if self.emulator.get_object("v1/nodes", None, node.name) is None:
@@ -374,14 +385,15 @@ class SimKubelet:
                    key=((meta.get("labels") or {}).get(PROFILE_LABEL, ""), target), body=body,
                    gpus=gpu_request(body))
         self._pods[pod.uid] = pod
+        self._pods_on.setdefault(target, {})[pod.uid] = pod
         self._count(self.stats.live, self.stats.max_live, pod.key, +1)
         self._try_place(pod)
 
     def _try_place(self, pod: _Pod) -> None:
         """Bind the pod if it fits now (synchronously, so no two pods take the same GPU)."""
         node = self._nodes.get(pod.target)
-        node_obj = self.emulator.get_object("v1/nodes", None, pod.target) if node else None
-        used = sum(p.gpus for p in self._pods.values() if p.bound == pod.target)
+        node_obj = self._node_object(pod.target) if node else None
+        used = sum(p.gpus for p in self._pods_on.get(pod.target, {}).values() if p.bound)
         bypass = bool((pod.body.get("spec") or {}).get("nodeName"))
         if bypass:
             if node is None or node_obj is None or not node_ready(node_obj):
@@ -401,15 +413,26 @@ class SimKubelet:
         pod.bound = pod.target
         pod.task = asyncio.create_task(self._guard(pod, self._run(pod, bind=not bypass)))
 
+    def _node_object(self, name: str) -> Obj | None:
+        """The stored Node, shared: read it, never change it."""
+        try:
+            return self._store.get(self._node_type, None, name)
+        except ApiError:
+            return None
+
     def _retry(self, node: str) -> None:
-        for pod in list(self._pods.values()):
-            if pod.target == node and pod.bound is None and not pod.finished:
+        for pod in list(self._pods_on.get(node, {}).values()):
+            if pod.bound is None and not pod.finished:
                 self._try_place(pod)
 
     def _forget(self, uid: str) -> None:
         pod = self._pods.pop(uid, None)
         if pod is None:
             return
+        on_node = self._pods_on[pod.target]
+        del on_node[uid]
+        if not on_node:
+            del self._pods_on[pod.target]
         if pod.task is not None:
             pod.task.cancel()
         self._finish(pod)
@@ -424,7 +447,7 @@ class SimKubelet:
             self._count(self.stats.running, self.stats.max_running, pod.key, -1)
 
     async def _collect_orphans(self, node: str) -> None:
-        for pod in [p for p in self._pods.values() if p.bound == node]:
+        for pod in [p for p in self._pods_on.get(node, {}).values() if p.bound]:
             self._forget(pod.uid)
             if self.emulator.get_object("v1/pods", pod.namespace, pod.name) is not None:
                 await self.emulator.delete_object("v1/pods", pod.namespace, pod.name)
@@ -447,8 +470,7 @@ class SimKubelet:
             self.errors.append(exc)
 
     async def _status(self, pod: _Pod, status: dict[str, Any]) -> None:
-        await self.emulator.patch_object("v1/pods", pod.namespace, pod.name, {"status": status},
-                                         subresource="status")
+        self._store.patch(self._pod_type, pod.namespace, pod.name, {"status": status}, MERGE_PATCH, "status")
 
     async def _unschedulable(self, pod: _Pod, message: str) -> None:
         stamp = _stamp(self.clock.now())
@@ -469,9 +491,9 @@ class SimKubelet:
         started = self.clock.now()
         stamp = _stamp(started)
         if bind:
-            await self.emulator.patch_object("v1/pods", pod.namespace, pod.name,
-                                             {"spec": {"nodeName": pod.target}})
-        host_ip = build_node(node)["status"]["addresses"][0]["address"]
+            self._store.patch(self._pod_type, pod.namespace, pod.name, {"spec": {"nodeName": pod.target}},
+                              MERGE_PATCH)
+        host_ip = host_address(node.name)
         base = {"hostIP": host_ip, "startTime": stamp}
         creating = _container(pod.body, {"waiting": {"reason": "ContainerCreating"}})
         await self._status(pod, {**base, "phase": "Pending", "containerStatuses": [creating],

@@ -36,6 +36,7 @@ WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
 VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 DEFAULT_WATCH_SECONDS = 1800.0
 LIVENESS_SECONDS = 1.0  # how often an idle watch checks that its client is still there
+ENCODED_OBJECTS = 4096  # stored objects whose JSON is kept for the responses and watch events that send them
 
 
 @dataclass
@@ -224,6 +225,32 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
                                 content_type="application/json")
 
 
+class Encodings:
+    """The JSON of stored objects, by identity, for the last `size` objects sent.
+
+    A stored object never changes (the store copies on write), so a write's response and every watch
+    event that carries it share one encoding. Each entry holds its object, so its id is not reused.
+    """
+
+    def __init__(self, size: int = ENCODED_OBJECTS) -> None:
+        self._size = size
+        self._cache: dict[int, tuple[Obj, bytes]] = {}
+
+    def __call__(self, obj: Obj) -> bytes:
+        entry = self._cache.get(id(obj))
+        if entry is not None:
+            return entry[1]
+        data = json.dumps(obj).encode()
+        if len(self._cache) >= self._size:
+            del self._cache[next(iter(self._cache))]
+        self._cache[id(obj)] = (obj, data)
+        return data
+
+    def event_line(self, event: Event) -> bytes:
+        """`{"type": ..., "object": ...}` and a newline, byte for byte as `json.dumps` writes it."""
+        return b'{"type": ' + json.dumps(event["type"]).encode() + b', "object": ' + self(event["object"]) + b"}\n"
+
+
 class Subscription:
     """In-process watch: `{"type", "object"}` events from the moment of subscribing.
 
@@ -266,6 +293,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     faults: ApiFaults | None = None
     _counts: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
     _resource_counts: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
+    _encode: Encodings = attrs.field(factory=Encodings, init=False)
 
     # --- in-process API ---------------------------------------------------------------------------------
 
@@ -382,7 +410,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if verb == "create":
             if route.name is not None:
                 raise ApiError(405, "MethodNotAllowed", f"POST is not supported on {raw_request.path}")
-            return _json(self.store.create(rt, namespace, data, owned=True), 201)
+            return self._stored(self.store.create(rt, namespace, data, owned=True), 201)
         if route.name is None:
             if verb == "delete":
                 deleted = self.store.delete_collection(rt, namespace, query.get("labelSelector"),
@@ -394,22 +422,27 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if as_table:
                 return _json(render_table(rt, [obj], self.store.resource_version,
                                           datetime.datetime.now(datetime.UTC)))
-            return _json(obj)
+            return self._stored(obj)
         if verb == "update":
-            return _json(self.store.replace(rt, namespace, route.name, data, route.subresource, owned=True))
+            return self._stored(self.store.replace(rt, namespace, route.name, data, route.subresource, owned=True))
         if verb == "patch":
             content_type = raw_request.headers.get("Content-Type", "").split(";")[0].strip()
             if data is None:
                 raise ApiError(400, "BadRequest", "the patch body is empty")
             if content_type == JSON_PATCH and not isinstance(data, list):
                 raise ApiError(400, "BadRequest", "a json patch must be a list of operations")
-            return _json(self.store.patch(rt, namespace, route.name, data, content_type, route.subresource))
+            return self._stored(self.store.patch(rt, namespace, route.name, data, content_type, route.subresource,
+                                                 owned=True))
         if verb == "delete":
             options = dict(data) if isinstance(data, dict) else {}
             if "propagationPolicy" in query:
                 options["propagationPolicy"] = query["propagationPolicy"]
-            return _json(self.store.delete(rt, namespace, route.name, options))
+            return self._stored(self.store.delete(rt, namespace, route.name, options))
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {raw_request.path}")
+
+    def _stored(self, obj: Obj, status: int = 200) -> aiohttp.web.Response:
+        """A response with an object the store holds (or held), encoded once for all who send it."""
+        return aiohttp.web.Response(body=self._encode(obj), status=status, content_type="application/json")
 
     @staticmethod
     def _decode(body: bytes) -> Any:
@@ -435,7 +468,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             since = int(query.get("resourceVersion") or 0)
         except ValueError as exc:
             raise ApiError(400, "BadRequest", f"timeoutSeconds/resourceVersion: {exc}") from None
-        queue: asyncio.Queue[Event] = asyncio.Queue()
+        arrived: list[Event] = []
+        wakeup = asyncio.Event()
 
         def seen(event: Event, before: Obj | None) -> Event | None:
             """The event as this watch sees it: objects entering or leaving its selection."""
@@ -446,7 +480,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
         def listen(event: Event, before: Obj | None) -> None:
             if (visible := seen(event, before)) is not None:
-                queue.put_nowait(visible)
+                arrived.append(visible)
+                wakeup.set()
 
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         unsubscribe = self.store.subscribe(rt, listen)
@@ -464,20 +499,22 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             deadline = loop.time() + timeout
             while loop.time() < deadline and (cut is None or sent < cut):
                 if not pending:
-                    try:
-                        wait = min(LIVENESS_SECONDS, max(0.0, deadline - loop.time()))
-                        pending = [await asyncio.wait_for(queue.get(), wait)]
-                    except TimeoutError:
-                        transport = raw_request.transport
-                        if transport is None or transport.is_closing():
-                            break
-                        continue
-                    while not queue.empty():
-                        pending.append(queue.get_nowait())
+                    if not arrived:
+                        wakeup.clear()
+                        try:
+                            async with asyncio.timeout(min(LIVENESS_SECONDS, max(0.0, deadline - loop.time()))):
+                                await wakeup.wait()
+                        except TimeoutError:
+                            transport = raw_request.transport
+                            if transport is None or transport.is_closing():
+                                break
+                            continue
+                    pending = arrived[:]
+                    arrived.clear()
                 if cut is not None:
                     pending = pending[:cut - sent]
                 sent += len(pending)
-                await response.write(b"".join(json.dumps(e).encode() + b"\n" for e in pending))
+                await response.write(b"".join(self._encode.event_line(e) for e in pending))
                 pending = []
             await response.write_eof()
         except ConnectionError:

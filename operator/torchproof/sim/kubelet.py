@@ -470,7 +470,8 @@ class SimKubelet:
             self.errors.append(exc)
 
     async def _status(self, pod: _Pod, status: dict[str, Any]) -> None:
-        self._store.patch(self._pod_type, pod.namespace, pod.name, {"status": status}, MERGE_PATCH, "status")
+        self._store.patch(self._pod_type, pod.namespace, pod.name, {"status": status}, MERGE_PATCH, "status",
+                          owned=True)
 
     async def _unschedulable(self, pod: _Pod, message: str) -> None:
         stamp = _stamp(self.clock.now())
@@ -492,7 +493,7 @@ class SimKubelet:
         stamp = _stamp(started)
         if bind:
             self._store.patch(self._pod_type, pod.namespace, pod.name, {"spec": {"nodeName": pod.target}},
-                              MERGE_PATCH)
+                              MERGE_PATCH, owned=True)
         host_ip = host_address(node.name)
         base = {"hostIP": host_ip, "startTime": stamp}
         creating = _container(pod.body, {"waiting": {"reason": "ContainerCreating"}})

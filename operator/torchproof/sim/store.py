@@ -273,11 +273,12 @@ class Store:
         return self._update(rt, old, new, subresource)
 
     def patch(self, rt: ResourceType, namespace: str | None, name: str, patch: Any, patch_type: str,
-              subresource: str | None = None) -> Obj:
+              subresource: str | None = None, *, owned: bool = False) -> Obj:
+        """`owned`: the caller hands the patch over; its values may become part of the stored object."""
         old = self._current(rt, namespace, name)
-        try:  # the patch functions copy what they take from the patch, so it is never copied here
+        try:  # strategic merge and JSON patches copy what they take from the patch themselves
             if patch_type == MERGE_PATCH:
-                new = apply_merge_patch(old, self._require_object(patch, owned=True))
+                new = apply_merge_patch(old, self._require_object(patch, owned))
             elif patch_type == STRATEGIC_MERGE_PATCH:
                 new = apply_strategic_merge_patch(old, self._require_object(patch, owned=True))
             elif patch_type == JSON_PATCH:
@@ -676,15 +677,20 @@ class PatchError(ValueError):
 
 
 def apply_merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386: objects merge recursively, null deletes a key, anything else replaces."""
+    """RFC 7386: objects merge recursively, null deletes a key, anything else replaces.
+
+    Nothing is copied: the result shares untouched parts with `target` and new values with `patch`.
+    """
     if not isinstance(patch, dict):
-        return json_copy(patch)
-    result = copy.copy(target) if isinstance(target, dict) else {}
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
-        else:
+        elif isinstance(value, dict):
             result[key] = apply_merge_patch(result.get(key), value)
+        else:
+            result[key] = value
     return result
 
 

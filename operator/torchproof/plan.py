@@ -14,6 +14,7 @@ time after a pending timeout, which a restart may forget (the node is simply tri
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -87,6 +88,12 @@ def selects(profile: Profile, node: NodeView) -> bool:
     if profile.node_selector is not None:
         return profile.node_selector.matches(node.labels)
     return node.labels.get("nvidia.com/gpu.present") == "true" or node.gpus > 0
+
+
+def validation_order(profile: str, node: str) -> tuple[int, str]:
+    """Each profile walks the fleet in its own fixed order: in one shared order, profiles would label the
+    same node at the same moment and their owned-labels writes would conflict."""
+    return zlib.crc32(f"{profile}\0{node}".encode()), node
 
 
 def hardware_kind(node: NodeView) -> tuple[str, str]:
@@ -257,7 +264,8 @@ class _Builder:
         }
         first: list[NodeView] = []
         rest: list[NodeView] = []
-        for node in sorted(self.candidates, key=lambda n: n.name):
+        name = self.inp.profile.name
+        for node in sorted(self.candidates, key=lambda n: validation_order(name, n.name)):
             kind = hardware_kind(node)
             if kind in covered:
                 rest.append(node)

@@ -8,7 +8,7 @@ from typing import Any
 
 from builders import make_node_body, make_result, profile_body, terminated
 from torchproof import labels as L
-from torchproof.plan import Plan, PlanInput, compute_plan
+from torchproof.plan import Plan, PlanInput, compute_plan, validation_order
 from torchproof.profile import parse_profile
 from torchproof.views import node_view, pod_view
 
@@ -124,9 +124,18 @@ def test_max_concurrent_covers_each_hardware_kind_first() -> None:
     nodes += [make_node_body("v100-z", "Tesla V100-SXM2-16GB", "450.51.06")]
     w = World(nodes, maxConcurrent=2)
     plan = w.step()
-    assert {w.node_of(p) for p in w.pods.values()} == {"t4-0", "v100-z"}
+    chosen = sorted(w.node_of(p) for p in w.pods.values())
+    assert len(chosen) == 2 and chosen[0].startswith("t4-") and chosen[1] == "v100-z"
     assert plan.status["counts"]["running"] == 2
     assert len(w.step().create) == 0
+
+
+def test_each_profile_walks_the_fleet_in_its_own_fixed_order() -> None:
+    names = [f"node-{i:02d}" for i in range(40)]
+    a = sorted(names, key=lambda n: validation_order("pytorch-20.06", n))
+    b = sorted(names, key=lambda n: validation_order("pytorch-20.06-b", n))
+    assert a == sorted(names, key=lambda n: validation_order("pytorch-20.06", n))
+    assert a[:5] != b[:5] and a != names
 
 
 def test_not_ready_and_cordoned_nodes_are_skipped_and_reported() -> None:

@@ -1,7 +1,8 @@
-"""The kopf shell: indexes feed compact views in, one level-triggered loop per profile applies plans.
+"""The kopf shell: informers feed compact views in, one level-triggered loop per profile applies plans.
 
-No per-node handler writes anything to Nodes: nodes are watched by a plain informer and validation pods
-are indexed (both poke the loops awake); the profile's daemon and deletion handler are the only writers.
+No per-node handler writes anything to Nodes: nodes and validation pods are watched by plain informers
+(both poke the loops awake); kopf runs the profiles, and each profile's daemon and deletion handler are
+the only writers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +22,19 @@ import pynvml
 
 from torchproof import labels as L
 from torchproof.expectations import Expectations
-from torchproof.informer import NodeInformer
+from torchproof.informer import Informer
 from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, KubeError
 from torchproof.metrics import Metrics
 from torchproof.plan import Plan, PlanInput, compute_plan, invalid_spec_status
 from torchproof.podspec import build_probe_configmap, configmap_name
 from torchproof.probe import PROBE_PATH
 from torchproof.profile import InvalidSpec, parse_profile
-from torchproof.views import NodeView, PodView, pod_view
+from torchproof.sweep import plan_sweep
+from torchproof.views import NodeView, PodView, node_view, pod_view
 
 log = logging.getLogger("torchproof")
 POD_SELECTOR = {"app.kubernetes.io/managed-by": L.MANAGED_BY, "app.kubernetes.io/component": "validation"}
+CLEANUP_RETRY_SECONDS = 1.0
 
 
 @dataclass
@@ -48,24 +52,20 @@ class OperatorConfig:
 
 @dataclass
 class ProfileLoop:
-    """What one profile's loop remembers between passes; all of it can be lost on a restart."""
+    """What one profile's loop remembers between passes; all of it can be lost on a restart.
+
+    `busy` is held for a whole pass; `closed` (set by the deletion handler, under `busy`) ends the loop, so
+    that nothing writes for a profile once its cleanup has begun.
+    """
 
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    busy: asyncio.Lock = field(default_factory=asyncio.Lock)
+    closed: bool = False
     expect: Expectations = field(default_factory=Expectations)
     retry_after: Mapping[str, float] = field(default_factory=dict)
     status: Mapping[str, Any] | None = None
     written: Mapping[str, Any] | None = None
     written_at: float = 0.0
-
-
-class ProfileDiffBase(kopf.AnnotationsDiffBaseStorage):
-    """kopf's change-detection essence, for profiles only: pods have no change handlers, and the essence
-    (a deep copy of each body, then another to strip progress marks) was the largest cost per pod event."""
-
-    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
-        if body.get("kind") != "PyTorchReleaseProfile":
-            return kopf.BodyEssence()
-        return super().build(body=body, extra_fields=extra_fields)
 
 
 def probe_files() -> dict[str, str]:
@@ -87,6 +87,7 @@ class Reconciler:
         self.configmap_name = configmap_name(files)
         self.loops: dict[str, ProfileLoop] = {}
         self.failures = 0  # failed API calls so far; a pass that adds to it is retried after error_backoff
+        self.sweep_wake = asyncio.Event()
 
     def loop(self, name: str) -> ProfileLoop:
         return self.loops.setdefault(name, ProfileLoop())
@@ -96,18 +97,22 @@ class Reconciler:
         for loop in targets:
             loop.wake.set()
 
+    def _failed(self, exc: KubeError) -> None:
+        self.cfg.metrics.api_errors.labels(exc.verb, str(exc.status)).inc()
+        log.warning("%s", exc)
+        self.failures += 1
+
     async def _safely(self, call: Awaitable[object]) -> bool:
         try:
             await call
         except KubeError as exc:
-            self.cfg.metrics.api_errors.labels(exc.verb, str(exc.status)).inc()
-            log.warning("%s", exc)
-            self.failures += 1
+            self._failed(exc)
             return False
         return True
 
     async def reconcile(
-        self, body: Mapping[str, Any], nodes: Iterable[NodeView], pods: Iterable[PodView]
+        self, body: Mapping[str, Any], nodes: Iterable[NodeView], pods: Iterable[PodView],
+        gone: Mapping[str, float] | None = None,
     ) -> float | None:
         """One pass; returns when the loop must look again even if nothing changes."""
         started = time.monotonic()
@@ -124,7 +129,7 @@ class Reconciler:
         plan = compute_plan(PlanInput(
             profile=profile,
             nodes=loop.expect.overlay_nodes(nodes, now),
-            pods=loop.expect.overlay_pods(pods, now),
+            pods=loop.expect.overlay_pods(pods, now, gone),
             now=now,
             namespace=self.cfg.namespace,
             configmap=self.configmap_name,
@@ -203,22 +208,59 @@ class Reconciler:
             return
         if not force and now - loop.written_at < self.cfg.status_interval:
             return
-        if await self._safely(self.cfg.api.patch_profile_status(name, status)):
-            loop.written, loop.written_at, loop.status = status, now, status
+        try:
+            await self.cfg.api.patch_profile_status(name, status)
+        except KubeError as exc:
+            if exc.status == 404:  # deleted, perhaps unseen by kopf: stop, and let the sweep clean up
+                loop.closed = True
+                self.sweep_wake.set()
+                return
+            self._failed(exc)
+            return
+        loop.written, loop.written_at, loop.status = status, self.cfg.clock(), status
 
-    async def cleanup(self, name: str, nodes: Iterable[NodeView], pods: Iterable[PodView]) -> None:
-        """A profile is gone: remove exactly its labels, records and pods."""
+    async def close(self, name: str) -> None:
+        """Stop the profile's loop and wait out the pass in flight: after this, only cleanup writes for it."""
+        loop = self.loop(name)
+        loop.closed = True
+        loop.wake.set()
+        async with loop.busy:
+            pass
+
+    async def cleanup(self, name: str) -> None:
+        """A profile is gone: remove exactly its labels, records and pods, read afresh from the API server.
+
+        Raises `KubeError` if anything may be left (a failed write, a node changed under a patch); a retry
+        lists again, so each attempt only patches what is still there.
+        """
+        await self.close(name)
         api = self.cfg.api
+        nodes = [node_view(item) for item in await api.list_nodes()]
         patches = [
             (node.name, patch) for node in nodes
             if (patch := L.removal_patch(name, node.labels, node.annotations, node.resource_version)) is not None
         ]
-        listed = await api.list_pods(self.cfg.namespace, f"{L.PROFILE_LABEL}={name}")
-        names = {pod.name for pod in pods} | {str(p["metadata"]["name"]) for p in listed}
-        await _gather(api.patch_node(node, patch) for node, patch in patches)
-        await _gather(api.delete_pod(self.cfg.namespace, pod) for pod in names)
+        pods = await api.list_pods(self.cfg.namespace, f"{L.PROFILE_LABEL}={name}")
+        failures = self.failures
+        await _gather(self._safely(api.patch_node(node, patch)) for node, patch in patches)
+        await _gather(self._safely(api.delete_pod(self.cfg.namespace, str(p["metadata"]["name"]))) for p in pods)
+        if self.failures != failures:
+            raise KubeError("cleanup", 0, f"{self.failures - failures} write(s) failed; listing again")
         self.loops.pop(name, None)
         self.cfg.metrics.forget(name)
+
+
+    async def sweep(self, nodes: Iterable[NodeView], pods: Iterable[PodView]) -> bool:
+        """Remove what profiles that no longer exist left; True when nothing failed (see `sweep.py`)."""
+        nodes, pods = list(nodes), list(pods)  # read before the profiles are listed
+        api = self.cfg.api
+        sweep = plan_sweep(nodes, pods, await api.list_profile_names())
+        failures = self.failures
+        await _gather(self._safely(api.patch_node(node, patch)) for node, patch in sweep.patches)
+        await _gather(self._safely(api.delete_pod(self.cfg.namespace, pod)) for pod in sweep.pods)
+        if sweep.patches or sweep.pods:
+            log.info("swept %d node(s) and %d pod(s) of deleted profiles", len(sweep.patches), len(sweep.pods))
+        return self.failures == failures
 
 
 async def _sleep(wake: asyncio.Event, stopped: Any, timeout: float) -> None:
@@ -226,26 +268,63 @@ async def _sleep(wake: asyncio.Event, stopped: Any, timeout: float) -> None:
         await stopped.wait()
 
     waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(until_stopped())}
-    _, pending = await asyncio.wait(waiters, timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    try:
+        await asyncio.wait(waiters, timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when cancelled: a waiter left behind would keep kopf waiting for it at exit
+        for task in waiters:
+            task.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
 
 
 def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconciler]:
     """All kopf wiring for one operator instance (tests start several, one after another)."""
     registry = kopf.OperatorRegistry()
     reconciler = Reconciler(cfg)
-    informer = NodeInformer(cfg.api, reconciler.poke)
+    selector = ",".join(f"{k}={v}" for k, v in POD_SELECTOR.items())
+    nodes: Informer[NodeView] = Informer(
+        "nodes", cfg.api.core.list_node, node_view, lambda _: reconciler.poke(), clock=lambda: cfg.clock()
+    )
+    pods: Informer[PodView] = Informer(
+        "pods", partial(cfg.api.core.list_namespaced_pod, cfg.namespace, label_selector=selector), pod_view,
+        lambda pod: reconciler.poke(pod.profile), clock=lambda: cfg.clock(),
+    )
+
+    def pods_of(profile: str) -> list[PodView]:
+        return [pod for pod in pods.items.values() if pod.profile == profile]
+
+    async def synced(stopped: Any) -> bool:
+        """Wait for both informers' first lists; False if stopped first (`stopped`: an Event or kopf's flag)."""
+        for informer in (nodes, pods):
+            while not informer.synced.is_set() and not stopped.is_set():
+                await _sleep(informer.synced, stopped, cfg.resync_seconds)
+        return not stopped.is_set()
+
+    sweeping: list[asyncio.Task[None]] = []
+
+    async def sweeper() -> None:
+        """At start, after any profile is seen deleted, and every resync: the backstop of `cleanup`."""
+        never = asyncio.Event()
+        if not await synced(never):
+            return
+        while True:
+            reconciler.sweep_wake.clear()
+            try:
+                clean = await reconciler.sweep(nodes.views(), pods.views())
+            except KubeError as exc:
+                log.warning("sweep: %s", exc)
+                clean = False
+            delay = cfg.resync_seconds if clean else cfg.error_backoff
+            await _sleep(reconciler.sweep_wake, never, delay)
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        informer.start()
+        nodes.start()
+        pods.start()
+        sweeping.append(asyncio.create_task(sweeper(), name="torchproof-sweep"))
         settings.posting.enabled = False
         settings.persistence.finalizer = f"{L.DOMAIN}/cleanup"
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=L.DOMAIN)
-        settings.persistence.diffbase_storage = ProfileDiffBase(prefix=L.DOMAIN)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=L.DOMAIN)
         settings.watching.reconnect_backoff = 0.5
         settings.networking.error_backoffs = [0.5, 1, 2, 5]
         settings.scanning.disabled = True
@@ -256,49 +335,46 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
             return kopf.ConnectionInfo(server=str(cfg.server), insecure=True)
 
     @kopf.on.cleanup(registry=registry)
-    async def stop_informer(**_: Any) -> None:
-        informer.stop()
+    async def stop_informers(**_: Any) -> None:
+        for task in sweeping:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        nodes.stop()
+        pods.stop()
         cfg.api.disconnect()
 
-    @kopf.index("pods", id="probe_pods", labels=POD_SELECTOR, registry=registry)
-    async def probe_pods(body: kopf.Body, **_: Any) -> dict[str, PodView]:
-        view = pod_view(body)
-        return {view.profile: view}
-
-    @kopf.on.event("pods", labels=POD_SELECTOR, registry=registry)
-    async def pod_changed(labels: Mapping[str, str], **_: Any) -> None:
-        reconciler.poke(labels.get(L.PROFILE_LABEL))
-
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    async def profile_changed(name: str, **_: Any) -> None:
+    async def profile_changed(name: str, type: str | None, **_: Any) -> None:
         reconciler.poke(name)
+        if type == "DELETED":
+            reconciler.sweep_wake.set()
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
-    async def reconcile(name: str, body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> None:
-        probe_pods: kopf.Index[str, PodView] = kwargs["probe_pods"]
+    async def reconcile(name: str, body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
         loop = reconciler.loop(name)
-        while not informer.synced.is_set() and not stopped:
-            await _sleep(informer.synced, stopped, cfg.resync_seconds)
-        while not stopped:
+        if not await synced(stopped):
+            return
+        while not stopped and not loop.closed:
             loop.wake.clear()
-            try:
-                wake_at = await reconciler.reconcile(body, informer.views(), list(probe_pods.get(name, [])))
-            except KubeError as exc:
-                log.warning("profile %s: %s", name, exc)
-                wake_at = cfg.clock() + cfg.error_backoff
+            async with loop.busy:
+                if loop.closed or body.get("metadata", {}).get("deletionTimestamp"):
+                    return  # being deleted: only the deletion handler writes for it now
+                try:
+                    wake_at = await reconciler.reconcile(body, nodes.views(), pods_of(name), pods.gone)
+                except KubeError as exc:
+                    log.warning("profile %s: %s", name, exc)
+                    wake_at = cfg.clock() + cfg.error_backoff
             horizon = cfg.clock() + cfg.resync_seconds
             deadline = min(wake_at, horizon) if wake_at is not None else horizon
             await _sleep(loop.wake, stopped, deadline - cfg.clock())
             await asyncio.sleep(cfg.batch_window)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
-    async def cleanup(name: str, **kwargs: Any) -> None:
-        probe_pods: kopf.Index[str, PodView] = kwargs["probe_pods"]
-        if not informer.synced.is_set():
-            raise kopf.TemporaryError("nodes are not listed yet", delay=1)
+    async def cleanup(name: str, **_: Any) -> None:
         try:
-            await reconciler.cleanup(name, informer.views(), list(probe_pods.get(name, [])))
+            await reconciler.cleanup(name)
         except KubeError as exc:
-            raise kopf.TemporaryError(str(exc), delay=2) from exc
+            raise kopf.TemporaryError(str(exc), delay=CLEANUP_RETRY_SECONDS) from exc
 
     return registry, reconciler

@@ -51,10 +51,15 @@ class Expectations:
     def node_patched(self, node: str, patch: Mapping[str, Any], now: float) -> None:
         self.patched[node] = (now, patch)
 
-    def overlay_pods(self, observed: Iterable[PodView], now: float) -> list[PodView]:
+    def overlay_pods(
+        self, observed: Iterable[PodView], now: float, gone: Mapping[str, float] | None = None
+    ) -> list[PodView]:
+        """`gone`: when the watch saw each deleted pod go. A pod created and deleted (evicted, its node
+        removed) between two passes is never observed; its deletion after the create settles the create."""
         pods = {pod.name: pod for pod in observed}
+        gone = gone or {}
         for name, (at, view) in list(self.created.items()):
-            if name in pods or now - at > self.ttl:
+            if name in pods or gone.get(name, -1.0) > at or now - at > self.ttl:
                 del self.created[name]
             else:
                 pods[name] = view

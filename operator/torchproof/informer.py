@@ -1,9 +1,11 @@
-"""Nodes as the planner sees them: one list, then a watch, kept as NodeViews outside kopf.
+"""Nodes and validation pods as the planner sees them: one list, then a watch, kept as views outside kopf.
 
 kopf indexes each object through its own worker, with a readiness toggle per object that wakes every
-waiting worker: at 5,000 nodes its start-up grows with the square of the fleet, and each node event
-costs a deep copy of the node. Nodes are only read here, so a plain list-then-watch (as client-go's
-informers do) in one thread is enough, and it says when the first list is complete.
+waiting worker: at 5,000 nodes its start-up grows with the square of the fleet, and each event costs a
+deep copy of the body and a pass through its handler machinery. Nodes and pods are only read here, so a
+plain list-then-watch (as client-go's informers do) in one thread per resource is enough. It says when
+the first list is complete, and a list after a broken watch replaces the cache: an object deleted while
+the watch was down is dropped, not kept forever.
 """
 
 from __future__ import annotations
@@ -12,45 +14,62 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
 from kubernetes.watch.watch import iter_resp_lines
 
-from torchproof.kube import KubeApi
-from torchproof.views import NodeView, node_view
-
 log = logging.getLogger(__name__)
 GONE = 410
+TOMBSTONE_SECONDS = 60.0
+
+V = TypeVar("V")
 
 
 class _Expired(Exception):
     """The watch's resourceVersion is too old: list again."""
 
 
-class NodeInformer:
-    """`nodes` (name → NodeView) and `synced` once the first list is in; `on_change()` after each change."""
+class Informer(Generic[V]):
+    """`items` (name → view) and `synced` once the first list is in; `on_change(view)` after each change.
 
-    def __init__(self, api: KubeApi, on_change: Callable[[], None], *, watch_seconds: int = 60,
-                 backoff: float = 1.0) -> None:
-        self.api = api
+    `gone` remembers, for `TOMBSTONE_SECONDS`, when each deleted name was seen to go: a pod created and
+    deleted between two passes is never in `items` when a pass looks, so its creation expectation needs it.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        list_call: Callable[..., Any],
+        view: Callable[[Mapping[str, Any]], V],
+        on_change: Callable[[V], None],
+        *,
+        clock: Callable[[], float],
+        watch_seconds: int = 60,
+        backoff: float = 1.0,
+    ) -> None:
+        self.what = what
+        self.list_call = list_call
+        self.view = view
         self.on_change = on_change
+        self.clock = clock
         self.watch_seconds = watch_seconds
         self.backoff = backoff
-        self.nodes: dict[str, NodeView] = {}
+        self.items: dict[str, V] = {}
+        self.gone: dict[str, float] = {}
         self.synced = asyncio.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._response: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def views(self) -> list[NodeView]:
-        return list(self.nodes.values())
+    def views(self) -> list[V]:
+        return list(self.items.values())
 
     def start(self) -> None:
         """Start listing and watching in a daemon thread; changes are applied in the calling event loop."""
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name="torchproof-nodes", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"torchproof-{self.what}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -73,30 +92,32 @@ class NodeInformer:
             except Exception as exc:  # any failure: log, wait, list again (level-triggered, nothing is lost)
                 if self._stop.is_set():
                     return
-                log.warning("node watch failed, listing again: %s", exc)
+                log.warning("%s watch failed, listing again: %s", self.what, exc)
                 self._stop.wait(self.backoff)
 
     def _list(self) -> str:
-        response: Any = self.api.core.list_node(_preload_content=False)
+        response: Any = self.list_call(_preload_content=False)
         document = json.loads(response.data)
-        views = {view.name: view for view in map(node_view, document.get("items") or [])}
+        views = {str((item.get("metadata") or {}).get("name", "")): self.view(item)
+                 for item in document.get("items") or []}
         self._post(self._replace, views)
         return str((document.get("metadata") or {}).get("resourceVersion") or "")
 
     def _watch(self, version: str) -> str:
-        response: Any = self.api.core.list_node(
+        response: Any = self.list_call(
             watch=True, resource_version=version, allow_watch_bookmarks=True,
             timeout_seconds=self.watch_seconds, _preload_content=False,
         )
         self._response = response
         try:
+            if self._stop.is_set():  # stopped while the request was in flight: `stop()` did not see it
+                return version
             for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
                 if self._stop.is_set():
                     break
                 if not line.strip():
                     continue
-                event = json.loads(line)
-                version = self._event(event) or version
+                version = self._event(json.loads(line)) or version
         finally:
             self._response = None
             response.release_conn()
@@ -108,11 +129,12 @@ class NodeInformer:
             if obj.get("code") == GONE:
                 raise _Expired()
             raise RuntimeError(f"watch error {obj.get('code')}: {obj.get('message')}")
-        version = (obj.get("metadata") or {}).get("resourceVersion")
+        meta = obj.get("metadata") or {}
         if kind in ("ADDED", "MODIFIED"):
-            self._post(self._put, node_view(obj))
+            self._post(self._put, (str(meta.get("name", "")), self.view(obj)))
         elif kind == "DELETED":
-            self._post(self._drop, str((obj.get("metadata") or {}).get("name", "")))
+            self._post(self._drop, str(meta.get("name", "")))
+        version = meta.get("resourceVersion")
         return str(version) if version else None
 
     def _post(self, fn: Callable[[Any], None], arg: Any) -> None:
@@ -124,15 +146,34 @@ class NodeInformer:
 
     # -- in the event loop
 
-    def _replace(self, views: dict[str, NodeView]) -> None:
-        self.nodes = views
+    def _replace(self, views: dict[str, V]) -> None:
+        old, self.items = self.items, views
+        for name, view in old.items():
+            if name not in views:
+                self._bury(name)
+                self.on_change(view)
+        for name, view in views.items():
+            if old.get(name) != view:
+                self.on_change(view)
         self.synced.set()
-        self.on_change()
 
-    def _put(self, view: NodeView) -> None:
-        self.nodes[view.name] = view
-        self.on_change()
+    def _put(self, item: tuple[str, V]) -> None:
+        name, view = item
+        self.items[name] = view
+        self.on_change(view)
 
     def _drop(self, name: str) -> None:
-        self.nodes.pop(name, None)
-        self.on_change()
+        view = self.items.pop(name, None)
+        self._bury(name)
+        if view is not None:
+            self.on_change(view)
+
+    def _bury(self, name: str) -> None:
+        now = self.clock()
+        self.gone.pop(name, None)
+        self.gone[name] = now
+        while self.gone:
+            oldest = next(iter(self.gone))
+            if now - self.gone[oldest] <= TOMBSTONE_SECONDS:
+                break
+            del self.gone[oldest]

@@ -8,6 +8,7 @@ writes, and model parsing would dominate the cost on large fleets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -80,8 +81,15 @@ class KubeApi:
 
     async def _call(self, verb: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
+        request = loop.run_in_executor(self._pool, partial(_read, fn, *args, **kwargs))
         try:
-            return await loop.run_in_executor(self._pool, partial(_read, fn, *args, **kwargs))
+            return await asyncio.shield(request)
+        except asyncio.CancelledError:
+            # The thread cannot be stopped: wait for the request to end, so that a cancelled pass (a daemon
+            # stopped for a deleted profile) has nothing still in flight that could land after its cleanup.
+            with contextlib.suppress(Exception):
+                await request
+            raise
         except ApiException as exc:
             raise KubeError(verb, exc.status or 0, _api_message(exc)) from None
         except OSError as exc:
@@ -133,6 +141,10 @@ class KubeApi:
     async def list_nodes(self, label_selector: str | None = None) -> list[dict[str, Any]]:
         kwargs = {"label_selector": label_selector} if label_selector else {}
         return _items(await self._call("list nodes", self.core.list_node, **kwargs))
+
+    async def list_profile_names(self) -> set[str]:
+        response = await self._call("list profiles", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+        return {str((item.get("metadata") or {}).get("name")) for item in _items(response)}
 
     async def post_event(self, profile: Mapping[str, Any], event: EventSpec) -> None:
         meta = profile.get("metadata") or {}

@@ -8,7 +8,7 @@ patches computed here, apart from the API.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 DOMAIN = "torchproof.dev"
@@ -69,23 +69,32 @@ def verdict_patch(
 
 
 def removal_patch(
-    profile: str,
+    profile: str | Iterable[str],
     labels: Mapping[str, str],
     annotations: Mapping[str, str],
     resource_version: str | None = None,
 ) -> dict[str, Any] | None:
-    """Remove the profile's label (only if torchproof owns it) and its record; None if nothing to do."""
-    key = label_key(profile)
+    """Remove the profiles' labels (only those torchproof owns) and records; None if nothing to do."""
+    profiles = [profile] if isinstance(profile, str) else sorted(profile)
     owned = owned_labels(annotations)
+    mine = owned & {label_key(p) for p in profiles}
     meta: dict[str, Any] = {"labels": {}, "annotations": {}}
-    if key in owned:
-        if key in labels:
-            meta["labels"][key] = None
-        meta["annotations"][OWNED_LABELS_ANNOTATION] = _owned_value(owned - {key})
+    if mine:
+        meta["labels"] = {key: None for key in sorted(mine) if key in labels}
+        meta["annotations"][OWNED_LABELS_ANNOTATION] = _owned_value(owned - mine)
         if resource_version:
             meta["resourceVersion"] = resource_version
-    if result_annotation_key(profile) in annotations:
-        meta["annotations"][result_annotation_key(profile)] = None
+    for p in profiles:
+        if result_annotation_key(p) in annotations:
+            meta["annotations"][result_annotation_key(p)] = None
     if not meta["labels"] and not meta["annotations"]:
         return None
     return {"metadata": meta}
+
+
+def profiles_on(annotations: Mapping[str, str]) -> frozenset[str]:
+    """Every profile that left a mark on a node: an owned label or a result record."""
+    prefix = f"{DOMAIN}/"
+    owned = {key[len(prefix):] for key in owned_labels(annotations) if key.startswith(prefix)}
+    records = {key[len(RESULT_ANNOTATION_PREFIX):] for key in annotations if key.startswith(RESULT_ANNOTATION_PREFIX)}
+    return frozenset(owned | records)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -11,7 +12,8 @@ from torchproof.expectations import Expectations
 from torchproof.podspec import build_plan, build_pod, build_probe_configmap, configmap_name, pod_name
 from torchproof.profile import Profile
 from torchproof.result import PLAN_SCHEMA
-from torchproof.views import pod_view
+from torchproof.sweep import plan_sweep
+from torchproof.views import NodeView, pod_view
 
 
 def test_verdict_patch_sets_label_record_and_owned_list_guarded_by_resource_version() -> None:
@@ -109,3 +111,38 @@ def test_expectations_hide_the_watch_lag(profile: Profile) -> None:
     assert seen.labels["torchproof.dev/p"] == "passed"
     assert expect.overlay_nodes([seen], now=7)[0] == seen
     assert "t4-a" not in expect.patched
+
+
+def test_a_pod_seen_to_go_after_its_create_settles_the_create_expectation(profile: Profile) -> None:
+    manifest = pod_body(profile, make_node("t4-a"))
+    name = manifest["metadata"]["name"]
+    expect = Expectations(ttl=60)
+    expect.pod_created(manifest, now=10)
+    assert [p.name for p in expect.overlay_pods([], now=11, gone={name: 9})] == [name], "an older pod of that name"
+    assert expect.overlay_pods([], now=12, gone={name: 10.5}) == []
+    assert expect.overlay_pods([], now=13) == []
+
+
+def test_the_sweep_removes_only_what_profiles_that_are_gone_left(profile: Profile) -> None:
+    keep, gone = "pytorch-20.06", "old"
+    patch = L.verdict_patch(keep, {}, "passed", {"v": 1})
+    annotations = dict(patch["metadata"]["annotations"])
+    labels = {L.label_key(keep): "passed", L.label_key(gone): "failed", "team": "web", "torchproof.dev/other": "x"}
+    annotations[L.OWNED_LABELS_ANNOTATION] = f"{L.label_key(gone)},{L.label_key(keep)}"
+    annotations[L.result_annotation_key(gone)] = "{}"
+    annotations[L.result_annotation_key("older")] = "{}"
+    node = NodeView("n1", labels, annotations, True, False, 1, "fp", "42")
+    clean = NodeView("n2", {L.label_key(keep): "passed"}, dict(patch["metadata"]["annotations"]) | {
+        L.OWNED_LABELS_ANNOTATION: L.label_key(keep)}, True, False, 1, "fp", "7")
+    pods = [dataclasses.replace(pod_view(pod_body(profile, make_node("n1"))), profile=name, name=f"pod-{name}")
+            for name in (keep, gone)]
+    sweep = plan_sweep([node, clean], pods, {keep})
+    assert sweep.pods == (pods[1].name,)
+    [(name, removal)] = sweep.patches
+    assert name == "n1"
+    assert removal["metadata"] == {
+        "labels": {L.label_key(gone): None},
+        "annotations": {L.OWNED_LABELS_ANNOTATION: L.label_key(keep), L.result_annotation_key(gone): None,
+                        L.result_annotation_key("older"): None},
+        "resourceVersion": "42",
+    }

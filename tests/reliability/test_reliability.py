@@ -7,13 +7,7 @@ from reliability_harness import COMMENTED_TRUTH, FLEET, NAME, NAMESPACE, audit, 
 from reliability_scenarios import BODY, run
 from torchproof import labels as L
 
-# Open operator bugs these scenarios find on some runs (docs/reliability.md, "Open"): not strict, so a
-# run that hits them is reported as xfail, and the marks come off when the bugs are fixed.
-GHOST_POD = pytest.mark.xfail(reason="a node can wait on a validation pod that no longer exists", strict=False)
-DELETION = pytest.mark.xfail(reason="profile deletion under API faults can leave labels or the finalizer",
-                             strict=False)
-CASES = [("api-faults", 1), pytest.param("read-faults", 1, marks=GHOST_POD), ("restarts", 1),
-         pytest.param("churn", 1, marks=GHOST_POD), pytest.param("profile-edits", 1, marks=DELETION),
+CASES = [("api-faults", 1), ("read-faults", 1), ("restarts", 1), ("churn", 1), ("profile-edits", 1),
          ("event-chaos", 1)]
 
 

@@ -99,17 +99,14 @@ async def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> A
 
 
 class Faults(ApiFaults):
-    """`ApiFaults` as a real API server fails, counted: 409 Conflict answers only updates and patches
-    (a 409 on create means AlreadyExists, which the operator rightly takes as "the pod is there")."""
+    """`ApiFaults`, counted by kind."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.injected: Counter[str] = Counter()
 
-    def draw(self, verb: str) -> tuple[float, ApiError | None]:
-        delay, error = super().draw(verb)
-        if error is not None and error.code == 409 and verb not in ("update", "patch"):
-            error = None
+    def draw(self, verb: str, conditional: bool = True) -> tuple[float, ApiError | None]:
+        delay, error = super().draw(verb, conditional)
         if delay:
             self.injected["slow"] += 1
         if error is not None:

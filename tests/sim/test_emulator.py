@@ -498,3 +498,11 @@ async def test_apply_yaml_creates_then_replaces_and_rejects_bad_files_whole(clus
     with pytest.raises(ValueError, match="document 1: no resource of kind 'Nope'"):
         await cluster.apply_yaml(path)
     assert cluster.emulator.get_object(GADGETS, NS, "c") is None
+
+
+def test_a_conflict_is_injected_only_into_conditional_writes() -> None:
+    def codes(conditional: bool) -> set[int | None]:
+        faults = ApiFaults(seed=3, rate_409=1.0)
+        return {None if e is None else e.code for _, e in (faults.draw("patch", conditional) for _ in range(20))}
+
+    assert codes(True) == {409} and codes(False) == {None}

@@ -56,8 +56,12 @@ class ApiFaults:
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
 
-    def draw(self, verb: str) -> tuple[float, ApiError | None]:
-        """(delay in seconds, error to answer instead) for one request."""
+    def draw(self, verb: str, conditional: bool = True) -> tuple[float, ApiError | None]:
+        """(delay in seconds, error to answer instead) for one request.
+
+        409 Conflict answers only a conditional write (one that carries a resourceVersion), as a real
+        API server's does: a plain merge patch never conflicts, and a 409 on create means AlreadyExists.
+        """
         if verb not in self.verbs:
             return 0.0, None
         delay = self.slow_seconds if self._random.random() < self.slow_rate else 0.0
@@ -67,7 +71,7 @@ class ApiFaults:
         if roll < self.rate_500 + self.rate_429:
             return delay, ApiError(429, "TooManyRequests", "injected fault: too many requests",
                                    {"retryAfterSeconds": 1})
-        if roll < self.rate_500 + self.rate_429 + self.rate_409:
+        if roll < self.rate_500 + self.rate_429 + self.rate_409 and conditional:
             return delay, ApiError(409, "Conflict", "injected fault: the object has been modified; "
                                                     "please apply your changes to the latest version")
         return delay, None
@@ -255,16 +259,20 @@ class Subscription:
     """In-process watch: `{"type", "object"}` events from the moment of subscribing.
 
     Each object is a deep copy; with `shared` it is the stored object itself, which must not be mutated
-    (for subscribers that only read, such as the simulated kubelet, so no event costs a copy).
+    (for subscribers that only read, such as the simulated kubelet, so no event costs a copy). With
+    `only`, just the events it accepts when the write happens are queued.
     """
 
-    def __init__(self, store: Store, rt: ResourceType, *, shared: bool = False) -> None:
+    def __init__(self, store: Store, rt: ResourceType, *, shared: bool = False,
+                 only: Callable[[Event], bool] | None = None) -> None:
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._shared = shared
+        self._only = only
         self._unsubscribe: Callable[[], None] | None = store.subscribe(rt, self._deliver)
 
     def _deliver(self, event: Event, _before: Obj | None) -> None:
-        self._queue.put_nowait(event)
+        if self._only is None or self._only(event):
+            self._queue.put_nowait(event)
 
     def __aiter__(self) -> Subscription:
         return self
@@ -321,8 +329,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     async def delete_object(self, resource: str, namespace: str | None, name: str) -> None:
         self.store.delete(self.store.resolve(resource), namespace, name)
 
-    def subscribe(self, resource: str, *, shared: bool = False) -> AsyncIterator[dict[str, Any]]:
-        return Subscription(self.store, self.store.resolve(resource), shared=shared)
+    def subscribe(self, resource: str, *, shared: bool = False,
+                  only: Callable[[Event], bool] | None = None) -> AsyncIterator[dict[str, Any]]:
+        return Subscription(self.store, self.store.resolve(resource), shared=shared, only=only)
 
     def request_counts(self) -> dict[str, Any]:
         return {"total": sum(self._counts.values()), "byVerb": dict(self._counts),
@@ -386,8 +395,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         method = raw_request.method
         verb = _verb(method, route, watch)
         self._counts[verb] += 1
+        body = b"" if watch else await raw_request.read()
         if self.faults is not None:
-            delay, error = self.faults.draw(verb)
+            conditional = method == "PUT" or (method == "PATCH" and b'"resourceVersion"' in body)
+            delay, error = self.faults.draw(verb, conditional)
             if delay:
                 await asyncio.sleep(delay)
             if error is not None:
@@ -397,7 +408,6 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         namespace = route.namespace if rt.namespaced else None
         if verb == "watch":
             return await self._watch(raw_request, rt, namespace, route.name)
-        body = await raw_request.read()
         data = self._decode(body) if body else None
         as_table = "as=Table" in raw_request.headers.get("Accept", "")
         if verb == "list":

@@ -129,6 +129,27 @@ async def test_profile_deletion_removes_exactly_its_labels_records_and_pods(env:
             assert L.OWNED_LABELS_ANNOTATION not in meta.get("annotations", {})
 
 
+async def test_a_profile_deleted_while_the_operator_is_down_is_swept_at_start(env: Env) -> None:
+    async with embedded_operator(env.cluster, **FAST):
+        await env.apply(profile())
+        await converge(env)
+        await env.apply(profile(maxConcurrent=1) | {"metadata": {"name": "second"}})
+        await wait_for(lambda: any(env.label(n, "torchproof.dev/second") for n in EXPECTED),
+                       what="a label of the second profile")
+    # With the operator down, an admin removes the finalizer by hand and deletes the profile.
+    await env.cluster.emulator.patch_object(PROFILES, None, "second", {"metadata": {"finalizers": None}})
+    await env.cluster.emulator.delete_object(PROFILES, None, "second")
+    assert env.profile("second") is None
+    async with embedded_operator(env.cluster, **FAST):
+        def swept() -> bool:
+            return all("torchproof.dev/second" not in env.node(n)["metadata"].get("labels", {})
+                       and L.result_annotation_key("second") not in env.node(n)["metadata"].get("annotations", {})
+                       for n in EXPECTED) and not any("second" in p["metadata"]["name"] for p in env.pods())
+        await wait_for(swept, what="the deleted profile's labels, records and pods swept")
+        assert {n: env.label(n) for n in EXPECTED} == EXPECTED
+        assert all(env.node(n)["metadata"]["annotations"][L.OWNED_LABELS_ANNOTATION] == KEY for n in EXPECTED)
+
+
 async def test_operator_restart_mid_validation_creates_no_duplicate_pods(env: Env) -> None:
     env.kubelet.probe_seconds = 0.6
     async with embedded_operator(env.cluster, **FAST):

@@ -25,7 +25,7 @@ from torchproof.expectations import Expectations
 from torchproof.informer import Informer
 from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, KubeError
 from torchproof.metrics import Metrics
-from torchproof.plan import Plan, PlanInput, compute_plan, invalid_spec_status
+from torchproof.plan import Plan, PlanInput, PlanMemo, compute_plan, invalid_spec_status
 from torchproof.podspec import build_probe_configmap, configmap_name
 from torchproof.probe import PROBE_PATH
 from torchproof.profile import InvalidSpec, parse_profile
@@ -62,6 +62,7 @@ class ProfileLoop:
     busy: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
     expect: Expectations = field(default_factory=Expectations)
+    memo: PlanMemo = field(default_factory=PlanMemo)
     retry_after: Mapping[str, float] = field(default_factory=dict)
     status: Mapping[str, Any] | None = None
     written: Mapping[str, Any] | None = None
@@ -136,6 +137,7 @@ class Reconciler:
             status=previous,
             retry_after=loop.retry_after,
             profile_revalidate=str((meta.get("annotations") or {}).get(L.REVALIDATE_ANNOTATION, "")),
+            memo=loop.memo,
         ))
         failures = self.failures
         await self.apply(body, loop, plan, pods, now)

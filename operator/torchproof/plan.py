@@ -13,6 +13,7 @@ time after a pending timeout, which a restart may forget (the node is simply tri
 
 from __future__ import annotations
 
+import functools
 import json
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -57,6 +58,29 @@ class EventSpec:
 
 
 @dataclass(frozen=True)
+class Idle:
+    """A node without a pod, as its view alone decides: when its standing record was written (None: no
+    record stands for this spec, node and token) and the pre-check of its GPU labels."""
+
+    view: NodeView
+    recorded_at: float | None
+    static: CompatResult
+
+
+@dataclass
+class PlanMemo:
+    """What each node without a pod had on record, kept between passes of one profile.
+
+    A cache only: a plan is the same with it or without it. An entry is reused while the node's view is
+    the same object (the informer replaces a view when its node changes) and the profile's spec and
+    revalidate token are unchanged; a pass then reads one dict entry per unchanged node, not its record.
+    """
+
+    context: tuple[object, ...] = ()
+    idle: dict[str, Idle] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class PlanInput:
     profile: Profile
     nodes: Sequence[NodeView]
@@ -67,6 +91,7 @@ class PlanInput:
     status: Mapping[str, Any] = field(default_factory=dict)
     retry_after: Mapping[str, float] = field(default_factory=dict)
     profile_revalidate: str = ""
+    memo: PlanMemo | None = None
 
 
 @dataclass(frozen=True)
@@ -97,7 +122,13 @@ def validation_order(profile: str, node: str) -> tuple[int, str]:
 
 
 def hardware_kind(node: NodeView) -> tuple[str, str]:
-    hardware = hardware_from_labels(node.labels)
+    return _hardware_kind(node.gpu_labels)
+
+
+@functools.lru_cache(maxsize=4096)
+def _hardware_kind(gpu_labels: tuple[tuple[str, str], ...]) -> tuple[str, str]:
+    """A fleet has few hardware kinds and many nodes: each kind is read from its labels once."""
+    hardware = hardware_from_labels(dict(gpu_labels))
     return hardware.product or "", hardware.driver or ""
 
 
@@ -145,6 +176,10 @@ class _Builder:
         self.pull_failure: dict[str, Any] | None = None
         self.candidates: list[NodeView] = []
         self.running = 0
+        self.context = (inp.profile.name, inp.profile.spec_hash, inp.profile_revalidate)
+        memo = inp.memo
+        self.memo = memo.idle if memo is not None and memo.context == self.context else {}
+        self.idle: dict[str, Idle] = {}
 
     def token(self, node: NodeView) -> str:
         return f"{self.inp.profile_revalidate}/{node.annotations.get(L.REVALIDATE_ANNOTATION, '')}"
@@ -163,26 +198,36 @@ class _Builder:
 
     def static(self, node: NodeView) -> CompatResult:
         """The pre-check, once per set of GPU labels: a fleet has few hardware kinds and many nodes."""
-        key = tuple(sorted((k, v) for k, v in node.labels.items() if k.startswith("nvidia.com/")))
-        found = self._static.get(key)
+        found = self._static.get(node.gpu_labels)
         if found is None:
-            found = self._static[key] = static_evaluation(self.inp.profile, node.labels)
+            found = self._static[node.gpu_labels] = static_evaluation(self.inp.profile, node.labels)
         return found
 
-    def is_current(self, node: NodeView) -> bool:
-        record = parse_record(node, self.inp.profile.name)
-        if record is None:
+    def known(self, node: NodeView) -> Idle:
+        """What the node has on record for this spec and token, from the memo while its view is unchanged."""
+        hit = self.memo.get(node.name)
+        if hit is None or hit.view is not node:
+            record = parse_record(node, self.inp.profile.name)
+            matches = record is not None and (
+                record.spec_hash == self.inp.profile.spec_hash
+                and record.fingerprint == node.fingerprint
+                and record.revalidate == self.token(node)
+            )
+            hit = Idle(node, record.at if record is not None and matches else None, self.static(node))
+        self.idle[node.name] = hit
+        return hit
+
+    def current(self, idle: Idle) -> bool:
+        """The record stands (see `known`) and is younger than revalidateAfter."""
+        if idle.recorded_at is None:
             return False
-        p = self.inp.profile
-        fresh = p.revalidate_after_seconds is None or self.inp.now < record.at + p.revalidate_after_seconds
-        if fresh and p.revalidate_after_seconds is not None:
-            self.wakes.append(record.at + p.revalidate_after_seconds)
-        return (
-            fresh
-            and record.spec_hash == p.spec_hash
-            and record.fingerprint == node.fingerprint
-            and record.revalidate == self.token(node)
-        )
+        after = self.inp.profile.revalidate_after_seconds
+        if after is None:
+            return True
+        if self.inp.now >= idle.recorded_at + after:
+            return False
+        self.wakes.append(idle.recorded_at + after)
+        return True
 
     def with_pod(self, node: NodeView, pod: PodView) -> None:
         p = self.inp.profile
@@ -231,11 +276,11 @@ class _Builder:
         self.state[node.name] = "running"
 
     def without_pod(self, node: NodeView) -> None:
-        p = self.inp.profile
-        if self.is_current(node):
-            self.state[node.name] = node.labels[L.label_key(p.name)]
+        idle = self.known(node)
+        if self.current(idle):
+            self.state[node.name] = node.labels[L.label_key(self.inp.profile.name)]
             return
-        static = self.static(node)
+        static = idle.static
         if static.verdict == "incompatible":
             self.label(node, Evaluation("incompatible", static.reasons))
         elif not node.ready or node.unschedulable:
@@ -304,6 +349,8 @@ def compute_plan(inp: PlanInput) -> Plan:
         else:
             b.without_pod(node)
     b.schedule(matched)
+    if inp.memo is not None:
+        inp.memo.context, inp.memo.idle = b.context, b.idle
     status = _status(inp, b, matched)
     b.events.extend(_events(inp, b, status))
     return Plan(

@@ -10,7 +10,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +41,12 @@ class NodeView:
     gpus: int
     fingerprint: str
     resource_version: str | None = None
+    gpu_labels: tuple[tuple[str, str], ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # GPU Feature Discovery's labels, once per node change: the planner keys its per-hardware work on them.
+        gpu = tuple(sorted((k, v) for k, v in self.labels.items() if k.startswith("nvidia.com/")))
+        object.__setattr__(self, "gpu_labels", gpu)
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from typing import Any
 
 from builders import make_node_body, make_result, profile_body, terminated
 from torchproof import labels as L
-from torchproof.plan import Plan, PlanInput, compute_plan, validation_order
+from torchproof.plan import Plan, PlanInput, PlanMemo, compute_plan, validation_order
 from torchproof.profile import parse_profile
-from torchproof.views import node_view, pod_view
+from torchproof.views import NodeView, node_view, pod_view
 
 KEY = L.label_key("pytorch-20.06")
 T0 = 1_800_000_000.0
@@ -37,19 +38,28 @@ class World:
         self.retry: dict[str, float] = {}
         self.now = T0
         self.revalidate = ""
+        self.views: dict[str, NodeView] = {}  # unchanged nodes keep their view object, as in the informer
+        self.memo = PlanMemo()
 
     @property
     def profile(self) -> Any:
         return parse_profile(self.body)
 
     def plan(self) -> Plan:
-        return compute_plan(PlanInput(
+        """The plan, checked to be the same with the memo kept across passes as without one."""
+        views = self.views
+        self.views = {name: views[name] if name in views and node_view(n) == views[name] else node_view(n)
+                      for name, n in self.nodes.items()}
+        inp = PlanInput(
             profile=self.profile,
-            nodes=[node_view(n) for n in self.nodes.values()],
+            nodes=list(self.views.values()),
             pods=[pod_view(p) for p in self.pods.values()],
             now=self.now, namespace="torchproof", configmap="cm", status=self.status,
             retry_after=self.retry, profile_revalidate=self.revalidate,
-        ))
+        )
+        plan = compute_plan(inp)
+        assert compute_plan(dataclasses.replace(inp, memo=self.memo)) == plan
+        return plan
 
     def step(self) -> Plan:
         plan = self.plan()

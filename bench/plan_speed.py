@@ -1,0 +1,76 @@
+"""How long one planning pass takes for a large fleet mid-validation (the operator's per-pass CPU cost).
+
+Run: `.venv/bin/python bench/plan_speed.py [N ...]` (default 1000 5000). The state: half the nodes carry a
+current verdict, maxConcurrent (100) validation pods run, the rest wait. Prints milliseconds per pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from typing import Any
+
+import yaml
+from torchproof import labels as L
+from torchproof.plan import PlanInput, PlanMemo, compute_plan
+from torchproof.podspec import build_pod
+from torchproof.profile import parse_profile
+from torchproof.sim.fleet import build_node, parse_fleet
+from torchproof.simulate import ROOT
+from torchproof.views import node_view, pod_view
+
+from bench.scale.fleet import fleet_data
+
+PASSES = 20
+
+
+def state(n: int) -> PlanInput:
+    body = yaml.safe_load((ROOT / "profiles" / "pytorch-20.06.yaml").read_text())
+    body["metadata"].update(generation=1, uid="u")
+    profile = parse_profile(body)
+    nodes, pods = [], []
+    now = time.time()
+    for i, sim in enumerate(parse_fleet(fleet_data(n)).nodes):
+        view = node_view(build_node(sim))
+        if i % 2 == 0:
+            record: dict[str, Any] = {
+                "verdict": "passed", "reasons": [], "findings": [], "knownIssues": [], "numbers": {},
+                "at": "2026-11-29T00:00:00Z", "generation": 1, "specHash": profile.spec_hash,
+                "fingerprint": view.fingerprint, "revalidate": "/", "image": profile.image,
+            }
+            patch = L.verdict_patch(profile.name, view.annotations, "passed", record)["metadata"]
+            view = node_view(build_node(sim) | {"metadata": {
+                **build_node(sim)["metadata"],
+                "labels": {**view.labels, **patch["labels"]},
+                "annotations": {**view.annotations, **patch["annotations"]}}})
+        elif len(pods) < profile.max_concurrent:
+            pod = build_pod(profile, node=view.name, fingerprint=view.fingerprint, namespace="torchproof",
+                            configmap="cm")
+            pod["status"] = {"phase": "Running"}
+            pods.append(pod_view(pod))
+        nodes.append(view)
+    inp = PlanInput(profile=profile, nodes=nodes, pods=pods, now=now, namespace="torchproof", configmap="cm")
+    labelled = {u.node: u.patch["metadata"] for u in compute_plan(inp).update}  # the incompatible ones
+    nodes = [
+        dataclasses.replace(view, labels={**view.labels, **labelled[view.name]["labels"]},
+                            annotations={**view.annotations, **labelled[view.name]["annotations"]})
+        if view.name in labelled else view
+        for view in nodes
+    ]
+    return dataclasses.replace(inp, nodes=nodes)
+
+
+def main(sizes: list[int]) -> None:
+    for n in sizes:
+        inp = dataclasses.replace(state(n), memo=PlanMemo())
+        compute_plan(inp)
+        started = time.perf_counter()
+        for _ in range(PASSES):
+            plan = compute_plan(inp)
+        ms = (time.perf_counter() - started) / PASSES * 1000
+        print(f"{n:>6} nodes: {ms:7.1f} ms per pass ({len(plan.create)} creates, {len(plan.update)} updates)")
+
+
+if __name__ == "__main__":
+    main([int(a) for a in sys.argv[1:]] or [1000, 5000])

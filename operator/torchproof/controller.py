@@ -42,7 +42,7 @@ class OperatorConfig:
     api: KubeApi
     namespace: str = "torchproof"
     metrics: Metrics = field(default_factory=Metrics)
-    batch_window: float = 0.1
+    batch_window: float = 0.02
     resync_seconds: float = 60.0
     status_interval: float = 1.0
     error_backoff: float = 2.0
@@ -86,6 +86,7 @@ class Reconciler:
         files = probe_files()
         self.configmap = build_probe_configmap(cfg.namespace, files)
         self.configmap_name = configmap_name(files)
+        self.configmap_at: float | None = None
         self.loops: dict[str, ProfileLoop] = {}
         self.failures = 0  # failed API calls so far; a pass that adds to it is retried after error_backoff
         self.sweep_wake = asyncio.Event()
@@ -185,17 +186,26 @@ class Reconciler:
 
         async def start() -> None:
             if plan.create:
-                await self._safely(api.ensure_configmap(self.configmap))
+                await self._ensure_configmap(now)
                 await _gather(create(c) for c in plan.create)
 
-        # New pods never go to a node whose pod this pass deletes, so both run at once.
-        await asyncio.gather(label_then_delete(), start())
-        for event in plan.events:
-            await self._safely(api.post_event(body, event))
+        # New pods never go to a node whose pod this pass deletes, so both run at once; creates are queued
+        # first, since a slot's turnover (and so the fleet's time to converge) waits on them.
+        await asyncio.gather(start(), label_then_delete())
         loop.retry_after = plan.retry_after
         loop.status = plan.status
         m.observe_status(name, plan.status)
-        await self._write_status(name, loop, plan.status, now)
+        await asyncio.gather(
+            self._write_status(name, loop, plan.status, now),
+            *(self._safely(api.post_event(body, event)) for event in plan.events),
+        )
+
+    async def _ensure_configmap(self, now: float) -> None:
+        """The probe ConfigMap, created (or found) once per resync rather than before every batch of pods."""
+        if self.configmap_at is not None and now - self.configmap_at < self.cfg.resync_seconds:
+            return
+        if await self._safely(self.cfg.api.ensure_configmap(self.configmap)):
+            self.configmap_at = now
 
     def _status_due(self, loop: ProfileLoop, plan: Plan, now: float) -> float | None:
         if loop.written == plan.status:

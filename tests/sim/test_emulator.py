@@ -17,6 +17,7 @@ import pytest
 import yaml
 from gadgets import GADGETS, GROUP, PLURAL, VERSION
 from torchproof.sim import ApiError, ApiFaults, BackgroundCluster, EmbeddedCluster
+from torchproof.sim.emulator import Encodings
 from torchproof.sim.store import LabelSelector, apply_json_patch, apply_merge_patch, apply_strategic_merge_patch
 
 NS = "testns"
@@ -506,3 +507,19 @@ def test_a_conflict_is_injected_only_into_conditional_writes() -> None:
         return {None if e is None else e.code for _, e in (faults.draw("patch", conditional) for _ in range(20))}
 
     assert codes(True) == {409} and codes(False) == {None}
+
+
+def test_encodings_are_byte_for_byte_json_dumps() -> None:
+    encode = Encodings(size=8)
+    shared = {"containers": [{"name": "probe", "env": [{"name": "X", "value": '{"a": "\\u00e9"}'}]}]}
+    objects: list[dict[str, Any]] = [
+        {}, {"a": {}}, {"a": []}, {"metadata": {"name": "é", "labels": {"k": "v"}}, "spec": shared},
+        {"metadata": {"name": "n"}, "spec": shared, "status": {"phase": "Running", "n": 1.5, "ok": True,
+                                                               "none": None, "nested": {"deep": {"x": [1]}}}},
+        {"spec": shared, "weird": {1: "int key", "s": ["a", {"b": None}]}, "t": (1, 2)},
+    ]
+    for _ in range(3):  # the second and third rounds come (partly) from the cache
+        for obj in objects:
+            assert encode(obj) == json.dumps(obj).encode()
+            assert encode.event_line({"type": "MODIFIED", "object": obj}) == json.dumps(
+                {"type": "MODIFIED", "object": obj}).encode() + b"\n"

@@ -36,7 +36,8 @@ WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
 VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 DEFAULT_WATCH_SECONDS = 1800.0
 LIVENESS_SECONDS = 1.0  # how often an idle watch checks that its client is still there
-ENCODED_OBJECTS = 4096  # stored objects whose JSON is kept for the responses and watch events that send them
+ENCODED_VALUES = 32768  # stored objects and parts whose JSON is kept for the responses and watch events
+PART_LEVELS = 2  # an object's encoding is joined from its values' and their values' encodings
 
 
 @dataclass
@@ -230,25 +231,36 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
 
 
 class Encodings:
-    """The JSON of stored objects, by identity, for the last `size` objects sent.
+    """The JSON of stored objects and of their parts, by identity, for the last `size` of them used.
 
     A stored object never changes (the store copies on write), so a write's response and every watch
-    event that carries it share one encoding. Each entry holds its object, so its id is not reused.
+    event that carries it share one encoding; and a new version shares the parts it did not change
+    (a pod's spec across its status writes), so an object is encoded from its parts' encodings, two
+    levels deep. Each entry holds its value, so its id is not reused while it is cached.
     """
 
-    def __init__(self, size: int = ENCODED_OBJECTS) -> None:
+    def __init__(self, size: int = ENCODED_VALUES) -> None:
         self._size = size
-        self._cache: dict[int, tuple[Obj, bytes]] = {}
+        self._cache: dict[int, tuple[Any, bytes]] = {}
 
     def __call__(self, obj: Obj) -> bytes:
-        entry = self._cache.get(id(obj))
-        if entry is not None:
-            return entry[1]
-        data = json.dumps(obj).encode()
-        if len(self._cache) >= self._size:
-            del self._cache[next(iter(self._cache))]
-        self._cache[id(obj)] = (obj, data)
-        return data
+        return self._cached(obj, PART_LEVELS)
+
+    def _cached(self, value: Any, levels: int) -> bytes:
+        key = id(value)
+        entry = self._cache.pop(key, None)
+        if entry is None:
+            if levels and type(value) is dict and all(type(k) is str for k in value):
+                data = b"{" + b", ".join(json.dumps(k).encode() + b": " + (
+                    self._cached(v, levels - 1) if type(v) is dict or type(v) is list else json.dumps(v).encode())
+                    for k, v in value.items()) + b"}"
+            else:
+                data = json.dumps(value).encode()
+            entry = (value, data)
+            if len(self._cache) >= self._size:
+                del self._cache[next(iter(self._cache))]
+        self._cache[key] = entry  # (re)inserted last: the least recently used go first
+        return entry[1]
 
     def event_line(self, event: Event) -> bytes:
         """`{"type": ..., "object": ...}` and a newline, byte for byte as `json.dumps` writes it."""

@@ -28,7 +28,7 @@ from torchproof.sim.fleet import (
 )
 from torchproof.sim.hardware import ProbeSetting, encode_result, parse_driver, probe_result
 from torchproof.sim.images import lookup_image
-from torchproof.sim.store import MERGE_PATCH, ApiError, Obj
+from torchproof.sim.store import MERGE_PATCH, ApiError, Event, Obj
 
 log = logging.getLogger(__name__)
 
@@ -307,8 +307,8 @@ class SimKubelet:
         await self.stop()
 
     async def start(self) -> None:
-        pods = self.emulator.subscribe("v1/pods", shared=True)
-        nodes = self.emulator.subscribe("v1/nodes", shared=True)
+        pods = self.emulator.subscribe("v1/pods", shared=True, only=self._pod_event_matters)
+        nodes = self.emulator.subscribe("v1/nodes", shared=True, only=self._node_event_matters)
         self._subscriptions = [pods, nodes]
         for node in self._nodes.values():
             if self.emulator.get_object("v1/nodes", None, node.name) is None:
@@ -355,6 +355,16 @@ class SimKubelet:
         await self._collect_orphans(name)
 
     # -- watching
+
+    @staticmethod
+    def _pod_event_matters(event: Event) -> bool:
+        """Pods come and go; other changes (its own status writes, mostly) need no reaction."""
+        return event["type"] != "MODIFIED" or bool(event["object"]["metadata"].get("deletionTimestamp"))
+
+    def _node_event_matters(self, event: Event) -> bool:
+        """A node change can only let a waiting pod in; a pod that arrives later is placed on arrival."""
+        waiting = self._pods_on.get(event["object"]["metadata"]["name"], {}).values()
+        return event["type"] == "DELETED" or any(p.bound is None and not p.finished for p in waiting)
 
     async def _watch_pods(self, events: Any) -> None:
         async for event in events:

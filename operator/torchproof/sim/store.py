@@ -464,6 +464,9 @@ class Store:
             listener(event, before)
 
     def _index_owners(self, rt: ResourceType, before: Obj | None, after: Obj | None) -> None:
+        if before is not None and after is not None and (
+                before["metadata"].get("ownerReferences") is after["metadata"].get("ownerReferences")):
+            return  # unchanged (copy-on-write keeps the very same list)
         for obj, add in ((before, False), (after, True)):
             if obj is None:
                 continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from torchproof.expectations import Expectations
 from torchproof.informer import Informer
 from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, KubeError
 from torchproof.metrics import Metrics
-from torchproof.plan import Plan, PlanInput, PlanMemo, compute_plan, invalid_spec_status
+from torchproof.plan import NodeUpdate, Plan, PlanInput, PlanMemo, compute_plan, invalid_spec_status
 from torchproof.podspec import build_probe_configmap, configmap_name
 from torchproof.probe import PROBE_PATH
 from torchproof.profile import InvalidSpec, parse_profile
@@ -35,6 +36,8 @@ from torchproof.views import NodeView, PodView, node_view, pod_view
 log = logging.getLogger("torchproof")
 POD_SELECTOR = {"app.kubernetes.io/managed-by": L.MANAGED_BY, "app.kubernetes.io/component": "validation"}
 CLEANUP_RETRY_SECONDS = 1.0
+CONFLICT_RETRIES = 3
+CONFLICT_JITTER = 0.05
 
 
 @dataclass
@@ -156,15 +159,16 @@ class Reconciler:
         created_at = {pod.name: pod.created for pod in pods}
         unlabelled: set[str] = set()
 
-        async def update(u: Any) -> None:
-            if await self._safely(api.patch_node(u.node, u.patch)):
-                loop.expect.node_patched(u.node, u.patch, now)
-                if u.evaluation is not None:
-                    m.validations.labels(name, u.evaluation.verdict).inc()
-                    for reason in u.evaluation.reasons:
-                        m.reasons.labels(name, reason.code).inc()
-            else:
+        async def update(u: NodeUpdate) -> None:
+            patch = await self._patch_node(u)
+            if patch is None:
                 unlabelled.add(u.node)
+                return
+            loop.expect.node_patched(u.node, patch, now)
+            if u.evaluation is not None:
+                m.validations.labels(name, u.evaluation.verdict).inc()
+                for reason in u.evaluation.reasons:
+                    m.reasons.labels(name, reason.code).inc()
 
         async def delete(d: Any) -> None:
             if await self._safely(api.delete_pod(ns, d.name)):
@@ -199,6 +203,30 @@ class Reconciler:
             self._write_status(name, loop, plan.status, now),
             *(self._safely(api.post_event(body, event)) for event in plan.events),
         )
+
+    async def _patch_node(self, u: NodeUpdate) -> Mapping[str, Any] | None:
+        """Patch; on a conflict, read the node again and rebase the change on it (as client-go's
+        RetryOnConflict does) rather than wait for the next pass, whose view may still be as stale.
+        Returns the patch that landed, or None."""
+        patch: Mapping[str, Any] | None = u.patch
+        for attempt in range(CONFLICT_RETRIES + 1):
+            assert patch is not None
+            try:
+                await self.cfg.api.patch_node(u.node, patch)
+                return patch
+            except KubeError as exc:
+                self._failed(exc)
+                if exc.status != 409 or attempt == CONFLICT_RETRIES:
+                    return None
+            await asyncio.sleep(random.uniform(0, CONFLICT_JITTER))  # writers that collided should not again
+            try:
+                patch = u.rebase(node_view(await self.cfg.api.get_node(u.node)))
+            except KubeError as exc:
+                self._failed(exc)
+                return None
+            if patch is None:
+                return u.patch
+        return None
 
     async def _ensure_configmap(self, now: float) -> None:
         """The probe ConfigMap, created (or found) once per resync rather than before every batch of pods."""

@@ -48,6 +48,15 @@ class NodeUpdate:
     verdict: L.Verdict | None
     previous: str | None
     evaluation: Evaluation | None = None
+    profile: str = ""
+    record: Mapping[str, Any] | None = None
+
+    def rebase(self, node: NodeView) -> Mapping[str, Any] | None:
+        """The same change against a fresher read of the node, after a conflict (409) on the owned-labels list:
+        set this verdict and record, or remove the profile's marks. None when nothing is left to do."""
+        if self.verdict is not None and self.record is not None:
+            return L.verdict_patch(self.profile, node.annotations, self.verdict, self.record, node.resource_version)
+        return L.removal_patch(self.profile, node.labels, node.annotations, node.resource_version)
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,7 @@ class PlanMemo:
 
     context: tuple[object, ...] = ()
     idle: dict[str, Idle] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)  # the selected nodes in `validation_order`
 
 
 @dataclass(frozen=True)
@@ -115,9 +125,11 @@ def selects(profile: Profile, node: NodeView) -> bool:
     return node.labels.get("nvidia.com/gpu.present") == "true" or node.gpus > 0
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def validation_order(profile: str, node: str) -> tuple[int, str]:
     """Each profile walks the fleet in its own fixed order: in one shared order, profiles would label the
-    same node at the same moment and their owned-labels writes would conflict."""
+    same node at the same moment and their owned-labels writes would conflict. Every pass walks its nodes
+    in this order, so candidates, and labels written in one pass (the pre-check's), follow it."""
     return zlib.crc32(f"{profile}\0{node}".encode()), node
 
 
@@ -190,7 +202,9 @@ class _Builder:
             self.inp.profile.name, node.annotations, evaluation.verdict, record, node.resource_version
         )
         previous = node.labels.get(L.label_key(self.inp.profile.name))
-        self.update.append(NodeUpdate(node.name, patch, evaluation.verdict, previous, evaluation))
+        self.update.append(NodeUpdate(
+            node.name, patch, evaluation.verdict, previous, evaluation, self.inp.profile.name, record
+        ))
         self.labels[node.name] = evaluation.verdict
         self.state[node.name] = evaluation.verdict
         if self.inp.profile.revalidate_after_seconds is not None:
@@ -309,8 +323,7 @@ class _Builder:
         }
         first: list[NodeView] = []
         rest: list[NodeView] = []
-        name = self.inp.profile.name
-        for node in sorted(self.candidates, key=lambda n: validation_order(name, n.name)):
+        for node in self.candidates:
             kind = hardware_kind(node)
             if kind in covered:
                 rest.append(node)
@@ -340,8 +353,8 @@ def compute_plan(inp: PlanInput) -> Plan:
             continue
         patch = L.removal_patch(p.name, node.labels, node.annotations, node.resource_version)
         if patch is not None:
-            b.update.append(NodeUpdate(node.name, patch, None, node.labels.get(key)))
-    for name in sorted(matched):
+            b.update.append(NodeUpdate(node.name, patch, None, node.labels.get(key), profile=p.name))
+    for name in _ordered(inp, matched):
         node = matched[name]
         found = pods.get(name)
         if found is not None:
@@ -362,6 +375,17 @@ def compute_plan(inp: PlanInput) -> Plan:
         retry_after=b.retry_after,
         wake_at=min(b.wakes) if b.wakes else None,
     )
+
+
+def _ordered(inp: PlanInput, matched: Mapping[str, NodeView]) -> list[str]:
+    """The selected nodes in the profile's order; sorted again only when the selection changed."""
+    memo = inp.memo
+    if memo is not None and len(memo.order) == len(matched) and matched.keys() == set(memo.order):
+        return memo.order
+    order = sorted(matched, key=lambda n: validation_order(inp.profile.name, n))
+    if memo is not None:
+        memo.order = order
+    return order
 
 
 def _failing(inp: PlanInput, b: _Builder, matched: Mapping[str, NodeView]) -> list[dict[str, Any]]:

@@ -324,3 +324,22 @@ def test_status_counts_equal_the_node_labels() -> None:
     labels = [w.label(n) for n in w.nodes if n != "cpu-1"]
     for verdict in L.VERDICTS:
         assert plan.status["counts"][verdict] == labels.count(verdict)
+
+
+def test_a_label_write_that_conflicts_is_rebased_on_the_fresh_node() -> None:
+    w = World(fleet()[:1])
+    w.step()
+    w.finish_all()
+    [update] = w.plan().update
+    assert update.patch["metadata"]["annotations"][L.OWNED_LABELS_ANNOTATION] == KEY
+    fresh = copy.deepcopy(w.nodes["t4-a"])
+    fresh["metadata"]["resourceVersion"] = "99"
+    fresh["metadata"].setdefault("annotations", {})[L.OWNED_LABELS_ANNOTATION] = "torchproof.dev/other-release"
+    rebased = update.rebase(node_view(fresh))
+    assert rebased is not None
+    meta = rebased["metadata"]
+    assert meta["resourceVersion"] == "99"
+    assert meta["annotations"][L.OWNED_LABELS_ANNOTATION] == f"torchproof.dev/other-release,{KEY}"
+    assert meta["labels"] == {KEY: "passed"}
+    assert meta["annotations"][L.result_annotation_key("pytorch-20.06")] == \
+        update.patch["metadata"]["annotations"][L.result_annotation_key("pytorch-20.06")]

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,17 @@ def settled(profile: Mapping[str, Any]) -> bool:
         and "pending" in counts
         and counts.get("pending") == counts.get("waiting", 0)
     ) or any(c.get("reason") == "InvalidSpec" for c in status.get("conditions") or [])
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll until `predicate()` is truthy and return its value; `TimeoutError` naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
 async def wait_settled(cluster: EmbeddedCluster, names: Sequence[str], timeout: float) -> bool:

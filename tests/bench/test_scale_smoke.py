@@ -13,13 +13,11 @@ import pytest
 from torchproof.sim.cluster import EmbeddedCluster
 from torchproof.simulate import CRD_PATH
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from bench.scale import fleet as F
+from bench.scale.record import Recorder, min_gap, percentile
+from bench.scale.report import BEGIN, END, SECTION
 
-from bench.scale import fleet as F  # noqa: E402
-from bench.scale.record import Recorder, min_gap, percentile  # noqa: E402
-from bench.scale.report import BEGIN, END, SECTION  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from harness import wait_for
 from torchproof.informer import Informer
 from torchproof.kube import KubeApi, load_api_client
 from torchproof.sim.cluster import EmbeddedCluster
 from torchproof.sim.emulator import ApiFaults
+from torchproof.simulate import wait_for
 from torchproof.views import PodView, pod_view
 
 NAMESPACE = "torchproof"

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from harness import FAST, KEY, MIXED_FLEET, NAME, ROOT, Env, wait_for
+from harness import FAST, KEY, MIXED_FLEET, NAME, ROOT, Env
 from torchproof.sim.cluster import EmbeddedCluster
 from torchproof.sim.fleet import parse_fleet
 from torchproof.sim.kubelet import SimKubelet
-from torchproof.simulate import embedded_operator
+from torchproof.simulate import embedded_operator, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 

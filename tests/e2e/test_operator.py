@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 import pytest
-from harness import FAST, KEY, NAME, Env, profile, wait_for
+from harness import FAST, KEY, NAME, Env, profile
 from torchproof import labels as L
 from torchproof.sim.fleet import parse_fleet
-from torchproof.simulate import PROFILES, embedded_operator
+from torchproof.simulate import PROFILES, embedded_operator, wait_for
 
 EXPECTED = {
     "t4-a": "passed",          # datacenter board on the 418 forward-compatible branch

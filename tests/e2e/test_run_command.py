@@ -10,7 +10,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from harness import NAME, Env, profile, wait_for
+from harness import NAME, Env, profile
+from torchproof.simulate import wait_for
 
 FAST_ENV = {"PYTHONUNBUFFERED": "1"}
 

@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from torchproof.sim.emulator import ApiFaults
 from torchproof.sim.fleet import parse_fleet
 from torchproof.sim.kubelet import SimKubelet
 from torchproof.sim.store import ApiError
-from torchproof.simulate import CRD_PATH, PROFILES, settled
+from torchproof.simulate import CRD_PATH, PROFILES, settled, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = yaml.safe_load((ROOT / "profiles" / "pytorch-20.06.yaml").read_text())
@@ -86,16 +86,6 @@ def profile(name: str = NAME, **spec: Any) -> dict[str, Any]:
     body["metadata"]["name"] = name
     body["spec"].update(spec)
     return body
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Faults(ApiFaults):

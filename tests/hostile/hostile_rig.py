@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
-import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ import yaml
 from torchproof.sim.cluster import EmbeddedCluster
 from torchproof.sim.fleet import parse_fleet
 from torchproof.sim.kubelet import SimKubelet
-from torchproof.simulate import CRD_PATH, PROFILES, RunningOperator, embedded_operator, settled
+from torchproof.simulate import CRD_PATH, PROFILES, RunningOperator, embedded_operator, settled, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = yaml.safe_load((ROOT / "profiles" / "pytorch-20.06.yaml").read_text())
@@ -64,24 +62,12 @@ class Rig:
         async with embedded_operator(self.cluster, **SETTINGS) as op:
             yield op
 
-    @staticmethod
-    async def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if asyncio.iscoroutine(value):
-                value = await value
-            if value:
-                return value
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
     async def wait_converged(self, name: str) -> None:
         def done() -> bool:
             body = self.profile(name)
             pods = self.cluster.emulator.list_objects("v1/pods")
             return body is not None and settled(body) and not pods
-        await self.wait_for(done, f"{name} to converge")
+        await wait_for(done, what=f"{name} to converge")
 
 
 @contextlib.asynccontextmanager

@@ -16,6 +16,7 @@ from hostile_rig import NAME, Rig, profile, rig
 from torchproof import labels as L
 from torchproof.profile import InvalidSpec, parse_profile
 from torchproof.sim.store import ApiError
+from torchproof.simulate import wait_for
 
 Edit = Callable[[dict[str, Any]], None]
 
@@ -123,7 +124,7 @@ async def test_the_api_server_refuses_with_422_and_the_path(case: str, edit: Edi
         assert r.profiles() == []
 
 
-async def _invalid(r: Rig, name: str) -> dict[str, Any]:
+def _invalid(r: Rig, name: str) -> dict[str, Any]:
     body = r.profile(name) or {}
     return next((c for c in (body.get("status") or {}).get("conditions") or [] if c.get("reason") == "InvalidSpec"),
                 {})
@@ -144,7 +145,7 @@ async def test_profiles_the_operator_refuses_get_invalid_spec_and_label_nothing(
                 await r.apply(body)
             await r.apply(profile("good-neighbour"))
             for name, (case, _edit, field) in zip(names, OPERATOR_REFUSED, strict=True):
-                condition = await r.wait_for(lambda n=name: _invalid(r, n), f"InvalidSpec on {case}")
+                condition = await wait_for(lambda n=name: _invalid(r, n), what=f"InvalidSpec on {case}")
                 assert condition["type"] == "Ready" and condition["status"] == "False"
                 assert field in condition["message"], (case, condition["message"])
             await r.wait_converged("good-neighbour")

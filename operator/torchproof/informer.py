@@ -62,6 +62,8 @@ class Informer(Generic[V]):
         self._thread: threading.Thread | None = None
         self._response: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Callable[[Any], None], Any]] = []
 
     def views(self) -> list[V]:
         return list(self.items.values())
@@ -138,11 +140,23 @@ class Informer(Generic[V]):
         return str(version) if version else None
 
     def _post(self, fn: Callable[[Any], None], arg: Any) -> None:
+        """Queue a change for the event loop; wake the loop only when the queue was empty (a wake-up is a
+        syscall and a callback, and events come in bursts: one drain applies the whole burst)."""
         assert self._loop is not None
+        with self._lock:
+            self._pending.append((fn, arg))
+            if len(self._pending) > 1:
+                return
         try:
-            self._loop.call_soon_threadsafe(fn, arg)
+            self._loop.call_soon_threadsafe(self._drain)
         except RuntimeError:  # the loop is closed: the operator is gone
             self._stop.set()
+
+    def _drain(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for fn, arg in pending:
+            fn(arg)
 
     # -- in the event loop
 

@@ -516,7 +516,7 @@ def test_encodings_are_byte_for_byte_json_dumps() -> None:
         {}, {"a": {}}, {"a": []}, {"metadata": {"name": "é", "labels": {"k": "v"}}, "spec": shared},
         {"metadata": {"name": "n"}, "spec": shared, "status": {"phase": "Running", "n": 1.5, "ok": True,
                                                                "none": None, "nested": {"deep": {"x": [1]}}}},
-        {"spec": shared, "weird": {1: "int key", "s": ["a", {"b": None}]}, "t": (1, 2)},
+        {"spec": shared, "weird": {1: "int key", "s": ["a", {"b": None}]}, "t": (1, 2)}, {2: shared, "k\u00e9y": 1},
     ]
     for _ in range(3):  # the second and third rounds come (partly) from the cache
         for obj in objects:

@@ -36,8 +36,9 @@ WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
 VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 DEFAULT_WATCH_SECONDS = 1800.0
 LIVENESS_SECONDS = 1.0  # how often an idle watch checks that its client is still there
-ENCODED_VALUES = 32768  # stored objects and parts whose JSON is kept for the responses and watch events
-PART_LEVELS = 2  # an object's encoding is joined from its values' and their values' encodings
+ENCODED_VALUES = 32768  # stored objects and their parts whose JSON is kept for responses and watch events
+ENCODED_KEYS = 1024  # top-level keys whose JSON is kept
+_EVENT_HEADS = {t: f'{{"type": "{t}", "object": '.encode() for t in ("ADDED", "MODIFIED", "DELETED")}
 
 
 @dataclass
@@ -231,40 +232,62 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
 
 
 class Encodings:
-    """The JSON of stored objects and of their parts, by identity, for the last `size` of them used.
+    """The JSON of stored objects and of their top-level parts, by identity, for the last `size` used.
 
     A stored object never changes (the store copies on write), so a write's response and every watch
     event that carries it share one encoding; and a new version shares the parts it did not change
-    (a pod's spec across its status writes), so an object is encoded from its parts' encodings, two
-    levels deep. Each entry holds its value, so its id is not reused while it is cached.
+    (a pod's spec across its status writes, a node's status across label writes), so an object is
+    joined from its parts' encodings. Each entry holds its value, so its id is not reused while cached.
     """
 
     def __init__(self, size: int = ENCODED_VALUES) -> None:
         self._size = size
-        self._cache: dict[int, tuple[Any, bytes]] = {}
+        self._cache: collections.OrderedDict[int, tuple[Any, bytes]] = collections.OrderedDict()
+        self._keys: dict[str, bytes] = {}  # `"metadata": ` and the like
 
     def __call__(self, obj: Obj) -> bytes:
-        return self._cached(obj, PART_LEVELS)
-
-    def _cached(self, value: Any, levels: int) -> bytes:
-        key = id(value)
-        entry = self._cache.pop(key, None)
-        if entry is None:
-            if levels and type(value) is dict and all(type(k) is str for k in value):
-                data = b"{" + b", ".join(json.dumps(k).encode() + b": " + (
-                    self._cached(v, levels - 1) if type(v) is dict or type(v) is list else json.dumps(v).encode())
-                    for k, v in value.items()) + b"}"
+        data = self._lookup(obj)
+        if data is None:
+            if all(type(k) is str for k in obj):
+                data = b"{" + b", ".join(self._key(k) + (self._part(v) if type(v) is dict or type(v) is list
+                                                          else json.dumps(v).encode())
+                                         for k, v in obj.items()) + b"}"
             else:
-                data = json.dumps(value).encode()
-            entry = (value, data)
-            if len(self._cache) >= self._size:
-                del self._cache[next(iter(self._cache))]
-        self._cache[key] = entry  # (re)inserted last: the least recently used go first
+                data = json.dumps(obj).encode()
+            self._remember(obj, data)
+        return data
+
+    def _part(self, value: Any) -> bytes:
+        data = self._lookup(value)
+        if data is None:
+            data = json.dumps(value).encode()
+            self._remember(value, data)
+        return data
+
+    def _key(self, key: str) -> bytes:
+        data = self._keys.get(key)
+        if data is None:
+            data = (json.encoder.encode_basestring_ascii(key) + ": ").encode()
+            if len(self._keys) < ENCODED_KEYS:
+                self._keys[key] = data
+        return data
+
+    def _lookup(self, value: Any) -> bytes | None:
+        entry = self._cache.get(id(value))
+        if entry is None:
+            return None
+        self._cache.move_to_end(id(value))  # the least recently used go first
         return entry[1]
+
+    def _remember(self, value: Any, data: bytes) -> None:
+        if len(self._cache) >= self._size:
+            self._cache.popitem(last=False)
+        self._cache[id(value)] = (value, data)
 
     def event_line(self, event: Event) -> bytes:
         """`{"type": ..., "object": ...}` and a newline, byte for byte as `json.dumps` writes it."""
-        return b'{"type": ' + json.dumps(event["type"]).encode() + b', "object": ' + self(event["object"]) + b"}\n"
+        head = _EVENT_HEADS.get(event["type"]) or b'{"type": ' + json.dumps(event["type"]).encode() + b', "object": '
+        return head + self(event["object"]) + b"}\n"
 
 
 class Subscription:

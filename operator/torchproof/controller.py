@@ -26,7 +26,7 @@ from torchproof.expectations import Expectations
 from torchproof.informer import Informer
 from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, KubeError
 from torchproof.metrics import Metrics
-from torchproof.plan import NodeUpdate, Plan, PlanInput, PlanMemo, compute_plan, invalid_spec_status
+from torchproof.plan import DeletePod, NodeUpdate, Plan, PlanInput, PlanMemo, compute_plan, invalid_spec_status
 from torchproof.podspec import build_probe_configmap, configmap_name
 from torchproof.probe import PROBE_PATH
 from torchproof.profile import InvalidSpec, parse_profile
@@ -57,13 +57,19 @@ class OperatorConfig:
 class ProfileLoop:
     """What one profile's loop remembers between passes; all of it can be lost on a restart.
 
-    `busy` is held for a whole pass; `closed` (set by the deletion handler, under `busy`) ends the loop, so
-    that nothing writes for a profile once its cleanup has begun.
+    `busy` is held for a whole pass; `closed` (set by the deletion handler, under `busy`) ends the loop, and
+    the handler then waits for `writes` too, so that nothing writes for a profile once its cleanup began.
     """
 
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     busy: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
+    writes: set[asyncio.Task[None]] = field(default_factory=set)  # passes' writes still in flight
+
+    async def drain(self) -> None:
+        """Wait for every write sent so far."""
+        while self.writes:
+            await asyncio.gather(*self.writes, return_exceptions=True)
     expect: Expectations = field(default_factory=Expectations)
     memo: PlanMemo = field(default_factory=PlanMemo)
     retry_after: Mapping[str, float] = field(default_factory=dict)
@@ -143,25 +149,46 @@ class Reconciler:
             profile_revalidate=str((meta.get("annotations") or {}).get(L.REVALIDATE_ANNOTATION, "")),
             memo=loop.memo,
         ))
-        failures = self.failures
-        await self.apply(body, loop, plan, pods, now)
+        self.apply(body, loop, plan, pods, now)
+        loop.retry_after = plan.retry_after
+        loop.status = plan.status
+        self.cfg.metrics.observe_status(name, plan.status)
+        await self._write_status(name, loop, plan.status, now)
         self.cfg.metrics.reconcile_seconds.labels(name).observe(time.monotonic() - started)
         wakes = [t for t in (plan.wake_at, self._status_due(loop, plan, now)) if t is not None]
-        if self.failures != failures:  # a write failed: try again after the backoff, not at the next resync
-            wakes.append(now + self.cfg.error_backoff)
         return min(wakes) if wakes else None
 
-    async def apply(
+    def apply(
         self, body: Mapping[str, Any], loop: ProfileLoop, plan: Plan, pods: Iterable[PodView], now: float
+    ) -> None:
+        """Send the plan's writes in the background, so that the next pass need not wait for them.
+
+        Each write is expected before it is sent (controller-runtime's expectations): the next pass plans
+        as if it had landed, and a write that fails is forgotten so that a later pass tries again.
+        """
+        for u in plan.update:
+            loop.expect.node_patched(u.node, u.patch, now)
+        for d in plan.delete:
+            loop.expect.pod_deleted(d.name, now)
+        for manifest in plan.create:
+            loop.expect.pod_created(manifest, now)
+        writes = asyncio.create_task(self._send(body, loop, plan, {pod.name: pod.created for pod in pods}, now))
+        loop.writes.add(writes)
+        writes.add_done_callback(loop.writes.discard)
+
+    async def _send(
+        self, body: Mapping[str, Any], loop: ProfileLoop, plan: Plan, created_at: Mapping[str, float | None],
+        now: float,
     ) -> None:
         api, ns, m = self.cfg.api, self.cfg.namespace, self.cfg.metrics
         name = str((body.get("metadata") or {}).get("name"))
-        created_at = {pod.name: pod.created for pod in pods}
+        failures = self.failures
         unlabelled: set[str] = set()
 
         async def update(u: NodeUpdate) -> None:
             patch = await self._patch_node(u)
             if patch is None:
+                loop.expect.forget_patch(u.node)
                 unlabelled.add(u.node)
                 return
             loop.expect.node_patched(u.node, patch, now)
@@ -170,23 +197,28 @@ class Reconciler:
                 for reason in u.evaluation.reasons:
                     m.reasons.labels(name, reason.code).inc()
 
-        async def delete(d: Any) -> None:
-            if await self._safely(api.delete_pod(ns, d.name)):
-                loop.expect.pod_deleted(d.name, now)
-                started = created_at.get(d.name)
-                if d.reason == "Completed" and started is not None:
-                    m.validation_seconds.labels(name).observe(max(0.0, now - started))
+        async def delete(d: DeletePod) -> None:
+            if d.reason == "Completed" and d.node in unlabelled:
+                # Its label did not land: the pod stays, and its result labels the node on a later pass
+                # instead of a whole new validation.
+                loop.expect.forget_delete(d.name)
+                return
+            if not await self._safely(api.delete_pod(ns, d.name)):
+                loop.expect.forget_delete(d.name)
+                return
+            started = created_at.get(d.name)
+            if d.reason == "Completed" and started is not None:
+                m.validation_seconds.labels(name).observe(max(0.0, now - started))
 
         async def create(manifest: Mapping[str, Any]) -> None:
             if await self._safely(api.create_pod(ns, manifest)):
-                loop.expect.pod_created(manifest, now)
                 m.pods_created.labels(name).inc()
+            else:
+                loop.expect.forget_create(str(manifest["metadata"]["name"]))
 
         async def label_then_delete() -> None:
             await _gather(update(u) for u in plan.update)
-            # A finished pod whose label did not land (a 409 from another profile's write) stays: its result
-            # labels the node on the next pass instead of a whole new validation.
-            await _gather(delete(d) for d in plan.delete if not (d.reason == "Completed" and d.node in unlabelled))
+            await _gather(delete(d) for d in plan.delete)
 
         async def start() -> None:
             if plan.create:
@@ -195,14 +227,10 @@ class Reconciler:
 
         # New pods never go to a node whose pod this pass deletes, so both run at once; creates are queued
         # first, since a slot's turnover (and so the fleet's time to converge) waits on them.
-        await asyncio.gather(start(), label_then_delete())
-        loop.retry_after = plan.retry_after
-        loop.status = plan.status
-        m.observe_status(name, plan.status)
-        await asyncio.gather(
-            self._write_status(name, loop, plan.status, now),
-            *(self._safely(api.post_event(body, event)) for event in plan.events),
-        )
+        events = (self._safely(api.post_event(body, event)) for event in plan.events)
+        await asyncio.gather(start(), label_then_delete(), *events)
+        if self.failures != failures:  # a write failed: look again after the backoff, not at the next resync
+            asyncio.get_running_loop().call_later(self.cfg.error_backoff, loop.wake.set)
 
     async def _patch_node(self, u: NodeUpdate) -> Mapping[str, Any] | None:
         """Patch; on a conflict, read the node again and rebase the change on it (as client-go's
@@ -266,6 +294,7 @@ class Reconciler:
         loop.wake.set()
         async with loop.busy:
             pass
+        await loop.drain()
 
     async def cleanup(self, name: str) -> None:
         """A profile is gone: remove exactly its labels, records and pods, read afresh from the API server.
@@ -290,10 +319,19 @@ class Reconciler:
         self.cfg.metrics.forget(name)
 
 
-    async def sweep(self, nodes: Iterable[NodeView], pods: Iterable[PodView]) -> bool:
-        """Remove what profiles that no longer exist left; True when nothing failed (see `sweep.py`)."""
-        nodes, pods = list(nodes), list(pods)  # read before the profiles are listed
+    async def sweep(self, nodes: Iterable[NodeView] | None, pods: Iterable[PodView]) -> bool:
+        """Remove what profiles that no longer exist left; True when nothing failed (see `sweep.py`).
+
+        `nodes` None: list them afresh, after closing the loops of profiles gone (a profile just deleted may
+        have writes in flight that the informer has not seen yet).
+        """
         api = self.cfg.api
+        if nodes is None:
+            existing = await api.list_profile_names()
+            for name in [name for name in self.loops if name not in existing]:
+                await self.close(name)
+            nodes = [node_view(item) for item in await api.list_nodes()]
+        nodes, pods = list(nodes), list(pods)  # read before the profiles are listed
         sweep = plan_sweep(nodes, pods, await api.list_profile_names())
         failures = self.failures
         await _gather(self._safely(api.patch_node(node, patch)) for node, patch in sweep.patches)
@@ -342,19 +380,21 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
     sweeping: list[asyncio.Task[None]] = []
 
     async def sweeper() -> None:
-        """At start, after any profile is seen deleted, and every resync: the backstop of `cleanup`."""
+        """At start and every resync over the informer's nodes; after a profile is seen deleted (or a loop
+        finds its profile gone) over nodes listed afresh: the backstop of `cleanup`."""
         never = asyncio.Event()
         if not await synced(never):
             return
+        fresh = False
         while True:
             reconciler.sweep_wake.clear()
             try:
-                clean = await reconciler.sweep(nodes.views(), pods.views())
+                clean = await reconciler.sweep(None if fresh else nodes.views(), pods.views())
             except KubeError as exc:
                 log.warning("sweep: %s", exc)
                 clean = False
-            delay = cfg.resync_seconds if clean else cfg.error_backoff
-            await _sleep(reconciler.sweep_wake, never, delay)
+            await _sleep(reconciler.sweep_wake, never, cfg.resync_seconds if clean else cfg.error_backoff)
+            fresh = reconciler.sweep_wake.is_set() or not clean
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -395,20 +435,23 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
         loop = reconciler.loop(name)
         if not await synced(stopped):
             return
-        while not stopped and not loop.closed:
-            loop.wake.clear()
-            async with loop.busy:
-                if loop.closed or body.get("metadata", {}).get("deletionTimestamp"):
-                    return  # being deleted: only the deletion handler writes for it now
-                try:
-                    wake_at = await reconciler.reconcile(body, nodes.views(), pods_of(name), pods.gone)
-                except KubeError as exc:
-                    log.warning("profile %s: %s", name, exc)
-                    wake_at = cfg.clock() + cfg.error_backoff
-            horizon = cfg.clock() + cfg.resync_seconds
-            deadline = min(wake_at, horizon) if wake_at is not None else horizon
-            await _sleep(loop.wake, stopped, deadline - cfg.clock())
-            await asyncio.sleep(cfg.batch_window)
+        try:
+            while not stopped and not loop.closed:
+                loop.wake.clear()
+                async with loop.busy:
+                    if loop.closed or body.get("metadata", {}).get("deletionTimestamp"):
+                        return  # being deleted: only the deletion handler writes for it now
+                    try:
+                        wake_at = await reconciler.reconcile(body, nodes.views(), pods_of(name), pods.gone)
+                    except KubeError as exc:
+                        log.warning("profile %s: %s", name, exc)
+                        wake_at = cfg.clock() + cfg.error_backoff
+                horizon = cfg.clock() + cfg.resync_seconds
+                deadline = min(wake_at, horizon) if wake_at is not None else horizon
+                await _sleep(loop.wake, stopped, deadline - cfg.clock())
+                await asyncio.sleep(cfg.batch_window)
+        finally:
+            await loop.drain()  # a stopped daemon leaves no write of its own in flight
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
     async def cleanup(name: str, **_: Any) -> None:

@@ -16,13 +16,14 @@ from __future__ import annotations
 import functools
 import json
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from torchproof import labels as L
-from torchproof.compat import CompatResult, hardware_from_labels
+from torchproof.compat import CompatResult
 from torchproof.podspec import build_pod
 from torchproof.profile import Profile
 from torchproof.verdict import Evaluation, evaluate_pod, static_evaluation
@@ -32,6 +33,7 @@ IMAGE_PULL_ERRORS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImage
 PENDING_RETRY_SECONDS = 300.0
 MAX_FAILING_NODES = 20
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
+COVERING = frozenset({"running", *L.VERDICTS})  # a node in these states shows what its hardware kind does
 
 
 @dataclass(frozen=True)
@@ -131,17 +133,6 @@ def validation_order(profile: str, node: str) -> tuple[int, str]:
     same node at the same moment and their owned-labels writes would conflict. Every pass walks its nodes
     in this order, so candidates, and labels written in one pass (the pre-check's), follow it."""
     return zlib.crc32(f"{profile}\0{node}".encode()), node
-
-
-def hardware_kind(node: NodeView) -> tuple[str, str]:
-    return _hardware_kind(node.gpu_labels)
-
-
-@functools.lru_cache(maxsize=4096)
-def _hardware_kind(gpu_labels: tuple[tuple[str, str], ...]) -> tuple[str, str]:
-    """A fleet has few hardware kinds and many nodes: each kind is read from its labels once."""
-    hardware = hardware_from_labels(dict(gpu_labels))
-    return hardware.product or "", hardware.driver or ""
 
 
 def _image_pull_blocked(inp: PlanInput) -> bool:
@@ -317,18 +308,20 @@ class _Builder:
         slots = max(0, self.inp.profile.max_concurrent - self.running)
         if not slots or not self.candidates:
             return
-        covered = {
-            hardware_kind(node) for name, node in matched.items()
-            if self.state.get(name) in ("running", *L.VERDICTS)
-        }
+        wanted = {node.kind for node in self.candidates}
+        covered: set[tuple[str, str]] = set()
+        for name, node in matched.items():
+            if node.kind in wanted and self.state.get(name) in COVERING:
+                covered.add(node.kind)
+                if len(covered) == len(wanted):
+                    break
         first: list[NodeView] = []
         rest: list[NodeView] = []
         for node in self.candidates:
-            kind = hardware_kind(node)
-            if kind in covered:
+            if node.kind in covered:
                 rest.append(node)
             else:
-                covered.add(kind)
+                covered.add(node.kind)
                 first.append(node)
         for node in (first + rest)[:slots]:
             self.create.append(build_pod(
@@ -412,18 +405,12 @@ def _failing(inp: PlanInput, b: _Builder, matched: Mapping[str, NodeView]) -> li
 
 def _counts(inp: PlanInput, b: _Builder, matched: Mapping[str, NodeView]) -> dict[str, int]:
     key = L.label_key(inp.profile.name)
-    counts = dict.fromkeys((*L.VERDICTS, "pending", "running", "waiting", "skipped"), 0)
-    for name, node in matched.items():
-        verdict = b.labels.get(name, node.labels.get(key))
-        if verdict in L.VERDICTS:
-            counts[verdict] += 1
-        state = b.state.get(name)
-        if state in ("pending", "waiting", "running"):
-            counts["pending"] += 1
-        if state in ("running", "waiting"):
-            counts[state] += 1
-        if state == "skipped":
-            counts["skipped"] += 1
+    fresh = b.labels
+    verdicts = Counter(fresh[name] if name in fresh else node.labels.get(key) for name, node in matched.items())
+    states = Counter(b.state.values())
+    counts: dict[str, int] = {verdict: verdicts[verdict] for verdict in L.VERDICTS}
+    counts["pending"] = states["pending"] + states["waiting"] + states["running"]
+    counts.update(running=states["running"], waiting=states["waiting"], skipped=states["skipped"])
     counts["total"] = len(matched)
     return counts
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from torchproof import labels as L
+from torchproof.compat import hardware_from_labels
 
 FINGERPRINT_LABELS = (
     "nvidia.com/gpu.product",
@@ -42,11 +43,20 @@ class NodeView:
     fingerprint: str
     resource_version: str | None = None
     gpu_labels: tuple[tuple[str, str], ...] = field(init=False, compare=False, repr=False)
+    kind: tuple[str, str] = field(init=False, compare=False, repr=False)  # (GPU product, driver)
 
     def __post_init__(self) -> None:
         # GPU Feature Discovery's labels, once per node change: the planner keys its per-hardware work on them.
         gpu = tuple(sorted((k, v) for k, v in self.labels.items() if k.startswith("nvidia.com/")))
         object.__setattr__(self, "gpu_labels", gpu)
+        object.__setattr__(self, "kind", _hardware_kind(gpu))
+
+
+@functools.lru_cache(maxsize=4096)
+def _hardware_kind(gpu_labels: tuple[tuple[str, str], ...]) -> tuple[str, str]:
+    """A fleet has few hardware kinds and many nodes: each kind is read from its labels once."""
+    hardware = hardware_from_labels(dict(gpu_labels))
+    return hardware.product or "", hardware.driver or ""
 
 
 @dataclass(frozen=True)

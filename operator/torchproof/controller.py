@@ -57,19 +57,14 @@ class OperatorConfig:
 class ProfileLoop:
     """What one profile's loop remembers between passes; all of it can be lost on a restart.
 
-    `busy` is held for a whole pass; `closed` (set by the deletion handler, under `busy`) ends the loop, and
-    the handler then waits for `writes` too, so that nothing writes for a profile once its cleanup began.
+    `busy` is held for a whole pass, writes included; `closed` (set by the deletion handler, under `busy`)
+    ends the loop, so that nothing writes for a profile once its cleanup has begun.
     """
 
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     busy: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
-    writes: set[asyncio.Task[None]] = field(default_factory=set)  # passes' writes still in flight
 
-    async def drain(self) -> None:
-        """Wait for every write sent so far."""
-        while self.writes:
-            await asyncio.gather(*self.writes, return_exceptions=True)
     expect: Expectations = field(default_factory=Expectations)
     memo: PlanMemo = field(default_factory=PlanMemo)
     retry_after: Mapping[str, float] = field(default_factory=dict)
@@ -149,46 +144,25 @@ class Reconciler:
             profile_revalidate=str((meta.get("annotations") or {}).get(L.REVALIDATE_ANNOTATION, "")),
             memo=loop.memo,
         ))
-        self.apply(body, loop, plan, pods, now)
-        loop.retry_after = plan.retry_after
-        loop.status = plan.status
-        self.cfg.metrics.observe_status(name, plan.status)
-        await self._write_status(name, loop, plan.status, now)
+        await self.apply(body, loop, plan, pods, now)
         self.cfg.metrics.reconcile_seconds.labels(name).observe(time.monotonic() - started)
         wakes = [t for t in (plan.wake_at, self._status_due(loop, plan, now)) if t is not None]
         return min(wakes) if wakes else None
 
-    def apply(
+    async def apply(
         self, body: Mapping[str, Any], loop: ProfileLoop, plan: Plan, pods: Iterable[PodView], now: float
     ) -> None:
-        """Send the plan's writes in the background, so that the next pass need not wait for them.
-
-        Each write is expected before it is sent (controller-runtime's expectations): the next pass plans
-        as if it had landed, and a write that fails is forgotten so that a later pass tries again.
-        """
-        for u in plan.update:
-            loop.expect.node_patched(u.node, u.patch, now)
-        for d in plan.delete:
-            loop.expect.pod_deleted(d.name, now)
-        for manifest in plan.create:
-            loop.expect.pod_created(manifest, now)
-        writes = asyncio.create_task(self._send(body, loop, plan, {pod.name: pod.created for pod in pods}, now))
-        loop.writes.add(writes)
-        writes.add_done_callback(loop.writes.discard)
-
-    async def _send(
-        self, body: Mapping[str, Any], loop: ProfileLoop, plan: Plan, created_at: Mapping[str, float | None],
-        now: float,
-    ) -> None:
+        """Send the plan's writes and wait for them: the next pass plans on what landed (and the wait keeps
+        passes, whose planning is O(nodes), from running back to back on a busy fleet)."""
         api, ns, m = self.cfg.api, self.cfg.namespace, self.cfg.metrics
         name = str((body.get("metadata") or {}).get("name"))
+        created_at = {pod.name: pod.created for pod in pods}
         failures = self.failures
         unlabelled: set[str] = set()
 
         async def update(u: NodeUpdate) -> None:
             patch = await self._patch_node(u)
             if patch is None:
-                loop.expect.forget_patch(u.node)
                 unlabelled.add(u.node)
                 return
             loop.expect.node_patched(u.node, patch, now)
@@ -199,22 +173,17 @@ class Reconciler:
 
         async def delete(d: DeletePod) -> None:
             if d.reason == "Completed" and d.node in unlabelled:
-                # Its label did not land: the pod stays, and its result labels the node on a later pass
-                # instead of a whole new validation.
-                loop.expect.forget_delete(d.name)
-                return
-            if not await self._safely(api.delete_pod(ns, d.name)):
-                loop.expect.forget_delete(d.name)
-                return
-            started = created_at.get(d.name)
-            if d.reason == "Completed" and started is not None:
-                m.validation_seconds.labels(name).observe(max(0.0, now - started))
+                return  # its label did not land: the pod stays, and its result labels the node on a later pass
+            if await self._safely(api.delete_pod(ns, d.name)):
+                loop.expect.pod_deleted(d.name, now)
+                started = created_at.get(d.name)
+                if d.reason == "Completed" and started is not None:
+                    m.validation_seconds.labels(name).observe(max(0.0, now - started))
 
         async def create(manifest: Mapping[str, Any]) -> None:
             if await self._safely(api.create_pod(ns, manifest)):
+                loop.expect.pod_created(manifest, now)
                 m.pods_created.labels(name).inc()
-            else:
-                loop.expect.forget_create(str(manifest["metadata"]["name"]))
 
         async def label_then_delete() -> None:
             await _gather(update(u) for u in plan.update)
@@ -229,6 +198,10 @@ class Reconciler:
         # first, since a slot's turnover (and so the fleet's time to converge) waits on them.
         events = (self._safely(api.post_event(body, event)) for event in plan.events)
         await asyncio.gather(start(), label_then_delete(), *events)
+        loop.retry_after = plan.retry_after
+        loop.status = plan.status
+        m.observe_status(name, plan.status)
+        await self._write_status(name, loop, plan.status, now)
         if self.failures != failures:  # a write failed: look again after the backoff, not at the next resync
             asyncio.get_running_loop().call_later(self.cfg.error_backoff, loop.wake.set)
 
@@ -294,7 +267,6 @@ class Reconciler:
         loop.wake.set()
         async with loop.busy:
             pass
-        await loop.drain()
 
     async def cleanup(self, name: str) -> None:
         """A profile is gone: remove exactly its labels, records and pods, read afresh from the API server.
@@ -435,23 +407,20 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
         loop = reconciler.loop(name)
         if not await synced(stopped):
             return
-        try:
-            while not stopped and not loop.closed:
-                loop.wake.clear()
-                async with loop.busy:
-                    if loop.closed or body.get("metadata", {}).get("deletionTimestamp"):
-                        return  # being deleted: only the deletion handler writes for it now
-                    try:
-                        wake_at = await reconciler.reconcile(body, nodes.views(), pods_of(name), pods.gone)
-                    except KubeError as exc:
-                        log.warning("profile %s: %s", name, exc)
-                        wake_at = cfg.clock() + cfg.error_backoff
-                horizon = cfg.clock() + cfg.resync_seconds
-                deadline = min(wake_at, horizon) if wake_at is not None else horizon
-                await _sleep(loop.wake, stopped, deadline - cfg.clock())
-                await asyncio.sleep(cfg.batch_window)
-        finally:
-            await loop.drain()  # a stopped daemon leaves no write of its own in flight
+        while not stopped and not loop.closed:
+            loop.wake.clear()
+            async with loop.busy:
+                if loop.closed or body.get("metadata", {}).get("deletionTimestamp"):
+                    return  # being deleted: only the deletion handler writes for it now
+                try:
+                    wake_at = await reconciler.reconcile(body, nodes.views(), pods_of(name), pods.gone)
+                except KubeError as exc:
+                    log.warning("profile %s: %s", name, exc)
+                    wake_at = cfg.clock() + cfg.error_backoff
+            horizon = cfg.clock() + cfg.resync_seconds
+            deadline = min(wake_at, horizon) if wake_at is not None else horizon
+            await _sleep(loop.wake, stopped, deadline - cfg.clock())
+            await asyncio.sleep(cfg.batch_window)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
     async def cleanup(name: str, **_: Any) -> None:

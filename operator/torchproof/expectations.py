@@ -2,8 +2,7 @@
 
 Between a write and its watch event, the indexes still show the old world; planning on it would
 create a pod twice or label a node twice. As controller-runtime's expectations do, the loop overlays
-its own recent writes, from the moment they are sent, on what it observed until the watch confirms them
-(or a TTL passes); a write that fails is forgotten.
+its own recent writes on what it observed until the watch confirms them (or a TTL passes).
 """
 
 from __future__ import annotations
@@ -51,17 +50,6 @@ class Expectations:
 
     def node_patched(self, node: str, patch: Mapping[str, Any], now: float) -> None:
         self.patched[node] = (now, patch)
-
-    # A write is expected when it is sent; one that fails is forgotten, and the next pass plans it again.
-
-    def forget_create(self, name: str) -> None:
-        self.created.pop(name, None)
-
-    def forget_delete(self, name: str) -> None:
-        self.deleted.pop(name, None)
-
-    def forget_patch(self, node: str) -> None:
-        self.patched.pop(node, None)
 
     def overlay_pods(
         self, observed: Iterable[PodView], now: float, gone: Mapping[str, float] | None = None

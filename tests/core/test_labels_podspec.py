@@ -147,19 +147,3 @@ def test_the_sweep_removes_only_what_profiles_that_are_gone_left(profile: Profil
         "resourceVersion": "42",
     }
 
-
-def test_a_write_that_failed_is_forgotten_so_the_next_pass_plans_it_again(profile: Profile) -> None:
-    node = make_node("t4-a")
-    manifest = pod_body(profile, node)
-    name = manifest["metadata"]["name"]
-    expect = Expectations(ttl=60)
-    expect.pod_created(manifest, now=0)
-    expect.forget_create(name)
-    assert expect.overlay_pods([], now=1) == []
-    observed = pod_view(manifest)
-    expect.pod_deleted(name, now=2)
-    expect.forget_delete(name)
-    assert not expect.overlay_pods([observed], now=3)[0].deleting
-    expect.node_patched("t4-a", L.verdict_patch("p", {}, "passed", {"v": 1}), now=4)
-    expect.forget_patch("t4-a")
-    assert expect.overlay_nodes([node], now=5) == [node]

@@ -347,11 +347,17 @@ def compute_plan(inp: PlanInput) -> Plan:
         patch = L.removal_patch(p.name, node.labels, node.annotations, node.resource_version)
         if patch is not None:
             b.update.append(NodeUpdate(node.name, patch, None, node.labels.get(key), profile=p.name))
+    steady = p.revalidate_after_seconds is None
     for name in _ordered(inp, matched):
         node = matched[name]
         found = pods.get(name)
         if found is not None:
             b.with_pod(node, found)
+            continue
+        hit = b.memo.get(name)
+        if steady and hit is not None and hit.view is node and hit.recorded_at is not None:
+            b.idle[name] = hit  # the common case on a validated fleet, without the calls of without_pod
+            b.state[name] = node.labels[key]
         else:
             b.without_pod(node)
     b.schedule(matched)
@@ -381,13 +387,20 @@ def _ordered(inp: PlanInput, matched: Mapping[str, NodeView]) -> list[str]:
     return order
 
 
-def _failing(inp: PlanInput, b: _Builder, matched: Mapping[str, NodeView]) -> list[dict[str, Any]]:
+def _verdicts(inp: PlanInput, b: _Builder, matched: Mapping[str, NodeView]) -> dict[str, str | None]:
+    """Each selected node's label once this plan is applied."""
+    key = L.label_key(inp.profile.name)
+    fresh = b.labels
+    return {name: fresh[name] if name in fresh else node.labels.get(key) for name, node in matched.items()}
+
+
+def _failing(
+    inp: PlanInput, b: _Builder, matched: Mapping[str, NodeView], verdicts: Mapping[str, str | None]
+) -> list[dict[str, Any]]:
     fresh = {u.node: u.evaluation for u in b.update if u.evaluation is not None}
+    failing = sorted(name for name, verdict in verdicts.items() if verdict in ("failed", "error", "incompatible"))
     out: list[dict[str, Any]] = []
-    for name in sorted(matched):
-        verdict = b.labels.get(name, matched[name].labels.get(L.label_key(inp.profile.name)))
-        if verdict not in ("failed", "error", "incompatible"):
-            continue
+    for name in failing[:MAX_FAILING_NODES]:
         evaluation = fresh.get(name)
         if evaluation is not None:
             reasons = [str(r) for r in evaluation.reasons]
@@ -397,18 +410,14 @@ def _failing(inp: PlanInput, b: _Builder, matched: Mapping[str, NodeView]) -> li
                 reasons = [str(r)[:200] for r in json.loads(raw).get("reasons", [])][:4]
             except (ValueError, AttributeError):
                 reasons = []
-        out.append({"node": name, "verdict": verdict, "reasons": reasons[:4]})
-        if len(out) >= MAX_FAILING_NODES:
-            break
+        out.append({"node": name, "verdict": verdicts[name], "reasons": reasons[:4]})
     return out
 
 
-def _counts(inp: PlanInput, b: _Builder, matched: Mapping[str, NodeView]) -> dict[str, int]:
-    key = L.label_key(inp.profile.name)
-    fresh = b.labels
-    verdicts = Counter(fresh[name] if name in fresh else node.labels.get(key) for name, node in matched.items())
+def _counts(b: _Builder, matched: Mapping[str, NodeView], verdicts: Mapping[str, str | None]) -> dict[str, int]:
+    by_verdict = Counter(verdicts.values())
     states = Counter(b.state.values())
-    counts: dict[str, int] = {verdict: verdicts[verdict] for verdict in L.VERDICTS}
+    counts: dict[str, int] = {verdict: by_verdict[verdict] for verdict in L.VERDICTS}
     counts["pending"] = states["pending"] + states["waiting"] + states["running"]
     counts.update(running=states["running"], waiting=states["waiting"], skipped=states["skipped"])
     counts["total"] = len(matched)
@@ -451,7 +460,8 @@ def invalid_spec_status(
 
 
 def _status(inp: PlanInput, b: _Builder, matched: Mapping[str, NodeView]) -> dict[str, Any]:
-    counts = _counts(inp, b, matched)
+    labelled = _verdicts(inp, b, matched)
+    counts = _counts(b, matched, labelled)
     pull = b.pull_failure or (inp.status.get("imagePull") if b.blocked else None)
     previous = {str(c.get("type")): c for c in inp.status.get("conditions") or [] if isinstance(c, Mapping)}
     gen = inp.profile.generation
@@ -485,7 +495,7 @@ def _status(inp: PlanInput, b: _Builder, matched: Mapping[str, NodeView]) -> dic
         "observedGeneration": gen,
         "conditions": conditions,
         "counts": counts,
-        "failingNodes": _failing(inp, b, matched),
+        "failingNodes": _failing(inp, b, matched, labelled),
         "waitingNodes": [
             {"node": node, "reason": reason}
             for node, reason in sorted(b.waiting_reason.items())[:MAX_FAILING_NODES]

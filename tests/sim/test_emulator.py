@@ -523,3 +523,11 @@ def test_encodings_are_byte_for_byte_json_dumps() -> None:
             assert encode(obj) == json.dumps(obj).encode()
             assert encode.event_line({"type": "MODIFIED", "object": obj}) == json.dumps(
                 {"type": "MODIFIED", "object": obj}).encode() + b"\n"
+
+
+async def test_an_object_name_that_is_not_an_rfc_1123_subdomain_is_refused(cluster: EmbeddedCluster) -> None:
+    for name in ("evil/passed", "Upper", "a=b", "-dash", "x" * 254):
+        with pytest.raises(ApiError) as refused:
+            await cluster.emulator.create_object("v1/nodes", {"metadata": {"name": name}})
+        assert refused.value.code == 422 and "metadata.name" in refused.value.message, name
+    await cluster.emulator.create_object("v1/nodes", {"metadata": {"name": "gpu-1.rack-2"}})

@@ -1,9 +1,10 @@
 """Admission of custom resources against their CRD: pruning, defaults, openAPIV3Schema and simple CEL.
 
 The structural part is `jsonschema` (OpenAPI 3.0 schemas are closest to draft 4). The CEL part is a
-small interpreter for the rules CRDs usually carry — field access, `has()`, `size()`, comparisons,
-boolean logic, arithmetic, string methods. A rule it cannot parse or evaluate (other functions,
-macros, `oldSelf` transition rules) is skipped, never failed: the real API server remains the judge.
+small interpreter for the rules CRDs usually carry — field access, `has()`, `size()`, the conversions
+`string()`, `double()` and `int()`, comparisons, boolean logic, arithmetic, string methods. A rule it
+cannot parse or evaluate (other functions, macros, `oldSelf` transition rules) is skipped, never
+failed: the real API server remains the judge.
 """
 
 from __future__ import annotations
@@ -402,6 +403,12 @@ class _Parser:
         if text == "size" and self.peek() == "(":
             (arg,) = self.args() or [lambda s: None]
             return lambda s: _size(arg(s))
+        if text in _CONVERSIONS and self.peek() == "(":
+            args = self.args()
+            if len(args) != 1:
+                raise _Unsupported(f"{text}() with {len(args)} arguments")
+            convert, (value,) = _CONVERSIONS[text], args
+            return lambda s: convert(value(s))
         raise _Unsupported(text)
 
     def has(self) -> Program:
@@ -430,6 +437,35 @@ def _size(value: Any) -> int:
     if isinstance(value, str | list | dict):
         return len(value)
     raise _CelError("no matching overload for size()")
+
+
+def _to_string(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise _CelError(f"no matching overload for string({type(value).__name__})")
+
+
+def _to_double(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _CelError(f"no matching overload for double({type(value).__name__})")
+    try:
+        return float(value)
+    except ValueError:
+        raise _CelError(f"double() cannot convert {value!r}") from None
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _CelError(f"no matching overload for int({type(value).__name__})")
+    try:
+        return int(value)
+    except (ValueError, OverflowError):
+        raise _CelError(f"int() cannot convert {value!r}") from None
+
+
+_CONVERSIONS: dict[str, Callable[[Any], Any]] = {"string": _to_string, "double": _to_double, "int": _to_int}
 
 
 def _has(owner: Any, name: str) -> bool:

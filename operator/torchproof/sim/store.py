@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import datetime
 import itertools
+import re
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +26,7 @@ J = TypeVar("J")
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")  # object names
 HISTORY = 50_000  # watch events kept per resource for `resourceVersion=` resumption
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
@@ -244,6 +246,10 @@ class Store:
             name = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
         if not isinstance(name, str) or not name:
             raise _invalid(rt, "", "metadata.name", "Required value: name or generateName is required")
+        if len(name) > 253 or not DNS_SUBDOMAIN.fullmatch(name):
+            raise _invalid(rt, name, "metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 subdomain '
+                           "must consist of lower case alphanumeric characters, '-' or '.', and must start and "
+                           "end with an alphanumeric character")
         meta["name"] = name
         obj["apiVersion"], obj["kind"] = rt.group_version, rt.kind
         if rt.status_subresource and rt.crd_name is not None:

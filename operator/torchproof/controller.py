@@ -61,10 +61,10 @@ class ProfileLoop:
     ends the loop, so that nothing writes for a profile once its cleanup has begun.
     """
 
+    uid: str = ""  # of the profile object: one deleted and created again under its name gets a new loop
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     busy: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
-
     expect: Expectations = field(default_factory=Expectations)
     memo: PlanMemo = field(default_factory=PlanMemo)
     retry_after: Mapping[str, float] = field(default_factory=dict)
@@ -95,8 +95,11 @@ class Reconciler:
         self.failures = 0  # failed API calls so far; a pass that adds to it is retried after error_backoff
         self.sweep_wake = asyncio.Event()
 
-    def loop(self, name: str) -> ProfileLoop:
-        return self.loops.setdefault(name, ProfileLoop())
+    def loop(self, name: str, uid: str = "") -> ProfileLoop:
+        found = self.loops.get(name)
+        if found is None or (uid and found.uid and found.uid != uid):
+            found = self.loops[name] = ProfileLoop(uid=uid)
+        return found
 
     def poke(self, profile: str | None = None) -> None:
         targets = self.loops.values() if profile is None else [self.loops[profile]] if profile in self.loops else []
@@ -117,14 +120,13 @@ class Reconciler:
         return True
 
     async def reconcile(
-        self, body: Mapping[str, Any], nodes: Iterable[NodeView], pods: Iterable[PodView],
+        self, body: Mapping[str, Any], loop: ProfileLoop, nodes: Iterable[NodeView], pods: Iterable[PodView],
         gone: Mapping[str, float] | None = None,
     ) -> float | None:
         """One pass; returns when the loop must look again even if nothing changes."""
         started = time.monotonic()
         meta = body.get("metadata") or {}
         name = str(meta.get("name"))
-        loop = self.loop(name)
         now = self.cfg.clock()
         previous = loop.status if loop.status is not None else dict(body.get("status") or {})
         try:
@@ -260,21 +262,21 @@ class Reconciler:
             return
         loop.written, loop.written_at, loop.status = status, self.cfg.clock(), status
 
-    async def close(self, name: str) -> None:
-        """Stop the profile's loop and wait out the pass in flight: after this, only cleanup writes for it."""
-        loop = self.loop(name)
+    @staticmethod
+    async def close(loop: ProfileLoop) -> None:
+        """Stop a profile's loop and wait out the pass in flight: after this, only cleanup writes for it."""
         loop.closed = True
         loop.wake.set()
         async with loop.busy:
             pass
 
-    async def cleanup(self, name: str) -> None:
+    async def cleanup(self, name: str, uid: str = "") -> None:
         """A profile is gone: remove exactly its labels, records and pods, read afresh from the API server.
 
         Raises `KubeError` if anything may be left (a failed write, a node changed under a patch); a retry
         lists again, so each attempt only patches what is still there.
         """
-        await self.close(name)
+        await self.close(self.loop(name, uid))
         api = self.cfg.api
         nodes = [node_view(item) for item in await api.list_nodes()]
         patches = [
@@ -290,7 +292,6 @@ class Reconciler:
         self.loops.pop(name, None)
         self.cfg.metrics.forget(name)
 
-
     async def sweep(self, nodes: Iterable[NodeView] | None, pods: Iterable[PodView]) -> bool:
         """Remove what profiles that no longer exist left; True when nothing failed (see `sweep.py`).
 
@@ -299,9 +300,13 @@ class Reconciler:
         """
         api = self.cfg.api
         if nodes is None:
+            loops = dict(self.loops)  # before the list: a loop started later belongs to a profile that exists
             existing = await api.list_profile_names()
-            for name in [name for name in self.loops if name not in existing]:
-                await self.close(name)
+            for name, loop in loops.items():
+                if name not in existing:
+                    await self.close(loop)
+                    if self.loops.get(name) is loop:
+                        del self.loops[name]
             nodes = [node_view(item) for item in await api.list_nodes()]
         nodes, pods = list(nodes), list(pods)  # read before the profiles are listed
         sweep = plan_sweep(nodes, pods, await api.list_profile_names())
@@ -403,8 +408,8 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
             reconciler.sweep_wake.set()
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
-    async def reconcile(name: str, body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
-        loop = reconciler.loop(name)
+    async def reconcile(name: str, uid: str, body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+        loop = reconciler.loop(name, uid)
         if not await synced(stopped):
             return
         while not stopped and not loop.closed:
@@ -413,7 +418,7 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
                 if loop.closed or body.get("metadata", {}).get("deletionTimestamp"):
                     return  # being deleted: only the deletion handler writes for it now
                 try:
-                    wake_at = await reconciler.reconcile(body, nodes.views(), pods_of(name), pods.gone)
+                    wake_at = await reconciler.reconcile(body, loop, nodes.views(), pods_of(name), pods.gone)
                 except KubeError as exc:
                     log.warning("profile %s: %s", name, exc)
                     wake_at = cfg.clock() + cfg.error_backoff
@@ -423,9 +428,9 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
             await asyncio.sleep(cfg.batch_window)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
-    async def cleanup(name: str, **_: Any) -> None:
+    async def cleanup(name: str, uid: str, **_: Any) -> None:
         try:
-            await reconciler.cleanup(name)
+            await reconciler.cleanup(name, uid)
         except KubeError as exc:
             raise kopf.TemporaryError(str(exc), delay=CLEANUP_RETRY_SECONDS) from exc
 

@@ -133,6 +133,20 @@ async def test_profile_deletion_removes_exactly_its_labels_records_and_pods(env:
             assert L.OWNED_LABELS_ANNOTATION not in meta.get("annotations", {})
 
 
+async def test_a_profile_deleted_and_created_again_under_its_name_is_validated_again(env: Env) -> None:
+    async with embedded_operator(env.cluster, **FAST):
+        await env.apply(profile())
+        await converge(env)
+        started = env.kubelet.stats.started
+        await env.cluster.emulator.delete_object(PROFILES, None, NAME)
+        await wait_for(lambda: env.profile() is None and all(env.label(n) is None for n in EXPECTED),
+                       what="the profile and its labels gone")
+        await env.apply(profile())
+        await converge(env)
+        assert {n: env.label(n) for n in EXPECTED} == EXPECTED
+        assert env.kubelet.stats.started > started
+
+
 async def test_a_profile_deleted_while_the_operator_is_down_is_swept_at_start(env: Env) -> None:
     async with embedded_operator(env.cluster, **FAST):
         await env.apply(profile())

@@ -30,7 +30,7 @@ from torchproof.plan import DeletePod, NodeUpdate, Plan, PlanInput, PlanMemo, co
 from torchproof.podspec import build_probe_configmap, configmap_name
 from torchproof.probe import PROBE_PATH
 from torchproof.profile import InvalidSpec, parse_profile
-from torchproof.sweep import plan_sweep
+from torchproof.sweep import Removal, plan_removal, plan_sweep
 from torchproof.views import NodeView, PodView, node_view, pod_view
 
 log = logging.getLogger("torchproof")
@@ -279,16 +279,9 @@ class Reconciler:
         await self.close(self.loop(name, uid))
         api = self.cfg.api
         nodes = [node_view(item) for item in await api.list_nodes()]
-        patches = [
-            (node.name, patch) for node in nodes
-            if (patch := L.removal_patch(name, node.labels, node.annotations, node.resource_version)) is not None
-        ]
-        pods = await api.list_pods(self.cfg.namespace, f"{L.PROFILE_LABEL}={name}")
-        failures = self.failures
-        await _gather(self._safely(api.patch_node(node, patch)) for node, patch in patches)
-        await _gather(self._safely(api.delete_pod(self.cfg.namespace, str(p["metadata"]["name"]))) for p in pods)
-        if self.failures != failures:
-            raise KubeError("cleanup", 0, f"{self.failures - failures} write(s) failed; listing again")
+        pods = [pod_view(item) for item in await api.list_pods(self.cfg.namespace, f"{L.PROFILE_LABEL}={name}")]
+        if not await self._remove(plan_removal(nodes, pods, {name})):
+            raise KubeError("cleanup", 0, "a removal failed; listing again")
         self.loops.pop(name, None)
         self.cfg.metrics.forget(name)
 
@@ -310,11 +303,15 @@ class Reconciler:
             nodes = [node_view(item) for item in await api.list_nodes()]
         nodes, pods = list(nodes), list(pods)  # read before the profiles are listed
         sweep = plan_sweep(nodes, pods, await api.list_profile_names())
-        failures = self.failures
-        await _gather(self._safely(api.patch_node(node, patch)) for node, patch in sweep.patches)
-        await _gather(self._safely(api.delete_pod(self.cfg.namespace, pod)) for pod in sweep.pods)
         if sweep.patches or sweep.pods:
-            log.info("swept %d node(s) and %d pod(s) of deleted profiles", len(sweep.patches), len(sweep.pods))
+            log.info("sweeping %d node(s) and %d pod(s) of deleted profiles", len(sweep.patches), len(sweep.pods))
+        return await self._remove(sweep)
+
+    async def _remove(self, removal: Removal) -> bool:
+        """Node patches first, then pods; True when every write landed."""
+        api, failures = self.cfg.api, self.failures
+        await _gather(self._safely(api.patch_node(node, patch)) for node, patch in removal.patches)
+        await _gather(self._safely(api.delete_pod(self.cfg.namespace, pod)) for pod in removal.pods)
         return self.failures == failures
 
 

@@ -13,7 +13,6 @@ time after a pending timeout, which a restart may forget (the node is simply tri
 
 from __future__ import annotations
 
-import functools
 import json
 import zlib
 from collections import Counter
@@ -127,7 +126,6 @@ def selects(profile: Profile, node: NodeView) -> bool:
     return node.labels.get("nvidia.com/gpu.present") == "true" or node.gpus > 0
 
 
-@functools.lru_cache(maxsize=1 << 17)
 def validation_order(profile: str, node: str) -> tuple[int, str]:
     """Each profile walks the fleet in its own fixed order: in one shared order, profiles would label the
     same node at the same moment and their owned-labels writes would conflict. Every pass walks its nodes

@@ -12,7 +12,7 @@ from torchproof.expectations import Expectations
 from torchproof.podspec import build_plan, build_pod, build_probe_configmap, configmap_name, pod_name
 from torchproof.profile import Profile
 from torchproof.result import PLAN_SCHEMA
-from torchproof.sweep import plan_sweep
+from torchproof.sweep import plan_removal, plan_sweep
 from torchproof.views import NodeView, pod_view
 
 
@@ -147,3 +147,22 @@ def test_the_sweep_removes_only_what_profiles_that_are_gone_left(profile: Profil
         "resourceVersion": "42",
     }
 
+
+
+def test_a_removal_takes_exactly_one_profiles_marks_and_pods(profile: Profile) -> None:
+    one, other = "pytorch-20.06", "other"
+    annotations = {L.OWNED_LABELS_ANNOTATION: f"{L.label_key(one)},{L.label_key(other)}",
+                   L.result_annotation_key(one): "{}", L.result_annotation_key(other): "{}"}
+    node = NodeView("n1", {L.label_key(one): "passed", L.label_key(other): "failed", "team": "web"},
+                    annotations, True, False, 1, "fp", "9")
+    untouched = NodeView("n2", {L.label_key(other): "failed"}, {L.OWNED_LABELS_ANNOTATION: L.label_key(other),
+                         L.result_annotation_key(other): "{}"}, True, False, 1, "fp", "3")
+    pods = [dataclasses.replace(pod_view(pod_body(profile, make_node("n1"))), profile=name, name=f"pod-{name}")
+            for name in (one, other)]
+    removal = plan_removal([node, untouched], pods, {one})
+    assert removal.pods == ("pod-pytorch-20.06",)
+    assert removal.patches == (("n1", {"metadata": {
+        "labels": {L.label_key(one): None},
+        "annotations": {L.OWNED_LABELS_ANNOTATION: L.label_key(other), L.result_annotation_key(one): None},
+        "resourceVersion": "9",
+    }}),)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
 from typing import Any
 
 import pytest
@@ -208,3 +210,25 @@ async def test_schema_invalid_profiles_are_refused(env: Env, field: str, value: 
     assert refused.value.code == 422
     assert f"spec.{field}" in refused.value.message
     assert env.profile() is None
+
+
+async def test_status_writes_keep_their_interval_and_the_configmap_is_created_once(env: Env) -> None:
+    env.kubelet.probe_seconds = 0.4  # three probed nodes one at a time: a run long enough for several writes
+    store = env.cluster.emulator.store
+    writes: list[float] = []
+
+    def on_profile(event: dict[str, Any], before: dict[str, Any] | None) -> None:
+        if event["type"] == "MODIFIED" and event["object"].get("status") != (before or {}).get("status"):
+            writes.append(time.monotonic())
+
+    stop = store.subscribe(store.resolve(PROFILES), on_profile)
+    try:
+        async with embedded_operator(env.cluster, batch_window=0.02, status_interval=0.5):
+            await env.apply(profile(maxConcurrent=1))
+            await converge(env)
+    finally:
+        stop()
+    assert len(writes) >= 3
+    assert min(b - a for a, b in itertools.pairwise(writes)) >= 0.5
+    assert env.kubelet.stats.started >= 3, "several passes created pods"
+    assert env.cluster.emulator.request_counts()["byResource"].get("create configmaps") == 1

@@ -32,6 +32,7 @@ class Hardware:
     driver: str | None = None
     compute_capability: str | None = None
     count: int | None = None
+    partial: tuple[str, ...] = ()  # facts labelled only in part: unknown, never judged as if complete
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,15 @@ def hardware_from_labels(labels: Mapping[str, str]) -> Hardware:
         value = labels.get(f"nvidia.com/{key}")
         return (value.strip() or None) if isinstance(value, str) else None
 
+    partial: list[str] = []
+
+    def driver_from(key: str, value: str | None) -> str | None:
+        """A driver known to its minor at least: a bare major ("440") is a partial fact, not 440.0."""
+        if value is not None and "." not in value:
+            partial.append(f"nvidia.com/{key}={value} without a minor version")
+            return None
+        return value
+
     def joined(prefix: str, names: tuple[str, ...]) -> str | None:
         parts: list[str] = []
         for name in names:
@@ -55,20 +65,23 @@ def hardware_from_labels(labels: Mapping[str, str]) -> Hardware:
             if part is None:
                 break
             parts.append(part)
-        return ".".join(parts) or None
+        return driver_from(f"{prefix}.{names[0]}", ".".join(parts) or None)
 
     driver = (
-        get("cuda.driver-version.full")
+        driver_from("cuda.driver-version.full", get("cuda.driver-version.full"))
         or joined("cuda.driver-version", ("major", "minor", "revision"))
         or joined("cuda.driver", ("major", "minor", "rev"))
     )
     major, minor = get("gpu.compute.major"), get("gpu.compute.minor")
+    if (major is None) != (minor is None):
+        partial.append("nvidia.com/gpu.compute.major and .minor are not both labelled")
     count = get("gpu.count")
     return Hardware(
         product=get("gpu.product"),
         driver=driver,
         compute_capability=f"{major}.{minor}" if major is not None and minor is not None else None,
         count=int(count) if count is not None and count.isdigit() else None,
+        partial=tuple(partial),
     )
 
 
@@ -103,7 +116,8 @@ class _Findings:
 
 def _check_driver(req: Requirements, hw: Hardware, model: GpuModel | None, out: _Findings) -> None:
     if hw.driver is None:
-        out.missing.append(Reason("DriverUnknown", "no driver version reported for the node"))
+        said = "; ".join(hw.partial) or "no driver version reported for the node"
+        out.missing.append(Reason("DriverUnknown", said))
         return
     try:
         driver = DriverVersion.parse(hw.driver)

@@ -168,6 +168,60 @@ def test_hardware_from_labels_ignores_a_bad_count_and_a_half_capability() -> Non
     assert (hw.count, hw.compute_capability) == (None, None)
 
 
+T4_LABEL = {"nvidia.com/gpu.product": "Tesla-T4"}
+
+
+# Partial label sets: each is unknown (the probe decides), never read as a complete fact and judged. A
+# bare major "440" read as 440.0 would be judged DriverTooOld (below 440.30), "418" as 418.0 likewise, and
+# "450" as 450.0 would pass the minimum without anyone knowing the driver.
+@pytest.mark.parametrize(
+    ("labels", "partial"),
+    [
+        ({"nvidia.com/cuda.driver-version.major": "440"}, "cuda.driver-version.major=440 without a minor"),
+        ({"nvidia.com/cuda.driver-version.major": "418", "nvidia.com/cuda.driver-version.revision": "87"},
+         "cuda.driver-version.major=418 without a minor"),
+        ({"nvidia.com/cuda.driver.major": "450"}, "cuda.driver.major=450 without a minor"),
+        ({"nvidia.com/cuda.driver-version.full": "440"}, "cuda.driver-version.full=440 without a minor"),
+    ],
+)
+def test_a_driver_known_only_by_its_major_is_unknown(labels: dict[str, str], partial: str) -> None:
+    hw = hardware_from_labels({**T4_LABEL, **labels})
+    assert hw.driver is None
+    result = evaluate(REQ, hw)
+    assert result.verdict == "unknown"
+    assert [r.code for r in result.reasons][:1] == ["DriverUnknown"]
+    assert partial in result.reasons[0].message
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {"nvidia.com/gpu.compute.major": "3"},  # a K80's major alone must not rule the node out
+        {"nvidia.com/gpu.compute.minor": "7"},
+    ],
+)
+def test_a_half_compute_capability_is_unknown(labels: dict[str, str]) -> None:
+    hw = hardware_from_labels({"nvidia.com/cuda.driver-version.full": "450.51.06", **labels})
+    assert hw.compute_capability is None
+    assert "not both labelled" in hw.partial[0]
+    assert evaluate(REQ, hw).verdict == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("driver", "verdict"),
+    [
+        ("418.39", "incompatible"),  # on R418, but before its forward-compatibility support began
+        ("418.40.04", "compatible"),
+        ("418.87.01", "compatible"),
+    ],
+)
+def test_r418_forward_compatibility_starts_at_418_40_04(driver: str, verdict: str) -> None:
+    result = evaluate(REQ, Hardware(product="Tesla T4", driver=driver))
+    assert result.verdict == verdict
+    if verdict == "incompatible":
+        assert str(result.reasons[0]) == "DriverTooOld: 418.39 < 450 and < 418.40.04, the minimum on branch 418"
+
+
 def test_matching_known_issues_filters_by_architecture_and_precision() -> None:
     issues = PROFILE.known_issues
     turing = {i.id for i in matching_known_issues(issues, "Turing")}

@@ -48,8 +48,11 @@ def test_driver_requirements_are_the_seeds() -> None:
     assert minimum and branches
     driver = PROFILE.requirements.driver
     assert driver.minimum == DriverVersion.parse(minimum.group(1))
+    # "418.xx" is NVIDIA's R418 branch, whose forward-compatibility support starts at 418.40.04 (CUDA
+    # compatibility documentation; later notes say "418.40 (or later R418)"): not "any 418 driver".
+    assert branches.group(1) == "418"
     assert [(b.branch, str(b.minimum)) for b in driver.datacenter_branches] == [
-        (int(branches.group(1)), f"{branches.group(1)}.0"),  # "418.xx": any 418 driver
+        (418, "418.40.04"),
         (int(branches.group(2).split(".")[0]), branches.group(2)),
     ]
 

@@ -72,17 +72,21 @@ def _image(release: str, torch: str, cuda: str, python: str, cudnn: str, nccl: s
     )
 
 
+# R418's CUDA forward-compatibility support starts at 418.40.04 (NVIDIA's CUDA compatibility documentation),
+# whatever a release's notes abbreviate it to ("418.xx"): the images here take that from NVIDIA, not from the
+# profiles under test, so a simulation catches a profile that admits an older 418 driver.
+R418 = "418.40.04"
 _DC_24 = ("470.57", "525.85", "535.86", "545.23")
 
 IMAGES: dict[str, Image] = {
     image.ref: image
     for image in (
         _image("20.03", "1.5.0a0+8f84ded", "10.2.89", "3.6.10", "7.6.5", "2.6.3", apex=True,
-               min_driver="440.33.01", compat=("384.111", "396", "410", "418", "440.30")),
+               min_driver="440.33.01", compat=("384.111", "396", "410", R418, "440.30")),
         _image("20.06", "1.6.0a0+9907a3e", "11.0.167", "3.6.10", "8.0.1", "2.7.5", apex=True,
-               min_driver="450", compat=("418", "440.30")),
+               min_driver="450", compat=(R418, "440.30")),
         _image("20.12", "1.8.0a0+1606899", "11.1.1", "3.8.5", "8.0.5", "2.8.3", apex=True,
-               min_driver="455", compat=("418", "440.30", "450")),
+               min_driver="455", compat=(R418, "440.30", "450")),
         _image("21.06", "1.9.0a0", "11.3.1", "3.8.8", "8.2.1", "2.9.9", apex=True,
                min_driver="465.19.01", compat=("418.40", "440.33", "450.51", "460.27")),
         _image("23.10", "2.1.0a0+32f93b1", "12.2.2", "3.10.12", "8.9.5.29", "2.19.3", apex=True,

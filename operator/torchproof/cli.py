@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,9 +41,18 @@ def _run(args: argparse.Namespace) -> int:
         registry=registry,
         namespaces=[args.namespace],
         standalone=args.standalone,
+        identity=operator_identity(os.environ),
         liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None,
     ))
     return 0
+
+
+def operator_identity(environ: Mapping[str, str]) -> str:
+    """Who this operator is to its peers: the pod's name (`POD_ID`, from the downward API), else host and pid.
+
+    kopf's own fallback asks `getpass.getuser()`, which raises in an image whose user has no passwd entry.
+    """
+    return environ.get("POD_ID") or f"torchproof@{socket.gethostname()}/{os.getpid()}"
 
 
 def connection_info(configuration: Any) -> kopf.ConnectionInfo:
@@ -93,7 +104,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the operator against the current kubeconfig or in-cluster config")
-    run.add_argument("--namespace", default="torchproof", help="where validation pods and the probe ConfigMap go")
+    run.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE") or "torchproof",
+                     help="where validation pods and the probe ConfigMap go (default: $POD_NAMESPACE, else torchproof)")
     run.add_argument("--kubeconfig", default=None)
     run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0: off)")
     run.add_argument("--metrics-address", default="0.0.0.0", help="address the /metrics server listens on")

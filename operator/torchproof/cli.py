@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 def _run(args: argparse.Namespace) -> int:
     import kopf
+    from kopf._core.engines import peering  # kopf does not export its Identity type
     from prometheus_client import start_http_server
 
     from torchproof.controller import OperatorConfig, build_registry
@@ -41,7 +42,7 @@ def _run(args: argparse.Namespace) -> int:
         registry=registry,
         namespaces=[args.namespace],
         standalone=args.standalone,
-        identity=operator_identity(os.environ),
+        identity=peering.Identity(operator_identity(os.environ)),
         liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None,
     ))
     return 0

@@ -1,4 +1,4 @@
-"""The operator as `deploy/` installs it: the rendered manifests, and `torchproof run` started exactly as the
+"""The operator as `deploy/default` installs it: the rendered manifests, and `torchproof run` started exactly as the
 rendered Deployment starts it (its args and env, the image's user without a passwd entry, no HOME, a read-only
 working directory)."""
 
@@ -42,7 +42,7 @@ def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 def test_an_overlay_to_another_namespace_moves_every_reference(tmp_path: Path, monkeypatch: Any) -> None:
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "namespace": "gpu-validation", "resources": [os.path.relpath(ROOT / "deploy", tmp_path)],
+        "namespace": "gpu-validation", "resources": [os.path.relpath(ROOT / "deploy" / "default", tmp_path)],
     }))
     docs = render(tmp_path)
     for doc in docs:
@@ -93,7 +93,7 @@ def as_image_user(uid: int, gid: int) -> list[str]:
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare (util-linux) maps the image's uid")
 async def test_the_operator_starts_as_deployed(env: Env) -> None:
-    deployment = one(render(ROOT / "deploy"), "Deployment")
+    deployment = one(render(ROOT / "deploy" / "default"), "Deployment")
     spec = deployment["spec"]["template"]["spec"]
     (container,) = spec["containers"]
     uid, gid, entrypoint = _image_user_and_entrypoint()

@@ -42,7 +42,7 @@ async def kubectl(kubeconfig: Path, *args: str) -> str:
 async def test_admin_flow_with_kubectl(bare_env: Env, tmp_path: Path) -> None:
     env = bare_env
     config = env.cluster.write_kubeconfig(tmp_path / "kubeconfig")
-    await kubectl(config, "apply", "-f", "crds/")
+    await kubectl(config, "apply", "-k", "deploy/crd")
     async with embedded_operator(env.cluster, **FAST):
         await kubectl(config, "apply", "-f", "profiles/pytorch-20.06.yaml")
         await wait_for(env.converged, what="convergence after kubectl apply")

@@ -13,8 +13,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from torchproof import simulate as sim
-
 if TYPE_CHECKING:
     import kopf
 
@@ -76,7 +74,39 @@ def connection_info(configuration: Any) -> kopf.ConnectionInfo:
     )
 
 
+def _status(args: argparse.Namespace) -> int:
+    """The fleet table of a live cluster, from its labels, records and profile statuses."""
+    from kubernetes.config import ConfigException
+
+    from torchproof import report
+    from torchproof.kube import KubeApi, KubeError, load_api_client
+
+    try:
+        api = KubeApi(load_api_client(kubeconfig=args.kubeconfig), workers=2)
+    except ConfigException as exc:
+        print(f"torchproof status: no cluster to read: {exc}", file=sys.stderr)
+        return 2
+
+    async def read() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return await api.list_nodes(), await api.list_profiles()
+
+    try:
+        nodes, profiles = asyncio.run(read())
+    except KubeError as exc:
+        print(f"torchproof status: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        api.close()
+    if args.profile:
+        profiles = [p for p in profiles if (p.get("metadata") or {}).get("name") in args.profile]
+    profiles.sort(key=lambda p: str((p.get("metadata") or {}).get("name")))
+    print(json.dumps(report.as_json(nodes, profiles), indent=2) if args.json else report.table(nodes, profiles))
+    return 0
+
+
 def _simulate(args: argparse.Namespace) -> int:
+    from torchproof import simulate as sim
+
     try:
         report = asyncio.run(sim.simulate(
             fleet=Path(args.fleet),
@@ -113,6 +143,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--health-port", type=int, default=8081, help="kopf liveness /healthz port (0: off)")
     run.add_argument("--standalone", action="store_true", help="no kopf peering (one replica only)")
 
+    st = sub.add_parser("status", help="print each profile's fleet table from a live cluster")
+    st.add_argument("--kubeconfig", default=None)
+    st.add_argument("--profile", action="append", help="only this profile (repeatable); default: every profile")
+    st.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
     s = sub.add_parser("simulate", help="embedded cluster + simulated GPU fleet + the operator, in one process")
     s.add_argument("--fleet", required=True, help="fleet file (YAML)")
     s.add_argument("--profile", action="append", required=True, help="profile YAML (repeatable)")
@@ -138,8 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:
         logging.getLogger("kopf").setLevel(logging.ERROR)
+        logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retry warnings: the command says what failed
     if args.command == "run":
         return _run(args)
+    if args.command == "status":
+        return _status(args)
     return _simulate(args)
 
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -92,8 +93,8 @@ class KubeApi:
             raise
         except ApiException as exc:
             raise KubeError(verb, exc.status or 0, _api_message(exc)) from None
-        except OSError as exc:
-            raise KubeError(verb, 0, str(exc)) from None
+        except (OSError, urllib3.exceptions.HTTPError) as exc:  # not reached: refused, reset, timed out, retries spent
+            raise KubeError(verb, 0, str(exc)[:300]) from None
         finally:
             if verb.split()[0] in ("create", "patch", "delete"):
                 self.writes[verb] = self.writes.get(verb, 0) + 1
@@ -146,9 +147,11 @@ class KubeApi:
         kwargs = {"label_selector": label_selector} if label_selector else {}
         return _items(await self._call("list nodes", self.core.list_node, **kwargs))
 
+    async def list_profiles(self) -> list[dict[str, Any]]:
+        return _items(await self._call("list profiles", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL))
+
     async def list_profile_names(self) -> set[str]:
-        response = await self._call("list profiles", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
-        return {str((item.get("metadata") or {}).get("name")) for item in _items(response)}
+        return {str((item.get("metadata") or {}).get("name")) for item in await self.list_profiles()}
 
     async def post_event(self, profile: Mapping[str, Any], event: EventSpec) -> None:
         meta = profile.get("metadata") or {}

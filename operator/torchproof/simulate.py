@@ -11,18 +11,18 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import kopf
 import yaml
 
-from torchproof import labels as L
+from torchproof import report
 from torchproof.controller import OperatorConfig, Reconciler, build_registry
 from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, load_api_client
 from torchproof.sim.cluster import EmbeddedCluster
-from torchproof.sim.fleet import Fleet, FleetError, load_fleet
+from torchproof.sim.fleet import FleetError, load_fleet
 from torchproof.sim.kubelet import SimKubelet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,79 +105,22 @@ async def wait_settled(cluster: EmbeddedCluster, names: Sequence[str], timeout: 
 
 @dataclass
 class Report:
-    fleet: Fleet
     nodes: list[dict[str, Any]]
     profiles: list[dict[str, Any]]
     api_requests: Mapping[str, Any]
     converged: bool
-    names: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        first = L.label_key(self.names[0]) if self.names else ""
-        nodes = []
-        for node in self.nodes:
-            labels = {k: v for k, v in (node["metadata"].get("labels") or {}).items() if k.startswith(f"{L.DOMAIN}/")}
-            records = _records(node, self.names)
-            nodes.append({
-                "name": node["metadata"]["name"],
-                "verdict": labels.get(first),
-                "labels": labels,
-                "reasons": records.get(self.names[0], {}).get("reasons", []) if self.names else [],
-                "results": records,
-            })
-        return {
-            "converged": self.converged,
-            "nodes": nodes,
-            "profiles": [{"name": p["metadata"]["name"], "status": p.get("status") or {}} for p in self.profiles],
-            "apiRequests": dict(self.api_requests),
-        }
+        return {"converged": self.converged, **report.as_json(self.nodes, self.profiles),
+                "apiRequests": dict(self.api_requests)}
 
     def table(self) -> str:
-        gpus = {n.name: n for n in self.fleet.nodes}
-        lines: list[str] = []
-        for name in self.names:
-            lines.append(f"profile {name}")
-            rows = [("NODE", "GPU", "DRIVER", "VERDICT", "REASONS")]
-            for node in self.nodes:
-                node_name = node["metadata"]["name"]
-                sim = gpus.get(node_name)
-                gpu = sim.gpu if sim is not None else None
-                record = _records(node, [name]).get(name, {})
-                verdict = (node["metadata"].get("labels") or {}).get(L.label_key(name), "-")
-                issues = len(record.get("knownIssues", []))
-                reasons = "; ".join(record.get("reasons", []) + ([f"{issues} known issues"] if issues else []))
-                rows.append((
-                    node_name,
-                    f"{gpu.count}x {gpu.board.product}" if gpu else "-",
-                    str(gpu.driver) if gpu else "-",
-                    verdict,
-                    reasons[:110],
-                ))
-            widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
-            lines += ["  ".join(c.ljust(w) for c, w in zip(row, [*widths, 0], strict=True)).rstrip() for row in rows]
-            profile = next((p for p in self.profiles if p["metadata"]["name"] == name), {})
-            status = profile.get("status") or {}
-            ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-            lines.append(f"Ready={ready.get('status', '?')} ({ready.get('reason', '?')}): {ready.get('message', '')}")
-            for waiting in status.get("waitingNodes") or []:
-                lines.append(f"  waiting: {waiting['node']}: {waiting['reason']}")
-            lines.append("")
         total = self.api_requests.get("total", 0)
-        lines.append(f"API requests: {total} {json.dumps(self.api_requests.get('byVerb', {}), sort_keys=True)}")
+        lines = [report.table(self.nodes, self.profiles), "",
+                 f"API requests: {total} {json.dumps(self.api_requests.get('byVerb', {}), sort_keys=True)}"]
         if not self.converged:
             lines.append("NOT CONVERGED before the timeout")
         return "\n".join(lines)
-
-
-def _records(node: Mapping[str, Any], names: Sequence[str]) -> dict[str, dict[str, Any]]:
-    annotations = node["metadata"].get("annotations") or {}
-    out: dict[str, dict[str, Any]] = {}
-    for name in names:
-        raw = annotations.get(L.result_annotation_key(name))
-        if raw:
-            with contextlib.suppress(ValueError):
-                out[name] = json.loads(raw)
-    return out
 
 
 def _profile_names(paths: Sequence[Path]) -> list[str]:
@@ -220,19 +163,17 @@ async def simulate(
             except Exception as exc:
                 raise SimulationError(f"{path}: {exc}") from None
         converged = await wait_settled(cluster, names, timeout)
-        report = Report(
-            fleet=sim_fleet,
-            nodes=sorted(cluster.emulator.list_objects("v1/nodes"), key=lambda n: n["metadata"]["name"]),
+        result = Report(
+            nodes=cluster.emulator.list_objects("v1/nodes"),
             profiles=[p for n in names if (p := cluster.emulator.get_object(PROFILES, None, n)) is not None],
             api_requests=cluster.emulator.request_counts(),
             converged=converged,
-            names=names,
         )
         if serve:
             path = cluster.write_kubeconfig(kubeconfig or Path("torchproof-sim.kubeconfig"))
-            print(report.table())
+            print(result.table())
             print(f"\nThe embedded cluster is up at {cluster.url}.\n  export KUBECONFIG={path}\n"
                   "  kubectl get prp; kubectl get nodes -L torchproof.dev/" + names[0] + "\nCtrl-C stops it.")
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.Event().wait()
-        return report
+        return result

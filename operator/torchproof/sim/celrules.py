@@ -198,6 +198,7 @@ class _Estimate:
     loops: list[int] = field(default_factory=list)
     unbounded: list[str] = field(default_factory=list)
     bound_vars: set[str] = field(default_factory=set)
+    reads: set[tuple[str, ...]] = field(default_factory=set)  # field paths below self that the rule can see
 
     def cost(self) -> int | None:
         """Conservative worst case: every operation traverses everything the rule reads, once per loop."""
@@ -268,6 +269,7 @@ class _Scanner:
         path, node = self.scope[self.tokens[i][1]]
         at_root = self.at_root and self.tokens[i][1] in ("self", "oldSelf")
         presence = self.text(i - 2) == "has" and self.text(i - 1) == "("
+        names: list[str] | None = [] if self.tokens[i][1] in ("self", "oldSelf") else None
         j = i + 1
         while j < hi:
             if self.text(j) == "." and self.kind(j + 1) == "id" and self.text(j + 2) != "(":
@@ -276,9 +278,14 @@ class _Scanner:
                 if sub is None:
                     raise RuleError(f"compilation failed: undefined field '{name}' of {path}")
                 node, path, at_root = sub, f"{path}.{name}", False
+                if names is not None:
+                    names.append(name)
                 self.estimate.ops += 1
                 j += 2
             elif self.text(j) == "[":
+                if names is not None:
+                    self.estimate.reads.add(tuple(names))
+                    names = None
                 end = self.matching(j)
                 self.scan(j + 1, end)
                 node, path, at_root = _element(node), f"{path}[]", False
@@ -286,6 +293,8 @@ class _Scanner:
                 j = end + 1
             else:
                 break
+        if names is not None:
+            self.estimate.reads.add(tuple(names))
         if self.text(j) == "." and self.text(j + 1) in MACROS and self.text(j + 2) == "(":
             self.macro(j, node, path)
         if presence and self.text(j) == ")":
@@ -340,6 +349,17 @@ def typed(value: Any, schema: Schema) -> Any:
     return value
 
 
+def project(value: Any, reads: Sequence[tuple[str, ...]]) -> Any:
+    """Only the parts of `self` a rule can reach: converting a whole object to CEL values for a rule that
+    reads one field would cost more than the rule (a rule reaches data only through `self` chains)."""
+    if () in reads or not isinstance(value, dict):
+        return value
+    heads: dict[str, list[tuple[str, ...]]] = {}
+    for path in reads:
+        heads.setdefault(path[0], []).append(path[1:])
+    return {key: project(value[key], rest) for key, rest in heads.items() if key in value}
+
+
 @dataclass(frozen=True)
 class Rule:
     """One compiled `x-kubernetes-validations` entry, at its place in the schema."""
@@ -352,12 +372,13 @@ class Rule:
     transition: bool
     cost: int | None
     unbounded: tuple[str, ...]
+    reads: tuple[tuple[str, ...], ...]
 
     def evaluate(self, value: Any, old: Any = None) -> str | None:
         """None when the rule holds; else the cause's message, as the server words it."""
-        variables = {"self": typed(value, self.schema)}
+        variables = {"self": typed(project(value, self.reads), self.schema)}
         if self.transition:
-            variables["oldSelf"] = typed(old, self.schema)
+            variables["oldSelf"] = typed(project(old, self.reads), self.schema)
         try:
             result = self.program.execute(cel.Context(variables=variables, functions=KUBERNETES_FUNCTIONS))
         except (RuntimeError, TypeError, KeyError, ValueError, IndexError, OverflowError) as exc:
@@ -391,7 +412,7 @@ def compile_rule(entry: Any, schema: Schema, at_root: bool = False, where: str =
     message = str(entry.get("message") or "").strip() or f"failed rule: {text}"
     return Rule(text=text, message=message, field_path=str(entry.get("fieldPath", "")), schema=schema,
                 program=program, transition="oldSelf" in refs["variables"], cost=found.cost(),
-                unbounded=tuple(found.unbounded))
+                unbounded=tuple(found.unbounded), reads=tuple(sorted(found.reads)))
 
 
 def cost_message(what: str, cost: int | None, limit: int) -> str:

@@ -51,6 +51,15 @@ _QUANTITY_SCALE: Final = {
 _UNITS: Final = {"h": 3600, "m": 60, "s": 1}
 
 
+# Section 9 of issue 8; the CRD says the same in CEL (tests/unit/test_crd.py keeps the two in step).
+NOTHING_TO_VALIDATE: Final = ("at least one of cuda, amp, tensorCores, channelsLast, conv3d and multiGpu must be "
+                              "enabled (environment and gpu alone prove nothing about the GPU)")
+START_MARGIN_SECONDS: Final = 30  # container and CUDA start, outside the probe's own budget
+BUDGET_OVER_TIMEOUT: Final = (f"checks.timeBudgetSeconds plus {START_MARGIN_SECONDS}s (container and CUDA start) "
+                              "must not exceed validation.runtimeTimeoutSeconds, or the pod's deadline cuts the "
+                              "probe off")
+
+
 class InvalidSpec(Exception):
     """A profile the operator cannot act on; ``field`` is the path of the first bad value."""
 
@@ -489,6 +498,9 @@ def _checks(value: Any, path: str) -> Checks:
     )
     if amp_check.enabled and not (amp_check.native or amp_check.apex or amp_check.bf16):
         raise InvalidSpec(p_amp, "enabled, but native, apex and bf16 are all false")
+    if not any(_bool(section, "enabled", where, True) for section, where in
+               ((cuda, p_cuda), (amp, p_amp), (tc, p_tc), (cl, p_cl), (c3, p_c3), (mg, p_mg))):
+        raise InvalidSpec(path, NOTHING_TO_VALIDATE)
     return Checks(
         environment=EnvironmentCheck(_bool(env, "enabled", p_env, True)),
         gpu=GpuCheck(_bool(gpu, "enabled", p_gpu, True)),
@@ -657,7 +669,7 @@ def parse_profile(obj: Mapping[str, Any]) -> Profile:
             raise InvalidSpec("spec.revalidateAfter", str(exc)) from None
         if revalidate_seconds < 60:
             raise InvalidSpec("spec.revalidateAfter", f"{revalidate} is shorter than 60s")
-    return Profile(
+    profile = Profile(
         name=name,
         generation=generation,
         uid=uid,
@@ -675,3 +687,6 @@ def parse_profile(obj: Mapping[str, Any]) -> Profile:
         max_concurrent=_int(spec, "maxConcurrent", "spec", default=10, lo=1, hi=1000),
         revalidate_after_seconds=revalidate_seconds,
     )
+    if profile.checks.time_budget_seconds + START_MARGIN_SECONDS > profile.validation.runtime_timeout_seconds:
+        raise InvalidSpec("spec.checks.timeBudgetSeconds", BUDGET_OVER_TIMEOUT)
+    return profile

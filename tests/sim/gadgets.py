@@ -29,8 +29,7 @@ GADGET_CRD = {
                         "required": ["size"],
                         "x-kubernetes-validations": [
                             {"rule": "!has(self.low) || !has(self.high) || self.low <= self.high",
-                             "message": "low must not exceed high"},
-                            {"rule": "self.size.quantityValue() > 0", "message": "unknown CEL, skipped"}],
+                             "message": "low must not exceed high"}],
                         "properties": {
                             "size": {"type": "integer", "minimum": 1, "maximum": 10},
                             "colour": {"type": "string", "enum": ["red", "blue"], "default": "red"},

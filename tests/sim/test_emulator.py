@@ -328,7 +328,7 @@ def test_schema_validation_names_the_field(background: BackgroundCluster, spec: 
     assert http(background, "GET", f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}/bad")[0] == 404
 
 
-def test_schema_cel_on_metadata_and_unknown_cel_is_skipped(background: BackgroundCluster) -> None:
+def test_schema_cel_on_metadata(background: BackgroundCluster) -> None:
     base = f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}"
     code, status = http(background, "POST", base, gadget("a-name-longer-than-twenty"))
     assert code == 422 and status["details"]["causes"][0]["message"] == "name too long"
@@ -353,6 +353,27 @@ def test_a_malformed_crd_is_rejected_with_its_field(background: BackgroundCluste
                     "versions": [{"name": "v1", "served": True, "storage": True}]}}
     code, status = http(background, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
     assert code == 422 and [c["field"] for c in status["details"]["causes"]] == ["spec.names.kind"]
+
+
+def test_a_crd_a_real_server_refuses_is_refused_over_http(background: BackgroundCluster) -> None:
+    """Issue 8: a rule over a string without maxLength exceeds the server's cost budget (the CRD parts of
+    this check are in test_crd_admission.py)."""
+    schema = {"type": "object", "properties": {"spec": {
+        "type": "object", "properties": {"a": {"type": "string"}},
+        "x-kubernetes-validations": [{"rule": "self.a.startsWith('x')"}]}}}
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "things.x.dev"},
+           "spec": {"group": "x.dev", "names": {"plural": "things", "kind": "Thing"}, "scope": "Namespaced",
+                    "versions": [{"name": "v1", "served": True, "storage": True,
+                                  "schema": {"openAPIV3Schema": schema}}]}}
+    code, status = http(background, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    assert (code, status["reason"]) == (422, "Invalid")
+    [cause] = status["details"]["causes"]
+    assert cause["field"] == ("spec.versions[0].schema.openAPIV3Schema.properties[spec]"
+                              ".x-kubernetes-validations[0].rule")
+    assert cause["message"].startswith("Forbidden: estimated rule cost exceeds budget by factor of")
+    assert "spec.a is a string without maxLength" in cause["message"]
+    assert http(background, "GET", "/apis/x.dev/v1/namespaces/testns/things")[0] == 404
 
 
 def test_table_output_has_printer_columns(background: BackgroundCluster) -> None:

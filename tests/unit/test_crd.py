@@ -229,6 +229,9 @@ def test_crd_defaults_equal_parser_defaults() -> None:
 # ---- CEL rules, re-stated in Python ----------------------------------------------------------------
 
 
+GPU_CHECKS = ("cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu")
+
+
 def _cc(text: str) -> float:
     return float(text)
 
@@ -237,10 +240,16 @@ CEL: dict[str, Callable[[Any], bool]] = {
     "self.metadata.name.size() <= 63": lambda s: len(s["metadata"]["name"]) <= 63,
     "!has(self.maxComputeCapability) || double(self.maxComputeCapability) >= double(self.minComputeCapability)":
         lambda s: "maxComputeCapability" not in s or _cc(s["maxComputeCapability"]) >= _cc(s["minComputeCapability"]),
-    "self.minimum == string(self.branch) || self.minimum.startsWith(string(self.branch) + '.')":
-        lambda s: s["minimum"] == str(s["branch"]) or s["minimum"].startswith(f"{s['branch']}."),
-    "!self.enabled || self.native || self.apex || self.bf16":
+    "int(self.minimum.split('.')[0]) == self.branch": lambda s: int(s["minimum"].split(".")[0]) == s["branch"],
+    "(has(self.enabled) && !self.enabled) || !has(self.native) || self.native || "
+    "!has(self.apex) || self.apex || !has(self.bf16) || self.bf16":
         lambda s: not s["enabled"] or s["native"] or s["apex"] or s["bf16"],
+    " || ".join(f"!has(self.{c}) || !has(self.{c}.enabled) || self.{c}.enabled" for c in GPU_CHECKS):
+        lambda s: any(s[c]["enabled"] for c in GPU_CHECKS),
+    "(has(self.checks) && has(self.checks.timeBudgetSeconds) ? self.checks.timeBudgetSeconds : 120) + 30 <= "
+    "(has(self.validation) && has(self.validation.runtimeTimeoutSeconds) ? self.validation.runtimeTimeoutSeconds "
+    ": 600)":
+        lambda s: s["checks"]["timeBudgetSeconds"] + 30 <= s["validation"]["runtimeTimeoutSeconds"],
     "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0 "
     ": !has(self.values) || size(self.values) == 0":
         lambda s: bool(s.get("values")) if s["operator"] in ("In", "NotIn") else not s.get("values"),
@@ -281,11 +290,15 @@ BREAKING: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
     ("self.metadata.name.size() <= 63", lambda o: o["metadata"].update(name="p" * 64), "metadata.name"),
     ("!has(self.maxComputeCapability)", lambda o: o["spec"]["requirements"].update(maxComputeCapability="5.2"),
      "spec.requirements.maxComputeCapability"),
-    ("self.minimum == string(self.branch)",
+    ("int(self.minimum.split('.')[0])",
      lambda o: o["spec"]["requirements"]["driver"]["datacenterBranches"][0].update(minimum="410.48"),
      "spec.requirements.driver.datacenterBranches[0].minimum"),
-    ("!self.enabled", lambda o: o["spec"]["checks"].update(amp={"native": False, "apex": False, "bf16": False}),
-     "spec.checks.amp"),
+    ("(has(self.enabled)",
+     lambda o: o["spec"]["checks"].update(amp={"native": False, "apex": False, "bf16": False}), "spec.checks.amp"),
+    ("!has(self.cuda)", lambda o: o["spec"]["checks"].update({c: {"enabled": False} for c in GPU_CHECKS}),
+     "spec.checks"),
+    ("(has(self.checks)", lambda o: o["spec"]["checks"].update(timeBudgetSeconds=571),
+     "spec.checks.timeBudgetSeconds"),
     ("self.operator in",
      lambda o: o["spec"].update(nodeSelector={"matchExpressions": [{"key": "a", "operator": "In"}]}),
      "spec.nodeSelector.matchExpressions[0].values"),

@@ -52,10 +52,3 @@ def test_a_misspelt_field_is_refused_by_the_strict_check() -> None:
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, MINIMUM_KUBERNETES, strict=True)
 
-
-def test_the_stated_minimum_is_the_oldest_kubernetes_that_accepts_the_crd() -> None:
-    crd = yaml.safe_load((ROOT / "crds" / "pytorchreleaseprofiles.yaml").read_text())
-    kubernetes_validate.validate(crd, MINIMUM_KUBERNETES, strict=True)
-    with pytest.raises(kubernetes_validate.ValidationError, match="fieldPath"):
-        kubernetes_validate.validate(crd, "1.27.0", strict=True)
-    assert f"Kubernetes {MINIMUM_KUBERNETES.removesuffix('.0')}" in (ROOT / "README.md").read_text()

@@ -26,6 +26,7 @@ SEED = (ROOT.parent / "shared" / "seeds" / "pytorch-release-20.06.txt").read_tex
 REFERENCE = (ROOT.parent / "shared" / "reference" / "ngc-pytorch.md").read_text()
 SAMPLE: dict[str, Any] = yaml.safe_load((ROOT / "profiles" / "pytorch-20.06.yaml").read_text())
 PROFILE = parse_profile(SAMPLE)
+GPU_CHECKS = ("cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu")
 
 
 def minimal() -> dict[str, Any]:
@@ -332,6 +333,16 @@ BAD: list[tuple[Callable[[dict[str, Any]], None], str, str]] = [
     (_set("spec.checks.conv3d.iterations", 0), "spec.checks.conv3d.iterations", "outside 1..100"),
     (_set("spec.checks.multiGpu.gpus", 2), "spec.checks.multiGpu.gpus", "unknown field"),
     (_set("spec.checks.timeBudgetSeconds", 5), "spec.checks.timeBudgetSeconds", "outside 10..3600"),
+    # issue 8, section 9: profiles that cannot validate anything
+    (_set("spec.checks", {c: {"enabled": False} for c in GPU_CHECKS}), "spec.checks", "at least one of cuda"),
+    (_set("spec.checks", {**{c: {"enabled": False} for c in GPU_CHECKS}, "environment": {"enabled": True},
+                          "gpu": {"enabled": True}}), "spec.checks", "environment and gpu alone prove nothing"),
+    (_set("spec.checks", {c: {"enabled": False} for c in (*GPU_CHECKS, "environment", "gpu")}), "spec.checks",
+     "at least one of cuda"),
+    (_set("spec.checks.timeBudgetSeconds", 600), "spec.checks.timeBudgetSeconds",
+     "must not exceed validation.runtimeTimeoutSeconds"),
+    (_set("spec.checks.timeBudgetSeconds", 571), "spec.checks.timeBudgetSeconds", "plus 30s"),
+    (_set("spec.validation.runtimeTimeoutSeconds", 149), "spec.checks.timeBudgetSeconds", "plus 30s"),
     (_set("spec.checks.gpu", True), "spec.checks.gpu", "must be an object"),
     (_set("spec.knownIssues", [{"id": "Bad", "summary": "s"}]), "spec.knownIssues[0].id", "does not match"),
     (_set("spec.knownIssues", [{"id": "a"}]), "spec.knownIssues[0].summary", "required"),
@@ -388,6 +399,15 @@ def test_invalid_spec_names_the_field(edit: Callable[[dict[str, Any]], None], fi
     assert caught.value.field == field
     assert message in caught.value.message
     assert str(caught.value) == f"{field}: {caught.value.message}"
+
+
+@pytest.mark.parametrize("checks", [{"timeBudgetSeconds": 570}, *({c: {"enabled": c == only} for c in GPU_CHECKS}
+                                                                   for only in GPU_CHECKS)])
+def test_one_gpu_check_and_a_budget_30s_inside_the_timeout_are_enough(checks: dict[str, Any]) -> None:
+    obj = minimal()
+    obj["spec"].update(checks=checks, validation={"runtimeTimeoutSeconds": 600})
+    p = parse_profile(obj)
+    assert p.checks.time_budget_seconds + 30 <= p.validation.runtime_timeout_seconds
 
 
 def test_a_non_mapping_object_is_invalid() -> None:

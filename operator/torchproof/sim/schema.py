@@ -1,23 +1,31 @@
-"""Admission of custom resources against their CRD: pruning, defaults, openAPIV3Schema and simple CEL.
+"""Admission of custom resources against their CRD: pruning, defaults, openAPIV3Schema and CEL rules.
 
-The structural part is `jsonschema` (OpenAPI 3.0 schemas are closest to draft 4). The CEL part is a
-small interpreter for the rules CRDs usually carry — field access, `has()`, `size()`, the conversions
-`string()`, `double()` and `int()`, comparisons, boolean logic, arithmetic, string methods. A rule it
-cannot parse or evaluate (other functions, macros, `oldSelf` transition rules) is skipped, never
-failed: the real API server remains the judge.
+The structural part is `jsonschema` (OpenAPI 3.0 schemas are closest to draft 4). CEL rules are compiled,
+costed and evaluated by `celrules` on a real CEL implementation; none is skipped. A CRD is checked at
+creation as kube-apiserver checks it: every rule compiles and stays within the cost budget, and every
+`default` satisfies its schema and rules exactly as written (nested defaults not filled in).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
 
+from torchproof.sim.celrules import (
+    STATIC_ESTIMATED_COST_LIMIT,
+    STATIC_ESTIMATED_CRD_COST_LIMIT,
+    Rule,
+    RuleError,
+    compile_rule,
+    cost_message,
+    schema_path,
+    walk_rules,
+)
 from torchproof.sim.store import Obj, ResourceType, invalid
 
 Schema = dict[str, Any]
@@ -49,8 +57,8 @@ CRD_TYPE = ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions
                         "CustomResourceDefinition", False)
 
 
-def check_crd(crd: Obj) -> Obj:
-    """Reject a CRD the server could not serve, naming the field; compile its schemas."""
+def check_crd(crd: Obj, old: Obj | None = None) -> Obj:
+    """Reject a CRD the server would refuse, naming the field: its shape, schemas, rules and defaults."""
     name = str(crd.get("metadata", {}).get("name", ""))
     spec = crd.get("spec")
     causes: list[tuple[str, str]] = []
@@ -80,6 +88,10 @@ def check_crd(crd: Obj) -> Obj:
                     jsonschema.Draft4Validator.check_schema(to_json_schema(schema))
                 except jsonschema.SchemaError as exc:
                     causes.append((f"spec.versions[{i}].schema.openAPIV3Schema", exc.message))
+                    continue
+                prefix = f"spec.versions[{i}].schema.openAPIV3Schema"
+                causes.extend(rule_causes(schema, prefix))
+                causes.extend(default_causes(schema, prefix))
         if sum(1 for v in versions if isinstance(v, dict) and v.get("storage")) != 1:
             causes.append(("spec.versions", "Invalid value: must have exactly one version marked as storage"))
     if causes:
@@ -173,6 +185,92 @@ def _cause(error: jsonschema.ValidationError) -> list[tuple[str, str]]:
     return [(path, f"Invalid value: {shown}: {error.message}")]
 
 
+
+
+def rule_causes(schema: Schema, prefix: str) -> Iterator[tuple[str, str]]:
+    """Each rule compiles, its cost (times the lists and maps around it) fits, and so does their sum."""
+    total = 0
+    for path, node, cardinality, around, uncorrelated in _nodes(schema, ()):
+        for k, entry in enumerate(node.get("x-kubernetes-validations") or ()):
+            where = f"{schema_path(prefix, path)}.x-kubernetes-validations[{k}].rule"
+            text = entry.get("rule") if isinstance(entry, dict) else None
+            try:
+                rule = compile_rule(entry, node, at_root=not path, where=_data_path(path))
+            except RuleError as exc:
+                yield where, f"Invalid value: {json.dumps(text)}: {exc}"
+                continue
+            if rule.transition and uncorrelated:
+                yield where, (f"Invalid value: {json.dumps(text)}: oldSelf cannot be used on the uncorrelatable "
+                              f"portion of the schema within {uncorrelated}")
+            reasons = [*rule.unbounded, *([around] if cardinality is None else [])]
+            cost = None if rule.cost is None or cardinality is None else rule.cost * cardinality
+            if cost is None or cost > STATIC_ESTIMATED_COST_LIMIT:
+                detail = f": {'; '.join(reasons)}" if reasons else ""
+                yield where, cost_message("estimated rule cost", cost, STATIC_ESTIMATED_COST_LIMIT) + detail
+            total += cost or 0
+    if total > STATIC_ESTIMATED_CRD_COST_LIMIT:
+        yield prefix, cost_message("x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 "
+                                   "schema", total, STATIC_ESTIMATED_CRD_COST_LIMIT)
+
+
+def _nodes(schema: Schema, path: tuple[Any, ...], cardinality: int | None = 1, around: str = "",
+           uncorrelated: str = "") -> Iterator[tuple[tuple[Any, ...], Schema, int | None, str, str]]:
+    """Every sub-schema with how many times a rule there may run, why that is unbounded, and the first
+    list above it whose items the server cannot pair with their old values (for `oldSelf`)."""
+    yield path, schema, cardinality, around, uncorrelated
+    for key, sub in (schema.get("properties") or {}).items():
+        if isinstance(sub, dict):
+            yield from _nodes(sub, (*path, key), cardinality, around, uncorrelated)
+    for part, limit_key, kind in (("[]", "maxItems", "a list without maxItems"),
+                                  ("{}", "maxProperties", "a map without maxProperties")):
+        sub = schema.get("items" if part == "[]" else "additionalProperties")
+        if not isinstance(sub, dict):
+            continue
+        limit = schema.get(limit_key)
+        inner = cardinality * limit if isinstance(limit, int) and cardinality is not None else None
+        why = around or ("" if inner is not None else f"it runs inside {_data_path(path)}, {kind}")
+        lost = uncorrelated or ("" if part == "{}" or schema.get("x-kubernetes-list-type") == "map"
+                                else _data_path(path))
+        yield from _nodes(sub, (*path, part), inner, why, lost)
+
+
+def _data_path(path: tuple[Any, ...]) -> str:
+    """`spec.items[].name`: a rule's place in the data, for messages."""
+    return (field_path(path) or "self").replace(".[]", "[]").replace(".{}", "{}")
+
+
+def default_causes(schema: Schema, prefix: str) -> Iterator[tuple[str, str]]:
+    """Every `default`, exactly as written, satisfies its schema and the rules at and below it."""
+    for path, node in walk_rules(schema):
+        if "default" not in node:
+            continue
+        where = f"{schema_path(prefix, path)}.default"
+        value = node["default"]
+        errors = [c for e in jsonschema.Draft4Validator(to_json_schema(node)).iter_errors(value) for c in _cause(e)]
+        if errors:
+            yield from ((where, message) for _, message in errors)
+            continue
+        for sub_path, sub in walk_rules(node):
+            for entry in sub.get("x-kubernetes-validations") or ():
+                try:
+                    rule = compile_rule(entry, sub)
+                except RuleError:
+                    continue  # rule_causes reports it
+                if rule.transition:
+                    continue
+                for _, item, _ in _values_at(value, _MISSING, sub_path, node, ()):
+                    message = rule.evaluate(item)
+                    if message is not None:
+                        yield where, f"Invalid value: {json.dumps(_kind(item))}: {message}"
+
+
+def _kind(value: Any) -> str:
+    return "object" if isinstance(value, dict) else "array" if isinstance(value, list) else json.dumps(value)
+
+
+_MISSING: Any = object()  # no old value: a create, or an item the server cannot pair with its old self
+
+
 @dataclass
 class Admission:
     """Prune, default and validate a custom resource; raise 422 Invalid with every failing field."""
@@ -180,377 +278,58 @@ class Admission:
     schema: Schema
     kind: str
     group: str
+    _rules: list[tuple[tuple[Any, ...], Rule]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._validator = jsonschema.Draft4Validator(to_json_schema(self.schema))
-        self._rules = list(_collect_rules(self.schema, ()))
+        self._rules = [(path, compile_rule(entry, node, at_root=not path))
+                       for path, node in walk_rules(self.schema)
+                       for entry in node.get("x-kubernetes-validations") or ()]
 
-    def __call__(self, obj: Obj) -> Obj:
+    def __call__(self, obj: Obj, old: Obj | None = None) -> Obj:
         if not self.schema:
             return obj
         obj = apply_defaults(prune(obj, self.schema, root=True), self.schema)
         causes = [c for e in self._validator.iter_errors(obj) for c in _cause(e)]
         if not causes:
-            causes = list(self._cel_causes(obj))
+            causes = list(self._cel_causes(obj, _MISSING if old is None else old))
         if causes:
             rt = ResourceType(self.group, "", "", self.kind, False)
             raise invalid(rt, str(obj.get("metadata", {}).get("name", "")), sorted(set(causes)))
         return obj
 
-    def _cel_causes(self, obj: Obj) -> Iterator[tuple[str, str]]:
+    def _cel_causes(self, obj: Obj, old: Any) -> Iterator[tuple[str, str]]:
         for path, rule in self._rules:
-            for location, value in _values_at(obj, path, ()):
-                message = rule.check(value)
+            for location, value, old_value in _values_at(obj, old, path, self.schema, ()):
+                if rule.transition and old_value is _MISSING:
+                    continue  # transition rules run on updates only, where an old value pairs with this one
+                message = rule.evaluate(value, old_value)
                 if message is not None:
                     yield field_path(location) + rule.field_path, message
 
 
-@dataclass
-class _Rule:
-    text: str
-    message: str
-    field_path: str
-    program: Callable[[Any], Any] | None
-
-    def check(self, value: Any) -> str | None:
-        """None when the rule holds or cannot be evaluated here; else the failure message."""
-        if self.program is None:
-            return None
-        try:
-            result = self.program(value)
-        except _Unsupported:
-            return None
-        except _CelError:
-            result = False
-        if result is True:
-            return None
-        return self.message
-
-
-def _collect_rules(schema: Schema, path: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], _Rule]]:
-    for entry in schema.get("x-kubernetes-validations") or ():
-        text = str(entry.get("rule", ""))
-        program = None if "oldSelf" in text else _compile_or_none(text)
-        message = entry.get("message") or f"Invalid value: failed rule: {text}"
-        yield path, _Rule(text, message, str(entry.get("fieldPath", "")), program)
-    for key, sub in (schema.get("properties") or {}).items():
-        yield from _collect_rules(sub, (*path, key))
-    if isinstance(schema.get("items"), dict):
-        yield from _collect_rules(schema["items"], (*path, "[]"))
-    if isinstance(schema.get("additionalProperties"), dict):
-        yield from _collect_rules(schema["additionalProperties"], (*path, "{}"))
-
-
-def _values_at(value: Any, path: tuple[Any, ...],
-               at: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], Any]]:
+def _values_at(value: Any, old: Any, path: tuple[Any, ...], schema: Schema,
+               at: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], Any, Any]]:
+    """The values a rule path reaches, each with its old value where the server can pair them."""
     if not path:
-        yield at, value
+        yield at, value, old
         return
     head, rest = path[0], path[1:]
     if head == "[]" and isinstance(value, list):
+        items = schema.get("items") or {}
+        keys = schema.get("x-kubernetes-list-map-keys") if schema.get("x-kubernetes-list-type") == "map" else None
+        olds = old if isinstance(old, list) and keys else []
         for i, item in enumerate(value):
-            yield from _values_at(item, rest, (*at, i))
+            key = [item.get(k) for k in keys] if keys and isinstance(item, dict) else None
+            paired = next((o for o in olds if isinstance(o, dict) and [o.get(k) for k in keys or ()] == key),
+                          _MISSING)
+            yield from _values_at(item, paired, rest, items, (*at, i))
     elif head == "{}" and isinstance(value, dict):
+        extra = schema.get("additionalProperties") or {}
         for key, item in value.items():
-            yield from _values_at(item, rest, (*at, key))
+            paired = old.get(key, _MISSING) if isinstance(old, dict) else _MISSING
+            yield from _values_at(item, paired, rest, extra, (*at, key))
     elif isinstance(value, dict) and head in value:
-        yield from _values_at(value[head], rest, (*at, head))
-
-
-# --- a small CEL interpreter -------------------------------------------------------------------------
-
-
-class _Unsupported(Exception):
-    """The rule uses CEL this interpreter does not know: skip it."""
-
-
-class _CelError(Exception):
-    """A CEL runtime error (no such key, no matching overload): the rule fails."""
-
-
-_TOKEN = re.compile(r"""\s*(?:(?P<num>\d+\.\d+|\d+)|(?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|"""
-                    r"""(?P<id>[A-Za-z_][A-Za-z0-9_]*)|(?P<op>\|\||&&|==|!=|<=|>=|[-+*/%<>!?:.,()\[\]]))""")
-Program = Callable[[Any], Any]
-
-
-def _compile_or_none(text: str) -> Program | None:
-    try:
-        return _Parser(text).parse()
-    except _Unsupported:
-        return None
-
-
-class _Parser:
-    def __init__(self, text: str) -> None:
-        self.tokens: list[tuple[str, str]] = []
-        pos, text = 0, text.strip()
-        while pos < len(text):
-            match = _TOKEN.match(text, pos)
-            if match is None or match.end() == pos:
-                raise _Unsupported(text[pos:])
-            kind = match.lastgroup or ""
-            self.tokens.append((kind, match.group(kind)))
-            pos = match.end()
-        self.i = 0
-
-    def parse(self) -> Program:
-        program = self.expr()
-        if self.i != len(self.tokens):
-            raise _Unsupported(self.tokens[self.i][1])
-        return program
-
-    def peek(self) -> str:
-        return self.tokens[self.i][1] if self.i < len(self.tokens) else ""
-
-    def take(self, expected: str | None = None) -> tuple[str, str]:
-        if self.i >= len(self.tokens) or (expected is not None and self.tokens[self.i][1] != expected):
-            raise _Unsupported(expected or "end")
-        self.i += 1
-        return self.tokens[self.i - 1]
-
-    def expr(self) -> Program:
-        cond = self.binary(0)
-        if self.peek() != "?":
-            return cond
-        self.take("?")
-        then = self.expr()
-        self.take(":")
-        other = self.expr()
-        return lambda s: then(s) if _truth(cond(s)) else other(s)
-
-    LEVELS: tuple[tuple[str, ...], ...] = (("||",), ("&&",), ("==", "!=", "<", "<=", ">", ">=", "in"),
-                                           ("+", "-"), ("*", "/", "%"))
-
-    def binary(self, level: int) -> Program:
-        if level == len(self.LEVELS):
-            return self.unary()
-        left = self.binary(level + 1)
-        while self.peek() in self.LEVELS[level]:
-            op = self.take()[1]
-            left = _binary(op, left, self.binary(level + 1))
-        return left
-
-    def unary(self) -> Program:
-        if self.peek() == "!":
-            self.take()
-            inner = self.unary()
-            return lambda s: not _truth(inner(s))
-        if self.peek() == "-":
-            self.take()
-            operand = self.unary()
-            return lambda s: -_number(operand(s))
-        return self.member(self.primary())
-
-    def member(self, target: Program) -> Program:
-        return self.selection(target)[0]
-
-    def selection(self, target: Program) -> tuple[Program, tuple[Program, str] | None]:
-        """The member chain, and its last plain field selection as (owner, name) for `has()`."""
-        last: tuple[Program, str] | None = None
-        while self.peek() in (".", "["):
-            last = None
-            if self.take()[1] == "[":
-                index = self.expr()
-                self.take("]")
-                target = _index(target, index)
-                continue
-            name = self.take()[1]
-            if self.peek() == "(":
-                target = _method(name, target, self.args())
-            else:
-                last = (target, name)
-                target = _field(target, name)
-        return target, last
-
-    def args(self) -> list[Program]:
-        self.take("(")
-        args: list[Program] = []
-        while self.peek() != ")":
-            args.append(self.expr())
-            if self.peek() == ",":
-                self.take(",")
-        self.take(")")
-        return args
-
-    def primary(self) -> Program:
-        kind, text = self.take()
-        if kind == "num":
-            number = float(text) if "." in text else int(text)
-            return lambda s: number
-        if kind == "str":
-            string = text[1:-1].encode().decode("unicode_escape")
-            return lambda s: string
-        if text == "(":
-            inner = self.expr()
-            self.take(")")
-            return inner
-        if text == "[":
-            items: list[Program] = []
-            while self.peek() != "]":
-                items.append(self.expr())
-                if self.peek() == ",":
-                    self.take(",")
-            self.take("]")
-            return lambda s: [item(s) for item in items]
-        constants = {"true": True, "false": False, "null": None}
-        if text in constants:
-            constant = constants[text]
-            return lambda s: constant
-        if text == "self":
-            return lambda s: s
-        if text == "has":
-            return self.has()
-        if text == "size" and self.peek() == "(":
-            (arg,) = self.args() or [lambda s: None]
-            return lambda s: _size(arg(s))
-        if text in _CONVERSIONS and self.peek() == "(":
-            args = self.args()
-            if len(args) != 1:
-                raise _Unsupported(f"{text}() with {len(args)} arguments")
-            convert, (value,) = _CONVERSIONS[text], args
-            return lambda s: convert(value(s))
-        raise _Unsupported(text)
-
-    def has(self) -> Program:
-        self.take("(")
-        _, last = self.selection(self.primary())
-        self.take(")")
-        if last is None:
-            raise _Unsupported("has() needs a field selection")
-        owner, name = last
-        return lambda s: _has(owner(s), name)
-
-
-def _truth(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _CelError(f"no matching overload: expected bool, got {type(value).__name__}")
-    return value
-
-
-def _number(value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _CelError("no matching overload for '-'")
-    return -value
-
-
-def _size(value: Any) -> int:
-    if isinstance(value, str | list | dict):
-        return len(value)
-    raise _CelError("no matching overload for size()")
-
-
-def _to_string(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | int | float):
-        return str(value)
-    raise _CelError(f"no matching overload for string({type(value).__name__})")
-
-
-def _to_double(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise _CelError(f"no matching overload for double({type(value).__name__})")
-    try:
-        return float(value)
-    except ValueError:
-        raise _CelError(f"double() cannot convert {value!r}") from None
-
-
-def _to_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise _CelError(f"no matching overload for int({type(value).__name__})")
-    try:
-        return int(value)
-    except (ValueError, OverflowError):
-        raise _CelError(f"int() cannot convert {value!r}") from None
-
-
-_CONVERSIONS: dict[str, Callable[[Any], Any]] = {"string": _to_string, "double": _to_double, "int": _to_int}
-
-
-def _has(owner: Any, name: str) -> bool:
-    if not isinstance(owner, dict):
-        raise _CelError("has() on a non-object")
-    return name in owner
-
-
-def _field(target: Program, name: str) -> Program:
-    def get(s: Any) -> Any:
-        value = target(s)
-        if not isinstance(value, dict) or name not in value:
-            raise _CelError(f"no such key: {name}")
-        return value[name]
-
-    return get
-
-
-def _index(target: Program, index: Program) -> Program:
-    def get(s: Any) -> Any:
-        value, key = target(s), index(s)
-        try:
-            return value[key]
-        except (KeyError, IndexError, TypeError):
-            raise _CelError(f"no such key: {key}") from None
-
-    return get
-
-
-_METHODS: dict[str, Callable[..., Any]] = {
-    "size": lambda v: _size(v),
-    "startsWith": lambda v, p: v.startswith(p),
-    "endsWith": lambda v, p: v.endswith(p),
-    "contains": lambda v, p: p in v,
-    "matches": lambda v, p: re.search(p, v) is not None,
-    "lowerAscii": lambda v: v.lower(),
-    "upperAscii": lambda v: v.upper(),
-}
-
-
-def _method(name: str, target: Program, args: list[Program]) -> Program:
-    if name not in _METHODS:
-        raise _Unsupported(name)
-    method = _METHODS[name]
-
-    def call(s: Any) -> Any:
-        try:
-            return method(target(s), *(a(s) for a in args))
-        except (AttributeError, TypeError):
-            raise _CelError(f"no matching overload for {name}()") from None
-
-    return call
-
-
-def _binary(op: str, left: Program, right: Program) -> Program:
-    if op in ("||", "&&"):
-        stop = op == "||"
-
-        def logic(s: Any) -> bool:
-            try:
-                if _truth(left(s)) is stop:
-                    return stop
-            except _CelError:
-                if _truth(right(s)) is stop:
-                    return stop
-                raise
-            return _truth(right(s))
-
-        return logic
-    operations: dict[str, Callable[[Any, Any], Any]] = {
-        "==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
-        "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
-        "in": lambda a, b: a in b, "+": lambda a, b: a + b, "-": lambda a, b: a - b,
-        "*": lambda a, b: a * b, "/": lambda a, b: a // b if isinstance(a, int) and isinstance(b, int)
-        else a / b, "%": lambda a, b: a % b,
-    }
-    operation = operations[op]
-
-    def apply(s: Any) -> Any:
-        a, b = left(s), right(s)
-        if op not in ("==", "!=", "in") and (type(a) is bool) != (type(b) is bool):
-            raise _CelError(f"no matching overload for {op!r}")
-        try:
-            return operation(a, b)
-        except (TypeError, ZeroDivisionError):
-            raise _CelError(f"no matching overload for {op!r}") from None
-
-    return apply
+        paired = old.get(head, _MISSING) if isinstance(old, dict) else _MISSING
+        yield from _values_at(value[head], paired, rest, (schema.get("properties") or {}).get(head) or {},
+                              (*at, head))

@@ -20,7 +20,7 @@ from typing import Any, TypeVar, cast
 Obj = dict[str, Any]
 Event = dict[str, Any]
 Listener = Callable[[Event, "Obj | None"], None]  # (event, object before it)
-Admit = Callable[[Obj], Obj]
+Admit = Callable[[Obj, Obj | None], Obj]  # (object, its old self on an update)
 J = TypeVar("J")
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -387,9 +387,9 @@ class Store:
         return lambda o: labels.matches(o.get("metadata", {}).get("labels") or {}) and fields.matches(o)
 
     @staticmethod
-    def _admit(rt: ResourceType, obj: Obj) -> Obj:
+    def _admit(rt: ResourceType, obj: Obj, old: Obj | None = None) -> Obj:
         """Admission may default in place, so it gets an object that shares nothing with the store."""
-        return rt.admit(json_copy(obj)) if rt.admit is not None else obj
+        return rt.admit(json_copy(obj), old) if rt.admit is not None else obj
 
     def _update(self, rt: ResourceType, old: Obj, new: Obj, subresource: str | None) -> Obj:
         if subresource not in (None, "status") or (subresource == "status" and not rt.status_subresource):
@@ -420,7 +420,7 @@ class Store:
                     meta.pop(key, None)
         candidate["apiVersion"], candidate["kind"] = old["apiVersion"], old["kind"]
         candidate["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
-        candidate = self._admit(rt, candidate)
+        candidate = self._admit(rt, candidate, old)
         if rt.key == CRD_KEY:
             candidate = self._accept_crd(candidate)
         if candidate == old:

@@ -178,7 +178,8 @@ class Reconciler:
         ))
         await self.apply(body, loop, plan, pods, now)
         self.cfg.metrics.reconcile_seconds.labels(name).observe(time.monotonic() - started)
-        wakes = [t for t in (plan.wake_at, self._status_due(loop, plan, now)) if t is not None]
+        retries = [b.retry_at for b in loop.create_backoff.values() if b.retry_at > now]  # this pass's refusals
+        wakes = [t for t in (plan.wake_at, self._status_due(loop, plan, now), *retries) if t is not None]
         return min(wakes) if wakes else None
 
     async def run_pass(

@@ -423,7 +423,8 @@ class _Builder:
             self.waiting_reason[node.name] = backoff.reason[:200]
             self.wakes.append(backoff.retry_at)
         else:
-            self.state[node.name] = "pending"
+            self.state[node.name] = "waiting"
+            self.waiting_reason[node.name] = backoff.reason[:200]
             self.retrying.append(node)
 
     def schedule(self, matched: Mapping[str, NodeView]) -> None:
@@ -454,7 +455,11 @@ class _Builder:
                 self.inp.profile, node=node.name, fingerprint=node.fingerprint,
                 namespace=self.inp.namespace, configmap=self.inp.configmap,
             ))
-            self.state[node.name] = "running"
+            if node.name in self.backoff:  # still refused until a pod exists
+                self.state[node.name] = "waiting"
+                self.waiting_reason[node.name] = self.backoff[node.name].reason[:200]
+            else:
+                self.state[node.name] = "running"
             self.running += 1
 
 

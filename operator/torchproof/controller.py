@@ -268,9 +268,8 @@ class Reconciler:
                     pod = pod_view(manifest)
                     m.create_refusals.labels(name, str(exc.status)).inc()
                     refusals[pod.node] = refused_create(
-                        plan.create_backoff.get(pod.node), pod.spec_hash or "", pod.node, exc.status, exc.message,
-                        now,
-                        self.cfg.create_backoff_base, self.cfg.create_backoff_max,
+                        plan.create_backoff.get(pod.node), pod.spec_hash or "", pod.node, exc.status,
+                        exc.message, now, self.cfg.create_backoff_base, self.cfg.create_backoff_max,
                     )
                 return
             loop.expect.pod_created(manifest, now)

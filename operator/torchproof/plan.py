@@ -7,10 +7,10 @@ than trusting the generation alone, so that a torn read of the profile never lab
 
 Level-triggered and idempotent: the same state always gives the same plan, a plan applied twice does
 no harm, and everything it needs survives a restart in the cluster itself (node labels and result
-annotations, pod annotations, the profile's status). The only in-memory inputs are the per-node retry time after a
-pending timeout and the per-node backoff after a refused create, which a restart may forget (the node
-is simply tried again). Judging one node's pod never raises out of the plan: it becomes that node's
-`error` verdict, and the plan lists it in `failures` for the shell to log (the core does not log).
+annotations, pod annotations, the profile's status). The only in-memory inputs are the per-node retry
+time after a pending timeout and the per-node backoff after a refused create, which a restart may
+forget (the node is simply tried again). Judging one node's pod never raises out of the plan: it
+becomes that node's `error` verdict, listed in `failures` for the shell to log (the core does not log).
 """
 
 from __future__ import annotations
@@ -230,6 +230,7 @@ class _Builder:
         self.pull_failure: dict[str, Any] | None = None
         self.candidates: list[NodeView] = []
         self.retrying: list[NodeView] = []  # refused before, backoff over: they had a slot, so they go first
+        self.refused_nodes: list[str] = []  # waiting on a refused create, retried or not
         self.backoff = {n: b for n, b in inp.create_backoff.items() if b.spec_hash == inp.profile.spec_hash}
         self.failures: list[NodeFailure] = []
         self.running = 0
@@ -418,13 +419,12 @@ class _Builder:
         """A node whose create was refused keeps its slot while it backs off: a refusal is mostly
         namespace-wide (admission, quota), and the next candidates would only be refused in turn."""
         self.running += 1
+        self.state[node.name] = "waiting"
+        self.waiting_reason[node.name] = backoff.reason[:200]
+        self.refused_nodes.append(node.name)
         if backoff.retry_at > self.inp.now:
-            self.state[node.name] = "waiting"
-            self.waiting_reason[node.name] = backoff.reason[:200]
             self.wakes.append(backoff.retry_at)
         else:
-            self.state[node.name] = "waiting"
-            self.waiting_reason[node.name] = backoff.reason[:200]
             self.retrying.append(node)
 
     def schedule(self, matched: Mapping[str, NodeView]) -> None:
@@ -455,10 +455,7 @@ class _Builder:
                 self.inp.profile, node=node.name, fingerprint=node.fingerprint,
                 namespace=self.inp.namespace, configmap=self.inp.configmap,
             ))
-            if node.name in self.backoff:  # still refused until a pod exists
-                self.state[node.name] = "waiting"
-                self.waiting_reason[node.name] = self.backoff[node.name].reason[:200]
-            else:
+            if node.name not in self.backoff:  # a refused node stays waiting until its pod exists
                 self.state[node.name] = "running"
             self.running += 1
 
@@ -631,13 +628,12 @@ def _status(inp: PlanInput, b: _Builder, matched: Mapping[str, NodeView]) -> dic
         progressing = (False, "Waiting", "nothing can run now: pods unschedulable or retrying later")
     else:
         progressing = (True, "Validating", f"{counts['running']} pods running, {counts['pending']} nodes pending")
-    refused = sorted(name for name in b.backoff if name in matched)
+    refused = sorted(b.refused_nodes)
     if pull:
         degraded = (True, "ImagePullFailed", str(pull.get("message", "")))
     elif refused:
-        first = b.backoff[refused[0]]
         degraded = (True, "PodCreateRefused", f"{len(refused)} node(s) get no validation pod; {refused[0]}: "
-                                              f"{first.reason}")
+                                              f"{b.backoff[refused[0]].reason}")
     else:
         degraded = (False, "AsExpected", "")
     conditions = [

@@ -26,7 +26,22 @@ from torchproof.expectations import Expectations
 from torchproof.informer import Informer
 from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, KubeError
 from torchproof.metrics import Metrics
-from torchproof.plan import DeletePod, NodeUpdate, Plan, PlanInput, PlanMemo, compute_plan, invalid_spec_status
+from torchproof.plan import (
+    CREATE_BACKOFF_BASE,
+    CREATE_BACKOFF_MAX,
+    LOST_GRACE_SECONDS,
+    CreateBackoff,
+    DeletePod,
+    EventSpec,
+    NodeUpdate,
+    Plan,
+    PlanInput,
+    PlanMemo,
+    compute_plan,
+    invalid_spec_status,
+    pass_failed_status,
+    refused_create,
+)
 from torchproof.podspec import build_probe_configmap, configmap_name
 from torchproof.probe import PROBE_PATH
 from torchproof.profile import InvalidSpec, parse_profile
@@ -38,6 +53,13 @@ POD_SELECTOR = {"app.kubernetes.io/managed-by": L.MANAGED_BY, "app.kubernetes.io
 CLEANUP_RETRY_SECONDS = 1.0
 CONFLICT_RETRIES = 3
 CONFLICT_JITTER = 0.05
+PASS_RETRY_MAX = 60.0  # a failing pass is retried after error_backoff, doubling up to this
+
+
+def refuses(exc: KubeError) -> bool:
+    """The API server's considered answer to a pod create (admission, a missing ServiceAccount, a quota):
+    retrying at once would only be refused again. A 409 is a pod that exists; 429, 5xx and no answer pass."""
+    return 400 <= exc.status < 500 and exc.status not in (409, 429)
 
 
 @dataclass
@@ -51,6 +73,9 @@ class OperatorConfig:
     error_backoff: float = 2.0
     server: str | None = None
     clock: Callable[[], float] = time.time
+    lost_grace: float = LOST_GRACE_SECONDS  # see plan.LOST_GRACE_SECONDS
+    create_backoff_base: float = CREATE_BACKOFF_BASE
+    create_backoff_max: float = CREATE_BACKOFF_MAX
 
 
 @dataclass
@@ -68,6 +93,9 @@ class ProfileLoop:
     expect: Expectations = field(default_factory=Expectations)
     memo: PlanMemo = field(default_factory=PlanMemo)
     retry_after: Mapping[str, float] = field(default_factory=dict)
+    create_backoff: Mapping[str, CreateBackoff] = field(default_factory=dict)
+    failing: str | None = None  # why the last pass raised; None while passes work
+    failed_passes: int = 0  # in a row, for the retry backoff
     status: Mapping[str, Any] | None = None
     written: Mapping[str, Any] | None = None
     written_at: float = 0.0
@@ -145,11 +173,53 @@ class Reconciler:
             retry_after=loop.retry_after,
             profile_revalidate=str((meta.get("annotations") or {}).get(L.REVALIDATE_ANNOTATION, "")),
             memo=loop.memo,
+            create_backoff=loop.create_backoff,
+            lost_grace=self.cfg.lost_grace,
         ))
         await self.apply(body, loop, plan, pods, now)
         self.cfg.metrics.reconcile_seconds.labels(name).observe(time.monotonic() - started)
-        wakes = [t for t in (plan.wake_at, self._status_due(loop, plan, now)) if t is not None]
+        retries = [b.retry_at for b in loop.create_backoff.values() if b.retry_at > now]  # this pass's refusals
+        wakes = [t for t in (plan.wake_at, self._status_due(loop, plan, now), *retries) if t is not None]
         return min(wakes) if wakes else None
+
+    async def run_pass(
+        self, body: Mapping[str, Any], loop: ProfileLoop, nodes: Iterable[NodeView], pods: Iterable[PodView],
+        gone: Mapping[str, float] | None = None,
+    ) -> float:
+        """`reconcile`, never raising: a failed API call is retried after error_backoff; any other exception
+        marks the profile Degraded (PassFailed, with an Event and a metric, once per transition) and is
+        retried with a growing backoff, until a pass works again."""
+        name = str((body.get("metadata") or {}).get("name"))
+        try:
+            wake_at = await self.reconcile(body, loop, nodes, pods, gone)
+        except KubeError as exc:
+            log.warning("profile %s: %s", name, exc)
+            return self.cfg.clock() + self.cfg.error_backoff
+        except Exception as exc:
+            return await self._pass_failed(body, loop, exc)
+        if loop.failing is not None:
+            log.info("profile %s: passes work again", name)
+        loop.failing, loop.failed_passes = None, 0
+        return wake_at if wake_at is not None else self.cfg.clock() + self.cfg.resync_seconds
+
+    async def _pass_failed(self, body: Mapping[str, Any], loop: ProfileLoop, exc: Exception) -> float:
+        meta = body.get("metadata") or {}
+        name = str(meta.get("name"))
+        message = f"{type(exc).__name__}: {exc}"[:300]
+        self.cfg.metrics.pass_failures.labels(name).inc()
+        loop.failed_passes += 1
+        now = self.cfg.clock()
+        if loop.failing != message:
+            log.error("profile %s: the pass failed: %s", name, message, exc_info=exc)
+        if loop.failing is None:
+            event = EventSpec("Warning", "DegradedTrue", f"PassFailed: {message}")
+            await self._safely(self.cfg.api.post_event(body, event))
+        previous = loop.status if loop.status is not None else dict(body.get("status") or {})
+        status = pass_failed_status(previous, int(meta.get("generation") or 1), message, now)
+        await self._write_status(name, loop, status, now, force=loop.failing is None)
+        loop.status, loop.failing = status, message
+        delay = min(PASS_RETRY_MAX, self.cfg.error_backoff * 2.0 ** min(loop.failed_passes - 1, 16))
+        return now + delay * random.uniform(0.8, 1.2)
 
     async def apply(
         self, body: Mapping[str, Any], loop: ProfileLoop, plan: Plan, pods: Iterable[PodView], now: float
@@ -161,6 +231,8 @@ class Reconciler:
         created_at = {pod.name: pod.created for pod in pods}
         failures = self.failures
         unlabelled: set[str] = set()
+        failed = {f.node: f for f in plan.failures}
+        refusals: dict[str, CreateBackoff] = {}
 
         async def update(u: NodeUpdate) -> None:
             patch = await self._patch_node(u)
@@ -168,13 +240,18 @@ class Reconciler:
                 unlabelled.add(u.node)
                 return
             loop.expect.node_patched(u.node, patch, now)
+            failure = failed.get(u.node)
+            if failure is not None:  # logged when its error label lands: then no later pass judges it again
+                log.warning("profile %s: judging pod %s of node %s failed: %s", name, failure.pod, u.node,
+                            failure.reason)
+                m.evaluation_failures.labels(name).inc()
             if u.evaluation is not None:
                 m.validations.labels(name, u.evaluation.verdict).inc()
                 for reason in u.evaluation.reasons:
                     m.reasons.labels(name, reason.code).inc()
 
         async def delete(d: DeletePod) -> None:
-            if d.reason == "Completed" and d.node in unlabelled:
+            if d.after_label and d.node in unlabelled:
                 return  # its label did not land: the pod stays, and its result labels the node on a later pass
             if await self._safely(api.delete_pod(ns, d.name)):
                 loop.expect.pod_deleted(d.name, now)
@@ -183,9 +260,20 @@ class Reconciler:
                     m.validation_seconds.labels(name).observe(max(0.0, now - started))
 
         async def create(manifest: Mapping[str, Any]) -> None:
-            if await self._safely(api.create_pod(ns, manifest)):
-                loop.expect.pod_created(manifest, now)
-                m.pods_created.labels(name).inc()
+            try:
+                await api.create_pod(ns, manifest)
+            except KubeError as exc:
+                self._failed(exc)
+                if refuses(exc):
+                    pod = pod_view(manifest)
+                    m.create_refusals.labels(name, str(exc.status)).inc()
+                    refusals[pod.node] = refused_create(
+                        plan.create_backoff.get(pod.node), pod.spec_hash or "", pod.node, exc.status,
+                        exc.message, now, self.cfg.create_backoff_base, self.cfg.create_backoff_max,
+                    )
+                return
+            loop.expect.pod_created(manifest, now)
+            m.pods_created.labels(name).inc()
 
         async def label_then_delete() -> None:
             await _gather(update(u) for u in plan.update)
@@ -201,6 +289,7 @@ class Reconciler:
         events = (self._safely(api.post_event(body, event)) for event in plan.events)
         await asyncio.gather(start(), label_then_delete(), *events)
         loop.retry_after = plan.retry_after
+        loop.create_backoff = {**plan.create_backoff, **refusals}
         loop.status = plan.status
         m.observe_status(name, plan.status)
         await self._write_status(name, loop, plan.status, now)
@@ -414,13 +503,8 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
             async with loop.busy:
                 if loop.closed or body.get("metadata", {}).get("deletionTimestamp"):
                     return  # being deleted: only the deletion handler writes for it now
-                try:
-                    wake_at = await reconciler.reconcile(body, loop, nodes.views(), pods_of(name), pods.gone)
-                except KubeError as exc:
-                    log.warning("profile %s: %s", name, exc)
-                    wake_at = cfg.clock() + cfg.error_backoff
-            horizon = cfg.clock() + cfg.resync_seconds
-            deadline = min(wake_at, horizon) if wake_at is not None else horizon
+                wake_at = await reconciler.run_pass(body, loop, nodes.views(), pods_of(name), pods.gone)
+            deadline = min(wake_at, cfg.clock() + cfg.resync_seconds)
             await _sleep(loop.wake, stopped, deadline - cfg.clock())
             await asyncio.sleep(cfg.batch_window)
 

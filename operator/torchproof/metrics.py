@@ -48,6 +48,18 @@ class Metrics:
             "torchproof_reconcile_duration_seconds", "Time to plan and apply one reconcile pass.",
             ["profile"], registry=r,
         )
+        self.pass_failures = Counter(
+            "torchproof_pass_failures_total", "Planning passes that raised (the profile shows Degraded, PassFailed).",
+            ["profile"], registry=r,
+        )
+        self.evaluation_failures = Counter(
+            "torchproof_evaluation_failures_total", "Pods whose judging raised; their node was labelled error.",
+            ["profile"], registry=r,
+        )
+        self.create_refusals = Counter(
+            "torchproof_pod_create_refusals_total", "Validation pod creates the API server refused, by HTTP status.",
+            ["profile", "code"], registry=r,
+        )
         self.pending_nodes = Gauge(
             "torchproof_pending_nodes", "Nodes awaiting a verdict.", ["profile"], registry=r,
         )

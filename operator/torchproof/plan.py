@@ -7,8 +7,10 @@ than trusting the generation alone, so that a torn read of the profile never lab
 
 Level-triggered and idempotent: the same state always gives the same plan, a plan applied twice does
 no harm, and everything it needs survives a restart in the cluster itself (node labels and result
-annotations, pod annotations, the profile's status). The only in-memory input is the per-node retry
-time after a pending timeout, which a restart may forget (the node is simply tried again).
+annotations, pod annotations, the profile's status). The only in-memory inputs are the per-node retry
+time after a pending timeout and the per-node backoff after a refused create, which a restart may
+forget (the node is simply tried again). Judging one node's pod never raises out of the plan: it
+becomes that node's `error` verdict, listed in `failures` for the shell to log (the core does not log).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from torchproof import labels as L
 from torchproof.compat import CompatResult
 from torchproof.podspec import build_pod
 from torchproof.profile import Profile
+from torchproof.reasons import Reason
+from torchproof.result import UntrustedResult
 from torchproof.verdict import Evaluation, evaluate_pod, static_evaluation
 from torchproof.views import NodeView, PodView, parse_record
 
@@ -33,12 +37,57 @@ PENDING_RETRY_SECONDS = 300.0
 MAX_FAILING_NODES = 20
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
 COVERING = frozenset({"running", *L.VERDICTS})  # a node in these states shows what its hardware kind does
+LOST_GRACE_SECONDS = 60.0  # past a pod's deadline (or its deletion) before the operator stops waiting on it
+CREATE_BACKOFF_BASE = 1.0  # the first wait after a refused create, doubling per refusal ...
+CREATE_BACKOFF_MAX = 300.0  # ... up to this
+CREATE_BACKOFF_JITTER = (0.8, 1.2)  # each wait is scaled within these bounds, so refused nodes drift apart
+AFTER_LABEL = frozenset({"Completed", "ProbeLost", "EvaluationFailed"})  # deletions that wait for the label
 
 
 @dataclass(frozen=True)
 class DeletePod:
     name: str
     node: str
+    reason: str
+
+    @property
+    def after_label(self) -> bool:
+        """The pod carries the node's verdict: it goes only once that label landed, else a later pass judges it."""
+        return self.reason in AFTER_LABEL
+
+
+@dataclass(frozen=True)
+class CreateBackoff:
+    """A node whose validation pod the API server refused (403 from Pod Security admission, a missing
+    ServiceAccount, a quota): no create for it before `retry_at`. Reset when a pod for the node exists
+    (a create went through) or the validated spec changes."""
+
+    spec_hash: str
+    attempts: int
+    retry_at: float
+    reason: str
+
+
+def refused_create(
+    previous: CreateBackoff | None, spec_hash: str, node: str, status: int, message: str, now: float,
+    base: float = CREATE_BACKOFF_BASE, cap: float = CREATE_BACKOFF_MAX,
+) -> CreateBackoff:
+    """The backoff after one more refusal: base doubling to cap, with a jitter drawn from the node and the
+    attempt (deterministic, so the plan stays a function of its input)."""
+    attempts = previous.attempts + 1 if previous is not None and previous.spec_hash == spec_hash else 1
+    delay = min(cap, base * 2.0 ** min(attempts - 1, 32))
+    low, high = CREATE_BACKOFF_JITTER
+    draw = zlib.crc32(f"{node}\0{attempts}".encode()) / 2**32
+    reason = f"CreateRefused: {status} {message}"[:300]
+    return CreateBackoff(spec_hash, attempts, now + delay * (low + (high - low) * draw), reason)
+
+
+@dataclass(frozen=True)
+class NodeFailure:
+    """Judging a node's pod raised; the node got `error` with this reason. The shell logs it once."""
+
+    node: str
+    pod: str
     reason: str
 
 
@@ -103,6 +152,8 @@ class PlanInput:
     retry_after: Mapping[str, float] = field(default_factory=dict)
     profile_revalidate: str = ""
     memo: PlanMemo | None = None
+    create_backoff: Mapping[str, CreateBackoff] = field(default_factory=dict)
+    lost_grace: float = LOST_GRACE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -114,6 +165,8 @@ class Plan:
     status: Mapping[str, Any]
     retry_after: Mapping[str, float]
     wake_at: float | None
+    create_backoff: Mapping[str, CreateBackoff] = field(default_factory=dict)
+    failures: tuple[NodeFailure, ...] = ()
 
 
 def iso(ts: float) -> str:
@@ -176,6 +229,10 @@ class _Builder:
         self.blocked = _image_pull_blocked(inp)
         self.pull_failure: dict[str, Any] | None = None
         self.candidates: list[NodeView] = []
+        self.retrying: list[NodeView] = []  # refused before, backoff over: they had a slot, so they go first
+        self.refused_nodes: list[str] = []  # waiting on a refused create, retried or not
+        self.backoff = {n: b for n, b in inp.create_backoff.items() if b.spec_hash == inp.profile.spec_hash}
+        self.failures: list[NodeFailure] = []
         self.running = 0
         self.context = (inp.profile.name, inp.profile.spec_hash, inp.profile_revalidate)
         memo = inp.memo
@@ -232,11 +289,27 @@ class _Builder:
         self.wakes.append(idle.recorded_at + after)
         return True
 
+    def pod_safely(self, node: NodeView, pod: PodView) -> None:
+        """`with_pod`; an exception while judging the pod (parsing, evaluating, rendering its record)
+        becomes the node's own `error` verdict, so that one result never stops the pass for the others."""
+        updates, deletes = len(self.update), len(self.delete)
+        try:
+            self.with_pod(node, pod)
+        except Exception as exc:
+            del self.update[updates:], self.delete[deletes:]
+            if isinstance(exc, UntrustedResult):
+                reason = Reason("UntrustedResult", str(exc)[:300])
+            else:
+                reason = Reason("EvaluationFailed", f"{type(exc).__name__}: {exc}"[:300])
+            self.label(node, Evaluation("error", (reason,)))
+            self.delete.append(DeletePod(pod.name, node.name, "Completed" if pod.finished else "EvaluationFailed"))
+            self.failures.append(NodeFailure(node.name, pod.name, str(reason)))
+
     def with_pod(self, node: NodeView, pod: PodView) -> None:
         p = self.inp.profile
+        self.backoff.pop(node.name, None)  # a pod exists: its create went through
         if pod.deleting:
-            self.running += 1
-            self.state[node.name] = "running"
+            self.terminating(node, pod)
             return
         stale = pod.spec_hash != p.spec_hash or pod.fingerprint != node.fingerprint
         if stale:
@@ -275,8 +348,49 @@ class _Builder:
             self.state[node.name] = "waiting"
             self.waiting_reason[node.name] = f"Unschedulable: {pod.unschedulable}"[:200]
             return
+        if self.lost(node, pod):
+            return
         self.running += 1
         self.state[node.name] = "running"
+
+    def lost(self, node: NodeView, pod: PodView) -> bool:
+        """A pod past its runtime timeout plus the grace is lost: the kubelet that enforces its
+        activeDeadlineSeconds is gone. Delete it and record `error` (ProbeLost), freeing the slot. A pod
+        never started counts from its creation, with the pending timeout on top."""
+        v, grace = self.inp.profile.validation, self.inp.lost_grace
+        if pod.started is not None:
+            since, limit = pod.started, float(v.runtime_timeout_seconds)
+        elif pod.created is not None:
+            since, limit = pod.created, float(v.pending_timeout_seconds + v.runtime_timeout_seconds)
+        else:
+            return False
+        if self.inp.now < since + limit + grace:
+            self.wakes.append(since + limit + grace)
+            return False
+        self.label(node, Evaluation("error", (Reason(
+            "ProbeLost",
+            f"pod {pod.name} ran {self.inp.now - since:.0f}s without finishing, past its {limit:.0f}s deadline "
+            f"and a {grace:.0f}s grace: the node's kubelet does not enforce it",
+        ),)))
+        self.delete.append(DeletePod(pod.name, node.name, "ProbeLost"))
+        return True
+
+    def terminating(self, node: NodeView, pod: PodView) -> None:
+        """A pod being deleted holds its slot until it is gone, but only for the grace past its deletion
+        time: one stuck Terminating (its kubelet is gone) frees the slot. Its node gets no new pod while it
+        exists (the name is the same: the create would be refused), so it waits, or shows its record."""
+        until = None if pod.deleted_at is None else pod.deleted_at + self.inp.lost_grace
+        if until is None or self.inp.now < until:
+            if until is not None:
+                self.wakes.append(until)
+            self.running += 1
+            self.state[node.name] = "running"
+            return
+        if self.current(self.known(node)):
+            self.state[node.name] = node.labels[L.label_key(self.inp.profile.name)]
+            return
+        self.state[node.name] = "waiting"
+        self.waiting_reason[node.name] = f"PodTerminating: {pod.name} is still being deleted since {iso(until)}"
 
     def without_pod(self, node: NodeView) -> None:
         idle = self.known(node)
@@ -295,16 +409,31 @@ class _Builder:
         elif node.name in self.retry_after:
             self.state[node.name] = "waiting"
             self.waiting_reason[node.name] = "PendingTimeout"
+        elif node.name in self.backoff:
+            self.refused(node, self.backoff[node.name])
         else:
             self.state[node.name] = "pending"
             self.candidates.append(node)
+
+    def refused(self, node: NodeView, backoff: CreateBackoff) -> None:
+        """A node whose create was refused keeps its slot while it backs off: a refusal is mostly
+        namespace-wide (admission, quota), and the next candidates would only be refused in turn."""
+        self.running += 1
+        self.state[node.name] = "waiting"
+        self.waiting_reason[node.name] = backoff.reason[:200]
+        self.refused_nodes.append(node.name)
+        if backoff.retry_at > self.inp.now:
+            self.wakes.append(backoff.retry_at)
+        else:
+            self.retrying.append(node)
 
     def schedule(self, matched: Mapping[str, NodeView]) -> None:
         """Fill free slots: one node of each hardware kind first, so the fleet's picture appears early."""
         if self.blocked or self.pull_failure is not None:
             return
+        self.running -= len(self.retrying)  # their slots are the first to fill
         slots = max(0, self.inp.profile.max_concurrent - self.running)
-        if not slots or not self.candidates:
+        if not slots or not (self.candidates or self.retrying):
             return
         wanted = {node.kind for node in self.candidates}
         covered: set[tuple[str, str]] = set()
@@ -321,12 +450,13 @@ class _Builder:
             else:
                 covered.add(node.kind)
                 first.append(node)
-        for node in (first + rest)[:slots]:
+        for node in (self.retrying + first + rest)[:slots]:
             self.create.append(build_pod(
                 self.inp.profile, node=node.name, fingerprint=node.fingerprint,
                 namespace=self.inp.namespace, configmap=self.inp.configmap,
             ))
-            self.state[node.name] = "running"
+            if node.name not in self.backoff:  # a refused node stays waiting until its pod exists
+                self.state[node.name] = "running"
             self.running += 1
 
 
@@ -350,7 +480,7 @@ def compute_plan(inp: PlanInput) -> Plan:
         node = matched[name]
         found = pods.get(name)
         if found is not None:
-            b.with_pod(node, found)
+            b.pod_safely(node, found)
             continue
         hit = b.memo.get(name)
         if steady and hit is not None and hit.view is node and hit.recorded_at is not None:
@@ -371,6 +501,8 @@ def compute_plan(inp: PlanInput) -> Plan:
         status=status,
         retry_after=b.retry_after,
         wake_at=min(b.wakes) if b.wakes else None,
+        create_backoff={n: backoff for n, backoff in b.backoff.items() if n in matched},
+        failures=tuple(b.failures),
     )
 
 
@@ -457,6 +589,20 @@ def invalid_spec_status(
     }
 
 
+def pass_failed_status(
+    previous: Mapping[str, Any], generation: int, message: str, now: float
+) -> dict[str, Any]:
+    """The last status with Degraded=True (PassFailed) saying why planning passes fail: the rest is what
+    the last pass that worked computed, since nothing newer is known."""
+    old = {str(c.get("type")): c for c in previous.get("conditions") or [] if isinstance(c, Mapping)}
+    degraded = _condition(old, now, generation, "Degraded", True, "PassFailed", message)
+    return {
+        **previous,
+        "conditions": [degraded if t == "Degraded" else dict(old[t]) for t in CONDITION_TYPES
+                       if t == "Degraded" or t in old],
+    }
+
+
 def _status(inp: PlanInput, b: _Builder, matched: Mapping[str, NodeView]) -> dict[str, Any]:
     labelled = _verdicts(inp, b, matched)
     counts = _counts(b, matched, labelled)
@@ -482,9 +628,14 @@ def _status(inp: PlanInput, b: _Builder, matched: Mapping[str, NodeView]) -> dic
         progressing = (False, "Waiting", "nothing can run now: pods unschedulable or retrying later")
     else:
         progressing = (True, "Validating", f"{counts['running']} pods running, {counts['pending']} nodes pending")
-    degraded = (
-        (True, "ImagePullFailed", str(pull.get("message", ""))) if pull else (False, "AsExpected", "")
-    )
+    refused = sorted(b.refused_nodes)
+    if pull:
+        degraded = (True, "ImagePullFailed", str(pull.get("message", "")))
+    elif refused:
+        degraded = (True, "PodCreateRefused", f"{len(refused)} node(s) get no validation pod; {refused[0]}: "
+                                              f"{b.backoff[refused[0]].reason}")
+    else:
+        degraded = (False, "AsExpected", "")
     conditions = [
         _condition(previous, inp.now, gen, t, *spec)
         for t, spec in zip(CONDITION_TYPES, (ready, progressing, degraded), strict=True)

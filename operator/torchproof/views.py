@@ -84,6 +84,8 @@ class PodView:
     waiting_message: str | None
     terminated: Terminated | None
     deleting: bool
+    started: float | None = None  # status.startTime: where activeDeadlineSeconds counts from
+    deleted_at: float | None = None  # metadata.deletionTimestamp: a pod stuck Terminating is seen by it
 
     @property
     def finished(self) -> bool:
@@ -196,6 +198,8 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         waiting_message=waiting_message,
         terminated=terminated,
         deleting=bool(meta.get("deletionTimestamp")),
+        started=parse_time(status.get("startTime")),
+        deleted_at=parse_time(meta.get("deletionTimestamp")),
     )
 
 

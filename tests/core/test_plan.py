@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 from typing import Any
 
+import pytest
 from builders import make_node_body, make_result, profile_body, terminated
 from torchproof import labels as L
-from torchproof.plan import Plan, PlanInput, PlanMemo, compute_plan, validation_order
+from torchproof import verdict as judging
+from torchproof.plan import (
+    Plan,
+    PlanInput,
+    PlanMemo,
+    compute_plan,
+    pass_failed_status,
+    refused_create,
+    validation_order,
+)
+from torchproof.plan import iso as plan_iso
 from torchproof.profile import parse_profile
+from torchproof.result import ProbeResult, UntrustedResult
 from torchproof.views import NodeView, node_view, pod_view
 
 KEY = L.label_key("pytorch-20.06")
@@ -40,6 +53,8 @@ class World:
         self.revalidate = ""
         self.views: dict[str, NodeView] = {}  # unchanged nodes keep their view object, as in the informer
         self.memo = PlanMemo()
+        self.backoff: dict[str, Any] = {}
+        self.refuse: tuple[int, str] | None = None  # (status, message) the API server answers creates with
 
     @property
     def profile(self) -> Any:
@@ -55,7 +70,7 @@ class World:
             nodes=list(self.views.values()),
             pods=[pod_view(p) for p in self.pods.values()],
             now=self.now, namespace="torchproof", configmap="cm", status=self.status,
-            retry_after=self.retry, profile_revalidate=self.revalidate,
+            retry_after=self.retry, profile_revalidate=self.revalidate, create_backoff=self.backoff,
         )
         plan = compute_plan(inp)
         assert compute_plan(dataclasses.replace(inp, memo=self.memo)) == plan
@@ -69,7 +84,13 @@ class World:
             merge(self.nodes[u.node], patch)
         for d in plan.delete:
             self.pods.pop(d.name)
+        self.backoff = dict(plan.create_backoff)
         for manifest in plan.create:
+            if self.refuse is not None:
+                node = self.node_of(dict(manifest))
+                self.backoff[node] = refused_create(
+                    plan.create_backoff.get(node), self.profile.spec_hash, node, *self.refuse, self.now)
+                continue
             pod = copy.deepcopy(dict(manifest))
             pod["metadata"]["creationTimestamp"] = "2027-01-15T08:00:00Z"
             pod["status"] = {"phase": "Pending"}
@@ -343,3 +364,228 @@ def test_a_label_write_that_conflicts_is_rebased_on_the_fresh_node() -> None:
     assert meta["labels"] == {KEY: "passed"}
     assert meta["annotations"][L.result_annotation_key("pytorch-20.06")] == \
         update.patch["metadata"]["annotations"][L.result_annotation_key("pytorch-20.06")]
+
+
+# -- one node's result never stops the others ------------------------------------------------------------
+
+BAD_UUID = "GPU-bad"
+
+
+def _bad(result: Any) -> bool:
+    return any(d.uuid == BAD_UUID for d in result.gpu.devices)
+
+
+def _judge_raising(exc: Exception) -> Any:
+    real = judging.judge
+
+    def judge(*args: Any, **kwargs: Any) -> Any:
+        if any(isinstance(a, ProbeResult) and _bad(a) for a in args):
+            raise exc
+        return real(*args, **kwargs)
+
+    return judge
+
+
+def _numbers_unrenderable(result: ProbeResult) -> dict[str, Any]:
+    numbers = REAL_KEY_NUMBERS(result)
+    return {**numbers, "gpu": object()} if _bad(result) else numbers
+
+
+def _parser_raising(text: Any) -> Any:
+    if BAD_UUID in str(text):
+        raise IndexError("list index out of range")
+    return REAL_PARSE(text)
+
+
+REAL_KEY_NUMBERS = judging._key_numbers
+REAL_PARSE = judging.parse_result
+EVALUATION_FAILURES = {  # what raises while one pod is judged → the reason its node gets
+    "parser bug": (("parse_result", _parser_raising), "EvaluationFailed: IndexError: list index out of range"),
+    "untrusted result raised late": (("judge", _judge_raising(UntrustedResult("result.gpu: not trusted"))),
+                                     "UntrustedResult: result.gpu: not trusted"),
+    "evaluation overflows": (("judge", _judge_raising(OverflowError("int too large to convert to float"))),
+                             "EvaluationFailed: OverflowError: int too large to convert to float"),
+    "record does not render": (("_key_numbers", _numbers_unrenderable), "EvaluationFailed: TypeError: "),
+}
+
+
+@pytest.mark.parametrize("case", EVALUATION_FAILURES, ids=list(EVALUATION_FAILURES))
+def test_a_pod_whose_judging_raises_gives_its_node_error_and_the_others_their_labels(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (attribute, replacement), reason = EVALUATION_FAILURES[case]
+    monkeypatch.setattr(judging, attribute, replacement)
+    w = World([make_node_body("t4-a"), make_node_body("t4-bad"), make_node_body("t4-c")])
+    w.step()
+    w.finish_all()
+    bad = next(p for p in w.pods.values() if w.node_of(p) == "t4-bad")
+    bad["status"] = {"phase": "Succeeded", **terminated(make_result(
+        lambda d: d["gpu"]["devices"][0].update(uuid=BAD_UUID)))}
+    plan = w.step()
+    assert (w.label("t4-a"), w.label("t4-c"), w.label("t4-bad")) == ("passed", "passed", "error")
+    record = json.loads(w.nodes["t4-bad"]["metadata"]["annotations"][L.result_annotation_key("pytorch-20.06")])
+    assert record["reasons"][0].startswith(reason), record["reasons"]
+    assert [(f.node, f.reason.split(":")[0]) for f in plan.failures] == [("t4-bad", reason.split(":")[0])]
+    assert {d.node: d.reason for d in plan.delete} == {"t4-a": "Completed", "t4-bad": "Completed",
+                                                       "t4-c": "Completed"}
+    assert w.pods == {}
+    assert plan.status["counts"]["error"] == 1 and plan.status["counts"]["passed"] == 2
+    again = w.step()
+    assert (again.failures, again.update, again.create) == ((), (), ()), "recorded once, so reported once"
+
+
+def test_a_running_pod_whose_handling_raises_is_labelled_error_and_deleted_after_its_label(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = World([make_node_body("t4-a")])
+    w.step()
+
+    def lost(*_: Any) -> bool:
+        raise KeyError("startTime")
+
+    monkeypatch.setattr("torchproof.plan._Builder.lost", lost)
+    plan = w.step()
+    assert [(d.reason, d.after_label) for d in plan.delete] == [("EvaluationFailed", True)]
+    assert w.label("t4-a") == "error"
+
+
+def test_the_last_status_with_degraded_pass_failed_keeps_the_other_conditions_and_times() -> None:
+    w = World([make_node_body("t4-a")])
+    previous = w.step().status
+    failed = pass_failed_status(previous, 1, "RuntimeError: boom", T0 + 5)
+    conditions = {c["type"]: c for c in failed["conditions"]}
+    assert [c["type"] for c in failed["conditions"]] == ["Ready", "Progressing", "Degraded"]
+    assert conditions["Degraded"]["status"] == "True" and conditions["Degraded"]["reason"] == "PassFailed"
+    assert conditions["Degraded"]["message"] == "RuntimeError: boom"
+    assert conditions["Ready"] == next(c for c in previous["conditions"] if c["type"] == "Ready")
+    assert failed["counts"] == previous["counts"]
+    again = pass_failed_status(failed, 1, "RuntimeError: boom", T0 + 50)
+    assert again["conditions"][2]["lastTransitionTime"] == conditions["Degraded"]["lastTransitionTime"]
+    w.status = failed
+    w.now = T0 + 60
+    recovered = {c["type"]: c for c in w.step().status["conditions"]}
+    assert recovered["Degraded"]["status"] == "False"
+    assert pass_failed_status({}, 3, "x", T0)["conditions"][0]["type"] == "Degraded"
+
+
+# -- the operator watches its own pods' fate -------------------------------------------------------------
+
+def _degraded(plan: Plan) -> dict[str, Any]:
+    return next(c for c in plan.status["conditions"] if c["type"] == "Degraded")
+
+
+def test_a_refused_create_waits_with_the_reason_backs_off_exponentially_and_holds_its_slot() -> None:
+    w = World([make_node_body("t4-a"), make_node_body("t4-b")], maxConcurrent=1)
+    w.refuse = (403, 'pods "x" is forbidden: violates PodSecurity "restricted:latest"')
+    first = w.step()
+    [node] = [w.node_of(dict(m)) for m in first.create]
+    attempts = [w.now]
+    events: list[str] = []
+    for _ in range(12):
+        plan = w.step()
+        assert [w.node_of(dict(m)) for m in plan.create] in ([], [node]), "the other node never gets the slot"
+        events += [e.reason for e in plan.events]
+        if plan.create:
+            attempts.append(w.now)
+            continue
+        waiting = {n["node"]: n["reason"] for n in plan.status["waitingNodes"]}
+        assert waiting == {node: 'CreateRefused: 403 pods "x" is forbidden: violates PodSecurity "restricted:latest"'}
+        assert plan.status["counts"]["running"] == 0 and plan.status["counts"]["waiting"] == 1
+        assert _degraded(plan)["status"] == "True" and _degraded(plan)["reason"] == "PodCreateRefused"
+        assert plan.wake_at == w.backoff[node].retry_at
+        w.now = plan.wake_at
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert len(gaps) == 6
+    for i, gap in enumerate(gaps):
+        assert 0.8 * 2**i <= gap <= 1.2 * 2**i, gaps
+    assert events.count("DegradedTrue") == 1, events
+    w.refuse = None
+    w.now = w.backoff[node].retry_at
+    plan = w.step()
+    assert [w.node_of(dict(m)) for m in plan.create] == [node]
+    assert w.step().create_backoff == {}, "a pod exists: the create went through"
+    assert _degraded(w.step())["status"] == "False"
+
+
+def test_create_backoff_is_capped_and_reset_by_a_spec_change() -> None:
+    backoff = None
+    for _ in range(20):
+        backoff = refused_create(backoff, "h1", "n", 403, "quota", 0.0)
+    assert backoff is not None and backoff.attempts == 20 and 240 <= backoff.retry_at <= 360
+    assert refused_create(backoff, "h2", "n", 403, "quota", 0.0).attempts == 1
+    w = World([make_node_body("t4-a")])
+    w.refuse = (403, "exceeded quota")
+    w.step()
+    assert w.step().create == ()
+    edit_spec(w)
+    assert len(w.plan().create) == 1, "a new spec is tried at once"
+
+
+LOST = {  # (pod status, how old it is) → lost?
+    "running within its deadline": ({"phase": "Running"}, 600 + 60 - 1, False),
+    "running past deadline and grace": ({"phase": "Running"}, 600 + 60, True),
+    "never started, within pending and runtime": ({"phase": "Pending"}, 300 + 600 + 60 - 1, False),
+    "never started, past pending and runtime": ({"phase": "Pending"}, 300 + 600 + 60, True),
+}
+
+
+@pytest.mark.parametrize("case", LOST, ids=list(LOST))
+def test_a_pod_past_its_deadline_and_grace_is_lost_deleted_and_its_slot_freed(case: str) -> None:
+    status, age, lost = LOST[case]
+    w = World([make_node_body("t4-a"), make_node_body("t4-b")], maxConcurrent=1)
+    [manifest] = w.step().create
+    node = w.node_of(dict(manifest))
+    other = "t4-b" if node == "t4-a" else "t4-a"
+    pod = w.pods[manifest["metadata"]["name"]]
+    pod["status"] = {**status, **({"startTime": plan_iso(T0)} if status["phase"] == "Running" else {})}
+    w.now = T0 + age
+    plan = w.step()
+    if not lost:
+        assert (plan.delete, plan.create, plan.update) == ((), (), ())
+        assert plan.wake_at == T0 + age + 1
+        return
+    assert [(d.node, d.reason) for d in plan.delete] == [(node, "ProbeLost")]
+    assert [w.node_of(dict(m)) for m in plan.create] == [other], "the slot goes to another node"
+    assert w.label(node) == "error"
+    record = json.loads(w.nodes[node]["metadata"]["annotations"][L.result_annotation_key("pytorch-20.06")])
+    assert record["reasons"][0].startswith("ProbeLost: ")
+    assert w.step().create == (), "the lost node has a current record: no new pod until it is revalidated"
+
+
+TERMINATING = {  # (seconds since the deletionTimestamp, node has a current record) → slot held, state
+    "just deleted": (10, False, True, "running"),
+    "stuck past the grace, no record": (61, False, False, "waiting"),
+    "stuck past the grace, recorded": (61, True, False, "error"),
+}
+
+
+@pytest.mark.parametrize("case", TERMINATING, ids=list(TERMINATING))
+def test_a_pod_stuck_terminating_frees_its_slot_after_the_grace(case: str) -> None:
+    since, recorded, held, state = TERMINATING[case]
+    w = World([make_node_body("t4-a"), make_node_body("t4-b")], maxConcurrent=1)
+    [manifest] = w.step().create
+    node = w.node_of(dict(manifest))
+    if recorded:
+        w.now = T0 + 2000  # past deadline and grace: lost, labelled error; the deletion then sticks
+        w.pods[manifest["metadata"]["name"]]["status"] = {"phase": "Running", "startTime": plan_iso(T0)}
+        lost = w.plan()
+        w.step()
+        w.pods[manifest["metadata"]["name"]] = lost_pod = copy.deepcopy(dict(manifest))
+        lost_pod["status"] = {"phase": "Running"}
+        for name in [n for n in w.pods if w.node_of(w.pods[n]) != node]:
+            del w.pods[name]
+        assert [d.reason for d in lost.delete] == ["ProbeLost"]
+    pod = w.pods[manifest["metadata"]["name"]]
+    pod["metadata"]["deletionTimestamp"] = plan_iso(w.now)
+    w.now += since
+    plan = w.step()
+    assert bool(plan.create) is not held
+    assert plan.status["counts"]["running"] == (1 if held else len(plan.create))
+    waiting = {n["node"]: n["reason"] for n in plan.status["waitingNodes"]}
+    if state == "waiting":
+        assert waiting[node].startswith("PodTerminating: ")
+    else:
+        assert node not in waiting
+    assert all(d.node != node for d in plan.delete), "already being deleted"
+    if state == "error":
+        assert w.label(node) == "error" and plan.status["counts"]["error"] == 1

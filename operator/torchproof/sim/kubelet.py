@@ -522,6 +522,8 @@ class SimKubelet:
         self.stats.started += 1
         pod.running = True
         self._count(self.stats.running, self.stats.max_running, pod.key, +1)
+        if "kubeletLost" in node.faults:
+            return  # the kubelet dies with the container running: no result, and no deadline is enforced
         end = ending(node, pod.body)  # the probe observes the node as it is when the container starts
         if deadline is not None and deadline < probe_time:
             await self.clock.sleep(float(deadline))

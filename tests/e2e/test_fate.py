@@ -104,8 +104,8 @@ def refuse_pod_creates(cluster: EmbeddedCluster, message: str) -> tuple[list[tup
     pods = store.resolve("v1/pods")
     attempts: list[tuple[float, str]] = []
 
-    def admit(obj: dict[str, Any]) -> dict[str, Any]:
-        if "resourceVersion" not in obj["metadata"]:  # a create; status writes of existing pods pass
+    def admit(obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+        if old is None:  # a create; status writes of existing pods pass
             attempts.append((time.monotonic(), obj["metadata"]["name"]))
             raise ApiError(403, "Forbidden", message)
         return obj

@@ -61,7 +61,6 @@ class UntrustedResult(ValueError):
     """The probe's output broke the contract; the message says where."""
 
 
-Number = float | int | None
 Validator = Callable[[Any, str], Any]
 
 

@@ -46,6 +46,7 @@ from torchproof.podspec import build_probe_configmap, configmap_name
 from torchproof.probe import PROBE_PATH
 from torchproof.profile import InvalidSpec, parse_profile
 from torchproof.sweep import Removal, plan_removal, plan_sweep
+from torchproof.text import clean_text
 from torchproof.views import NodeView, PodView, node_view, pod_view
 
 log = logging.getLogger("torchproof")
@@ -205,7 +206,7 @@ class Reconciler:
     async def _pass_failed(self, body: Mapping[str, Any], loop: ProfileLoop, exc: Exception) -> float:
         meta = body.get("metadata") or {}
         name = str(meta.get("name"))
-        message = f"{type(exc).__name__}: {exc}"[:300]
+        message = clean_text(f"{type(exc).__name__}: {exc}", 300)  # it may quote what a result said
         self.cfg.metrics.pass_failures.labels(name).inc()
         loop.failed_passes += 1
         now = self.cfg.clock()

@@ -29,6 +29,7 @@ from torchproof.podspec import build_pod
 from torchproof.profile import Profile
 from torchproof.reasons import Reason
 from torchproof.result import UntrustedResult
+from torchproof.text import clean_text, clean_tree
 from torchproof.verdict import Evaluation, evaluate_pod, static_evaluation
 from torchproof.views import NodeView, PodView, parse_record
 
@@ -211,6 +212,15 @@ def _record(inp: PlanInput, node: NodeView, evaluation: Evaluation, token: str) 
     }
 
 
+RECORD_IDENTITY = frozenset({"at", "generation", "specHash", "fingerprint", "revalidate", "image"})
+
+
+def _clean_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The record with its text cleaned (text.py), but what identifies the verdict verbatim: a later pass
+    compares it with the live values."""
+    return {key: value if key in RECORD_IDENTITY else clean_tree(value) for key, value in record.items()}
+
+
 class _Builder:
     """Accumulates one plan; each node is classified exactly once."""
 
@@ -243,7 +253,7 @@ class _Builder:
         return f"{self.inp.profile_revalidate}/{node.annotations.get(L.REVALIDATE_ANNOTATION, '')}"
 
     def label(self, node: NodeView, evaluation: Evaluation) -> None:
-        record = _record(self.inp, node, evaluation, self.token(node))
+        record = _clean_record(_record(self.inp, node, evaluation, self.token(node)))
         patch = L.verdict_patch(
             self.inp.profile.name, node.annotations, evaluation.verdict, record, node.resource_version
         )
@@ -497,8 +507,8 @@ def compute_plan(inp: PlanInput) -> Plan:
         create=tuple(b.create),
         delete=tuple(b.delete),
         update=tuple(b.update),
-        events=tuple(b.events),
-        status=status,
+        events=tuple(EventSpec(e.type, e.reason, clean_text(e.message)) for e in b.events),
+        status=clean_tree(status),
         retry_after=b.retry_after,
         wake_at=min(b.wakes) if b.wakes else None,
         create_backoff={n: backoff for n, backoff in b.backoff.items() if n in matched},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,13 +23,44 @@ MAX_DEPTH = 6
 CHECK_NAMES = ("environment", "gpu", "cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu")
 STATUSES = frozenset({"ok", "error", "timeout", "skipped"})
 AMP_RUNS = ("native", "apex", "bf16")
+MAX_ENV_VARS = 32
+MAX_INT = 2**53  # I-JSON (RFC 7493): the integers a double holds exactly
+ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Code points no result string may hold (decoded from escapes such as \u0000): C0 controls but tab, newline and
+# carriage return; DEL and C1 controls; lone surrogates; noncharacters (I-JSON, RFC 7493 section 2.1).
+FORBIDDEN = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}" for plane in range(17))
+    + "]"
+)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field of the contract can truly take; anything outside is rejected."""
+
+    low: float
+    high: float
+
+
+FP32_MAX = 3.4028234663852886e38
+SECONDS = Range(0.0, 86400.0)  # a pod never outlives runtimeTimeoutSeconds (at most one day)
+TFLOPS = Range(0.0, 1e5)  # 100 PFLOP/s on one GPU: far above any GPU's peak (plausibility is verdict.py's)
+SPEEDUP = Range(0.0, 1e4)
+LOSS = Range(0.0, FP32_MAX)  # cross-entropy, computed in fp32 (beyond it the probe writes null)
+REL_ERROR = Range(0.0, 1e51)  # |got - want| (fp32) over a scale the probe floors at 1e-12
+STEPS = Range(0, 10_000)  # amp steps and skipped steps, conv3d iterations (the profile allows 100)
+MATMUL_SIZE = Range(1, 65_536)  # the profile allows 16384
+DEVICE_INDEX = Range(0, 63)
+DEVICE_COUNT = Range(0, 64)
+MEMORY_MIB = Range(0, 2**24)  # 16 TiB
+COUNT = Range(0, MAX_INT)  # ECC errors, NaN outputs
 
 
 class UntrustedResult(ValueError):
     """The probe's output broke the contract; the message says where."""
 
 
-Number = float | int | None
 Validator = Callable[[Any, str], Any]
 
 
@@ -78,7 +110,7 @@ class CheckOutcome:
 
     def number(self, key: str) -> float | None:
         value = self.data.get(key)
-        return None if value is None or isinstance(value, bool) else float(value)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
     def flag(self, key: str) -> bool | None:
         value = self.data.get(key)
@@ -123,20 +155,28 @@ def _bool(value: Any, path: str) -> bool:
     return value
 
 
-def _int(value: Any, path: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(path, f"expected an integer, got {type(value).__name__}")
-    if not -(2**53) <= value <= 2**53:
-        raise _fail(path, "integer out of range")
-    return value
+def _int(bounds: Range) -> Validator:
+    def check(value: Any, path: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(path, f"expected an integer, got {type(value).__name__}")
+        if not bounds.low <= value <= bounds.high:
+            raise _fail(path, f"{value} out of range [{bounds.low:g}, {bounds.high:g}]")
+        return value
+
+    return check
 
 
-def _num(value: Any, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _fail(path, f"expected a number, got {type(value).__name__}")
-    if not math.isfinite(value) or abs(value) > 1e15:
-        raise _fail(path, "number not finite or out of range")
-    return float(value)
+def _num(bounds: Range) -> Validator:
+    def check(value: Any, path: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _fail(path, f"expected a number, got {type(value).__name__}")
+        if isinstance(value, int) and abs(value) > MAX_INT:  # parse_result refuses them first; float() overflows
+            raise _fail(path, "integer beyond ±2^53")
+        if not bounds.low <= value <= bounds.high:
+            raise _fail(path, f"{value:.6g} out of range [{bounds.low:g}, {bounds.high:g}]")
+        return float(value)
+
+    return check
 
 
 def _obj(value: Any, path: str) -> Mapping[str, Any]:
@@ -152,9 +192,10 @@ def _fields(value: Any, path: str, spec: Mapping[str, Validator]) -> dict[str, A
 
 
 _AMP_RUN: Mapping[str, Validator] = {
-    "api": _opt(_str), "dtype": _opt(_str), "steps": _opt(_int), "firstLoss": _opt(_num),
-    "lastLoss": _opt(_num), "finite": _opt(_bool), "decreased": _opt(_bool), "maxRelError": _opt(_num),
-    "skippedSteps": _opt(_int), "error": _opt(_str), "skipped": _opt(_str),
+    "api": _opt(_str), "dtype": _opt(_str), "steps": _opt(_int(STEPS)), "firstLoss": _opt(_num(LOSS)),
+    "lastLoss": _opt(_num(LOSS)), "finite": _opt(_bool), "decreased": _opt(_bool),
+    "maxRelError": _opt(_num(REL_ERROR)), "skippedSteps": _opt(_int(STEPS)), "error": _opt(_str),
+    "skipped": _opt(_str),
 }
 
 
@@ -162,18 +203,19 @@ def _amp_run(value: Any, path: str) -> dict[str, Any]:
     return _fields(value, path, _AMP_RUN)
 
 
+_TFLOPS, _SPEEDUP = _opt(_num(TFLOPS)), _opt(_num(SPEEDUP))
 _CHECK_DATA: Mapping[str, Mapping[str, Validator]] = {
     "environment": {},
     "gpu": {},
     "cuda": {"available": _opt(_bool), "kernelOk": _opt(_bool)},
     "amp": {run: _opt(_amp_run) for run in AMP_RUNS},
     "tensorCores": {
-        "size": _opt(_int), "fp32": _opt(_num), "fp16": _opt(_num), "bf16": _opt(_num), "tf32": _opt(_num),
-        "fp16Speedup": _opt(_num), "bf16Speedup": _opt(_num), "tf32Speedup": _opt(_num),
+        "size": _opt(_int(MATMUL_SIZE)), "fp32": _TFLOPS, "fp16": _TFLOPS, "bf16": _TFLOPS, "tf32": _TFLOPS,
+        "fp16Speedup": _SPEEDUP, "bf16Speedup": _SPEEDUP, "tf32Speedup": _SPEEDUP,
     },
-    "channelsLast": {"finite": _opt(_bool), "maxRelError": _opt(_num)},
-    "conv3d": {"iterations": _opt(_int), "nanCount": _opt(_int)},
-    "multiGpu": {"devices": _opt(_int), "peerAccess": _opt(_bool), "allReduceOk": _opt(_bool)},
+    "channelsLast": {"finite": _opt(_bool), "maxRelError": _opt(_num(REL_ERROR))},
+    "conv3d": {"iterations": _opt(_int(STEPS)), "nanCount": _opt(_int(COUNT))},
+    "multiGpu": {"devices": _opt(_int(DEVICE_COUNT)), "peerAccess": _opt(_bool), "allReduceOk": _opt(_bool)},
 }
 
 
@@ -182,7 +224,7 @@ def _check(name: str, value: Any, path: str) -> CheckOutcome:
     status = _str(obj.get("status"), f"{path}.status")
     if status not in STATUSES:
         raise _fail(f"{path}.status", f"unknown status {status!r}")
-    seconds = _opt(_num)(obj.get("seconds"), f"{path}.seconds")
+    seconds = _opt(_num(SECONDS))(obj.get("seconds"), f"{path}.seconds")
     return CheckOutcome(
         status=status,
         seconds=seconds,
@@ -194,8 +236,9 @@ def _check(name: str, value: Any, path: str) -> CheckOutcome:
 
 def _device(value: Any, path: str) -> Device:
     d = _fields(value, path, {
-        "index": _int, "name": _opt(_str), "brand": _opt(_str), "uuid": _opt(_str), "cc": _opt(_str),
-        "memoryMiB": _opt(_int), "ecc": _opt(_bool), "eccErrors": _opt(_int), "mig": _opt(_bool),
+        "index": _int(DEVICE_INDEX), "name": _opt(_str), "brand": _opt(_str), "uuid": _opt(_str),
+        "cc": _opt(_str), "memoryMiB": _opt(_int(MEMORY_MIB)), "ecc": _opt(_bool),
+        "eccErrors": _opt(_int(COUNT)), "mig": _opt(_bool),
     })
     if "index" not in d:
         raise _fail(f"{path}.index", "missing")
@@ -207,7 +250,7 @@ def _device(value: Any, path: str) -> Device:
 
 def _gpu(value: Any, path: str) -> GpuObservation:
     d = _fields(value, path, {
-        "source": _str, "driver": _opt(_str), "cudaDriver": _opt(_str), "count": _opt(_int),
+        "source": _str, "driver": _opt(_str), "cudaDriver": _opt(_str), "count": _opt(_int(DEVICE_COUNT)),
         "devices": _opt(_obj_list), "note": _opt(_str),
     })
     source = d.get("source")
@@ -235,41 +278,139 @@ def _env(value: Any, path: str) -> EnvObservation:
         "nccl": _opt(_str), "apex": _opt(_bool), "vars": _opt(_obj),
     })
     raw_vars = d.get("vars") or {}
-    env_vars = {_str(k, f"{path}.vars"): _str(v, f"{path}.vars.{k}") for k, v in raw_vars.items()}
+    if len(raw_vars) > MAX_ENV_VARS:
+        raise _fail(f"{path}.vars", f"more than {MAX_ENV_VARS} variables")
+    env_vars = {_var_name(k, f"{path}.vars"): _str(v, f"{path}.vars.{k}") for k, v in raw_vars.items()}
     return EnvObservation(
         python=d.get("python"), torch=d.get("torch"), cuda=d.get("cuda"), cudnn=d.get("cudnn"),
         nccl=d.get("nccl"), apex=d.get("apex"), vars=env_vars,
     )
 
 
-def _depth(value: Any, level: int = 0) -> int:
-    if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level + 1)
-    return level
+def _var_name(value: str, path: str) -> str:
+    if not ENV_VAR_NAME.fullmatch(_str(value, path)):
+        raise _fail(path, f"{value!r} is not an environment variable name")
+    return value
+
+
+# -- the text itself: checked before and while json.loads builds it ---------------------------------
+
+
+def _nesting(text: str) -> int:
+    """The deepest bracket nesting outside strings, or MAX_DEPTH + 1 as soon as it is passed.
+
+    A loop, not a recursion, and before json.loads (which recurses once per level): a bracket bomb is
+    refused without ever reaching the decoder. The scan agrees with JSON wherever the text is JSON; where
+    it is not, the decoder stops at the first place they disagree, before any deeper bracket."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH:
+                    break
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are all different: with a repeated key, readers disagree on which one counts."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise UntrustedResult(f"result: key {key[:40]!r} appears more than once in one object")
+        obj[key] = value
+    return obj
+
+
+def _parse_int(token: str) -> int:
+    """Integers within ±2^53, judged by their digits first: a float() of a longer one may overflow."""
+    if len(token.lstrip("-")) <= len(str(MAX_INT)):
+        value = int(token)
+        if abs(value) <= MAX_INT:
+            return value
+    raise UntrustedResult(f"result: integer {token[:24]}{'…' if len(token) > 24 else ''} is beyond ±2^53")
+
+
+def _parse_float(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise UntrustedResult(f"result: number {token[:24]} is beyond what a double holds")
+    return value
 
 
 def _reject_constant(token: str) -> Any:
     raise UntrustedResult(f"non-finite number {token} in the result")
 
 
+def _check_strings(doc: Any) -> None:
+    """Every key and string in the document, without recursion: no control character, lone surrogate or
+    noncharacter (they arrive as escapes like \\u0000, which the decoder turns into the character)."""
+    stack: list[tuple[Any, str]] = [(doc, "result")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _plain_text(key, f"{path} key")
+                stack.append((item, f"{path}.{key}"))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
+        elif isinstance(value, str):
+            _plain_text(value, path)
+
+
+def _plain_text(value: str, path: str) -> None:
+    bad = FORBIDDEN.search(value)
+    if bad is not None:
+        where = path if len(path) <= 80 else f"{path[:80]}…"
+        raise UntrustedResult(f"{where}: control character or non-text code point U+{ord(bad.group()):04X}")
+
+
+def _decode(text: str | bytes) -> str:
+    raw = text if isinstance(text, bytes) else None
+    try:
+        if raw is None:
+            raw = text.encode("utf-8") if isinstance(text, str) else b""
+        if len(raw) > MAX_RESULT_BYTES:
+            raise UntrustedResult(f"result is {len(raw)} bytes, more than {MAX_RESULT_BYTES}")
+        return raw.decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError) as exc:
+        raise UntrustedResult(f"result is not UTF-8 text: {exc.reason} at {exc.start}") from None
+
+
 def parse_result(text: str | bytes | None) -> ProbeResult:
-    """Parse a termination message into a `ProbeResult`, or raise `UntrustedResult` saying why."""
+    """Parse a termination message into a `ProbeResult`, or raise `UntrustedResult` saying why.
+
+    Nothing else escapes: every number returned lies in its field's declared `Range`, every string is
+    at most MAX_STRING characters of plain text, so downstream code can use them without guarding."""
     if text is None or text == "" or text == b"":
         raise UntrustedResult("no result: the termination message is empty")
-    raw = text.encode("utf-8", "replace") if isinstance(text, str) else text
-    if len(raw) > MAX_RESULT_BYTES:
-        raise UntrustedResult(f"result is {len(raw)} bytes, more than {MAX_RESULT_BYTES}")
+    decoded = _decode(text)
+    if _nesting(decoded) > MAX_DEPTH:
+        raise UntrustedResult(f"result: nested deeper than {MAX_DEPTH} levels")
     try:
-        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        doc = json.loads(
+            decoded, object_pairs_hook=_unique_keys, parse_int=_parse_int, parse_float=_parse_float,
+            parse_constant=_reject_constant,
+        )
     except UntrustedResult:
         raise
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise UntrustedResult(f"result is not JSON: {str(exc)[:120]}") from None
     top = _obj(doc, "result")
-    if _depth(top) > MAX_DEPTH:
-        raise UntrustedResult(f"result: nested deeper than {MAX_DEPTH} levels")
+    _check_strings(top)
     schema = top.get("schema")
     if schema != RESULT_SCHEMA:
         raise UntrustedResult(f"result.schema: expected {RESULT_SCHEMA!r}, got {str(schema)[:80]!r}")
@@ -284,7 +425,7 @@ def parse_result(text: str | bytes | None) -> ProbeResult:
     return ProbeResult(
         probe=_str(top.get("probe", "?"), "result.probe"),
         device=device,
-        seconds=_opt(_num)(top.get("seconds"), "result.seconds"),
+        seconds=_opt(_num(SECONDS))(top.get("seconds"), "result.seconds"),
         env=_env(top.get("env", {}), "result.env"),
         gpu=_gpu(top.get("gpu", {"source": "none"}), "result.gpu"),
         checks=checks,

@@ -44,10 +44,20 @@ BAD: dict[str, tuple[Mangle, str]] = {
     "label-text": (doc_edit(lambda d: d["checks"]["cuda"].update(status="ok\ntorchproof.dev/pytorch-20.06=passed")),
                    "unknown status"),
     "deep": (doc_edit(lambda d: d["checks"]["amp"].update(native=nested(8))), "nested deeper"),
-    "bracket-bomb": (lambda _text: "[" * 3000 + "]" * 1000, "not JSON"),
+    "bracket-bomb": (lambda _text: "[" * 3000 + "]" * 1000, "nested deeper"),
     "schema-v2": (doc_edit(lambda d: d.update(schema="torchproof.dev/probe-result/v2")), "result.schema"),
     "long-string": (doc_edit(lambda d: d["gpu"].update(note="n" * 201)), "longer than 200"),
     "too-many-gpus": (doc_edit(lambda d: d["gpu"].update(devices=d["gpu"]["devices"] * 9)), "more than 8"),
+    "huge-int": (doc_edit(lambda d: d["checks"]["conv3d"].update(nanCount=10**400)), "beyond ±2^53"),
+    "negative-tflops": (doc_edit(lambda d: d["checks"]["tensorCores"].update(fp16=-52.1)), "out of range"),
+    "negative-seconds": (doc_edit(lambda d: d.update(seconds=-1.0)), "result.seconds: -1 out of range"),
+    "gpu-index-64": (doc_edit(lambda d: d["gpu"]["devices"][0].update(index=64)), "out of range"),
+    "duplicate-key": (lambda text: text.rstrip()[:-1] + ', "schema": "torchproof.dev/probe-result/v1"}',
+                      "appears more than once"),
+    "nul-in-name": (doc_edit(lambda d: d["gpu"]["devices"][0].update(name="Tesla\x00T4")), "U+0000"),
+    "ansi-in-error": (doc_edit(lambda d: d["checks"]["cuda"].update(error="\x1b[2J\x1b[31mok")), "U+001B"),
+    "lone-surrogate": (doc_edit(lambda d: d["gpu"].update(note="\ud800")), "U+D800"),
+    "env-flood": (doc_edit(lambda d: d["env"].update(vars={f"V{i}": "1" for i in range(40)})), "more than 32"),
 }
 # Keys outside the contract are dropped: a result claiming a verdict or labels gets the operator's own.
 CLAIMS = doc_edit(lambda d: d.update(verdict="passed", labels={L.label_key(NAME): "passed", "team": "x"}))

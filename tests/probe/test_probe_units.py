@@ -78,6 +78,14 @@ def test_clean_nulls_non_finite_numbers_rounds_and_truncates(probe_module: Modul
     assert cleaned == {"a": None, "b": [None, 1.235], "c": "x" * 200, "d": True}
 
 
+def test_clean_replaces_what_the_operator_refuses_in_a_string(probe_module: ModuleType) -> None:
+    result = result_with(devices=1, var_length=10)
+    result["checks"]["cuda"]["error"] = "RuntimeError: \x1b[31mboom\x00\x85\ud800\ufffe\U0001ffff\n\tend\r"
+    cleaned = probe_module.clean(result)
+    assert cleaned["checks"]["cuda"]["error"] == "RuntimeError: \ufffd[31mboom" + "\ufffd" * 5 + "\n\tend\r"
+    assert_contract(probe_module.fit(result))
+
+
 def result_with(devices: int, var_length: int, error_length: int = 10, name: str = "NVIDIA H200") -> dict[str, Any]:
     device = {"index": 0, "name": name, "brand": "NVIDIA", "uuid": "GPU-" + "f" * 36, "cc": "9.0",
               "memoryMiB": 143771, "ecc": True, "eccErrors": 0, "mig": False}

@@ -27,6 +27,10 @@ DEFAULT_RESULT_PATH = "/dev/termination-log"
 MAX_RESULT_BYTES = 4096
 MAX_TEXT = 200
 MAX_DEVICES = 8
+# What the operator refuses in a result string (docs/contract.md): control characters but tab, newline and
+# carriage return, lone surrogates and noncharacters. An exception's text may hold any of them.
+NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef%s]" % "".join(
+    chr(plane * 0x10000 + 0xFFFE) + chr(plane * 0x10000 + 0xFFFF) for plane in range(17)))
 CHECK_ORDER = ("environment", "gpu", "cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu")
 RELEASE_VARS = (
     "NVIDIA_PYTORCH_VERSION", "PYTORCH_VERSION", "PYTORCH_BUILD_VERSION", "CUDA_VERSION",
@@ -730,7 +734,7 @@ def run_checks(p, checks, deadline):
 
 def clean(value, limit=MAX_TEXT):
     """JSON-safe and compact: non-finite numbers become null, floats keep 4 significant digits,
-    strings are cut to `limit` characters."""
+    strings lose what is not text (to U+FFFD) and are cut to `limit` characters."""
     if isinstance(value, dict):
         return dict((k, clean(v, limit)) for k, v in value.items())
     if isinstance(value, (list, tuple)):
@@ -738,7 +742,7 @@ def clean(value, limit=MAX_TEXT):
     if isinstance(value, float):
         return float("%.4g" % value) if math.isfinite(value) else None
     if isinstance(value, str):
-        return value[:limit]
+        return NOT_TEXT.sub("\ufffd", value)[:limit]
     return value
 
 

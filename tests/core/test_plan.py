@@ -7,7 +7,7 @@ import dataclasses
 import json
 from typing import Any
 
-from builders import make_node_body, make_result, profile_body, terminated
+from builders import make_node_body, make_result, profile_body, result_for, terminated
 from torchproof import labels as L
 from torchproof.plan import Plan, PlanInput, PlanMemo, compute_plan, validation_order
 from torchproof.profile import parse_profile
@@ -83,7 +83,8 @@ class World:
 
     def finish_all(self, message: str | None = None, **kw: Any) -> None:
         for pod in self.pods.values():
-            pod["status"] = {"phase": "Succeeded", **terminated(message or make_result(), **kw)}
+            result = message or result_for(self.nodes[self.node_of(pod)])
+            pod["status"] = {"phase": "Succeeded", **terminated(result, **kw)}
 
     def label(self, node: str) -> str | None:
         return self.nodes[node]["metadata"].get("labels", {}).get(KEY)

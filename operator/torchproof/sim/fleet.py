@@ -19,7 +19,8 @@ from torchproof.sim.hardware import Board, board, cuda_for_driver, gfd_family, p
 from torchproof.versions import DriverVersion
 
 FAULTS = frozenset(
-    {"imagePull", "pending", "oomKilled", "timeout", "crash", "garbageResult", "ampNaN", "slowTensorCores"}
+    {"imagePull", "pending", "oomKilled", "timeout", "crash", "garbageResult", "ampNaN", "slowTensorCores",
+     "crashAfterResult"}
 )
 TAINT_EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
 DEFAULT_KERNEL = "5.15.0-105-generic"

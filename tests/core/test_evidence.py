@@ -1,22 +1,29 @@
 """Issue 8, sections 3-5: `passed` needs evidence, possible numbers, and a result that matches the node.
 
-Each table holds one class of result; every row would have been `passed` (or judged on the wrong
-board) before these rules.
+Each table holds one class of result. A rule's rows would have been `passed` (or judged on the wrong
+board) before it; the control rows (possible numbers, matching labels, healthy simulated boards) keep
+the rules from flagging honest results.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
 import yaml
-from builders import ROOT, make_node, make_result, pod_body, profile_body, terminated
+from builders import BASE_RESULT, ROOT, make_node, make_result, pod_body, profile_body, terminated
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torchproof.labels import VERDICTS
 from torchproof.profile import Profile, parse_profile
+from torchproof.result import UntrustedResult, parse_result
 from torchproof.sim.fleet import build_node, parse_fleet
 from torchproof.sim.kubelet import ending
-from torchproof.verdict import ALLOWED_SKIPS, PEAK_MARGIN, Evaluation, evaluate_pod
+from torchproof.verdict import ALLOWED_SKIPS, MAX_REASONS, PEAK_MARGIN, Evaluation, evaluate_pod, judge
 from torchproof.views import node_view, pod_view
 
 Change = Callable[[dict[str, Any]], None]
@@ -432,3 +439,56 @@ def test_the_simulated_probe_on_a_healthy_board_passes(product: str, profile: Pr
     pod["status"] = {"phase": end.phase, **terminated(end.message, exit_code=end.exit_code, reason=end.reason)}
     ev = evaluate_pod(profile, pod_view(pod), node.labels)
     assert (ev.verdict, ev.reasons) == ("passed", ()), ev.findings
+
+
+# -- judging never raises on a result the parser accepts ------------------------------------------------
+
+
+def _leaves(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _leaves(v, (*path, k))] or [path]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _leaves(v, (*path, i))] or [path]
+    return [path]
+
+
+LEAVES = [p for p in _leaves(BASE_RESULT) if p and p[0] != "schema"]
+DELETE = object()
+VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**6), st.text(max_size=12), st.just(DELETE),
+                   st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False))
+LABEL_VALUE = "0123456789.-_TeslaV1ABGH"  # the API server allows only [A-Za-z0-9_.-] in label values
+GFD_KEYS = ["nvidia.com/gpu.product", "nvidia.com/gpu.count", "nvidia.com/gpu.compute.major",
+            "nvidia.com/gpu.compute.minor", "nvidia.com/cuda.driver-version.full",
+            "nvidia.com/cuda.driver-version.major"]
+
+
+def _edit(doc: dict[str, Any], path: tuple[str | int, ...], value: Any) -> None:
+    """Set or delete one leaf; a path an earlier edit removed is left alone."""
+    parent: Any = doc
+    try:
+        for key in path[:-1]:
+            parent = parent[key]
+        if value is DELETE:
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = value
+    except (KeyError, IndexError, TypeError):
+        pass
+
+
+@given(edits=st.lists(st.tuples(st.sampled_from(LEAVES), VALUES), max_size=8),
+       labels=st.dictionaries(st.sampled_from(GFD_KEYS), st.text(LABEL_VALUE, max_size=12)))
+@settings(max_examples=300, deadline=None)
+def test_judging_any_result_the_parser_accepts_gives_a_verdict(
+    edits: list[tuple[tuple[str | int, ...], Any]], labels: dict[str, str]
+) -> None:
+    doc = copy.deepcopy(BASE_RESULT)
+    for path, value in edits:
+        _edit(doc, path, value)
+    try:
+        result = parse_result(json.dumps(doc))
+    except UntrustedResult:
+        return
+    ev = judge(P2006, result, labels)
+    assert ev.verdict in VERDICTS
+    assert len(ev.reasons) <= MAX_REASONS and (ev.verdict == "passed") == (not ev.reasons)

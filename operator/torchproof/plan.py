@@ -327,7 +327,7 @@ class _Builder:
             self.state[node.name] = "pending"
             return
         if pod.finished:
-            self.label(node, evaluate_pod(p, pod))
+            self.label(node, evaluate_pod(p, pod, node.labels))
             self.delete.append(DeletePod(pod.name, node.name, "Completed"))
             return
         if pod.waiting_reason in IMAGE_PULL_ERRORS:

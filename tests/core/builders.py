@@ -60,7 +60,8 @@ BASE_RESULT: dict[str, Any] = {
                 "native": {"api": "torch.cuda.amp", "dtype": "float16", "steps": 8, "firstLoss": 2.31,
                            "lastLoss": 1.02, "finite": True, "decreased": True, "maxRelError": 0.004,
                            "skippedSteps": 0},
-                "apex": {"skipped": "apex not importable"},
+                "apex": {"api": "apex.amp", "dtype": "float16", "steps": 8, "firstLoss": 2.31, "lastLoss": 1.05,
+                         "finite": True, "decreased": True, "maxRelError": 0.005, "skippedSteps": 0},
                 "bf16": {"skipped": "compute capability 7.5 < 8.0"}},
         "tensorCores": {"status": "ok", "seconds": 1.2, "size": 4096, "fp32": 7.9, "fp16": 52.1, "bf16": None,
                         "tf32": None, "fp16Speedup": 6.6, "bf16Speedup": None, "tf32Speedup": None},
@@ -76,6 +77,20 @@ def make_result(change: Callable[[dict[str, Any]], None] | None = None) -> str:
     if change is not None:
         change(doc)
     return json.dumps(doc)
+
+
+def result_for(node: dict[str, Any]) -> str:
+    """A healthy result from the GPU a node's GPU Feature Discovery labels describe, as a real probe there gives."""
+    labels = node["metadata"].get("labels", {})
+
+    def observed(doc: dict[str, Any]) -> None:
+        doc["gpu"]["driver"] = labels["nvidia.com/cuda.driver-version.full"]
+        doc["gpu"]["devices"][0].update(
+            name=labels["nvidia.com/gpu.product"].replace("-", " ", 1),
+            cc=f"{labels['nvidia.com/gpu.compute.major']}.{labels['nvidia.com/gpu.compute.minor']}",
+        )
+
+    return make_result(observed)
 
 
 def pod_body(

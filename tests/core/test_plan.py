@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 import pytest
-from builders import make_node_body, make_result, profile_body, terminated
+from builders import make_node_body, make_result, profile_body, result_for, terminated
 from torchproof import labels as L
 from torchproof import verdict as judging
 from torchproof.plan import (
@@ -104,7 +104,8 @@ class World:
 
     def finish_all(self, message: str | None = None, **kw: Any) -> None:
         for pod in self.pods.values():
-            pod["status"] = {"phase": "Succeeded", **terminated(message or make_result(), **kw)}
+            result = message or result_for(self.nodes[self.node_of(pod)])
+            pod["status"] = {"phase": "Succeeded", **terminated(result, **kw)}
 
     def label(self, node: str) -> str | None:
         return self.nodes[node]["metadata"].get("labels", {}).get(KEY)
@@ -386,8 +387,8 @@ def _judge_raising(exc: Exception) -> Any:
     return judge
 
 
-def _numbers_unrenderable(result: ProbeResult) -> dict[str, Any]:
-    numbers = REAL_KEY_NUMBERS(result)
+def _numbers_unrenderable(result: ProbeResult, *args: Any) -> dict[str, Any]:
+    numbers = REAL_KEY_NUMBERS(result, *args)
     return {**numbers, "gpu": object()} if _bad(result) else numbers
 
 

@@ -217,7 +217,7 @@ def _verify(text: str | bytes) -> None:
         return
     event("accepted")
     _assert_safe(result)
-    assert judge(PROFILE, result).verdict in VERDICTS
+    assert judge(PROFILE, result, {}).verdict in VERDICTS
 
 
 @settings(FUZZ, max_examples=300 * SCALE)
@@ -255,4 +255,4 @@ def test_the_unmutated_result_passes_the_same_checks() -> None:
     """The properties above hold for a result that parses, not only for refusals."""
     result = parse_result(json.dumps(BASE_RESULT))
     _assert_safe(result)
-    assert judge(PROFILE, result).verdict == "passed"
+    assert judge(PROFILE, result, {}).verdict == "passed"

@@ -8,11 +8,12 @@ import pytest
 from builders import make_node, make_result, pod_body, terminated
 from torchproof.profile import Profile
 from torchproof.verdict import evaluate_pod
-from torchproof.views import pod_view
+from torchproof.views import NodeView, pod_view
 
 
-def _finished(profile: Profile, status: dict[str, Any], phase: str = "Succeeded") -> Any:
-    return evaluate_pod(profile, pod_view(pod_body(profile, make_node("n1"), phase=phase, status=status)))
+def _finished(profile: Profile, status: dict[str, Any], phase: str = "Succeeded", node: NodeView | None = None) -> Any:
+    node = node or make_node("n1")
+    return evaluate_pod(profile, pod_view(pod_body(profile, node, phase=phase, status=status)), node.labels)
 
 
 def codes(evaluation: Any) -> list[str]:
@@ -59,7 +60,7 @@ def _nan(doc: dict[str, Any]) -> None:
         (lambda d: d["checks"]["amp"]["native"].update(decreased=False), "AmpNotConverging"),
         (lambda d: d["checks"]["amp"]["native"].update(maxRelError=0.5), "AmpMismatch"),
         (lambda d: d["checks"]["amp"]["native"].update(skippedSteps=8), "AmpScalerStuck"),
-        (lambda d: d["checks"]["tensorCores"].update(fp16Speedup=1.1), "TensorCoresSlow"),
+        (lambda d: d["checks"]["tensorCores"].update(fp16=8.7, fp16Speedup=1.1), "TensorCoresSlow"),
         (lambda d: d["checks"]["channelsLast"].update(maxRelError=0.2), "ChannelsLastMismatch"),
         (lambda d: d["checks"]["conv3d"].update(nanCount=3), "Conv3dNaN"),
         (lambda d: d["checks"]["cuda"].update(status="error", available=False,
@@ -68,7 +69,6 @@ def _nan(doc: dict[str, Any]) -> None:
         (lambda d: d["checks"]["cuda"].update(kernelOk=False), "CudaKernelWrong"),
         (lambda d: d["checks"]["conv3d"].update(status="error", error="ValueError: boom"), "CheckError"),
         (lambda d: d["checks"]["conv3d"].update(status="timeout"), "CheckTimeout"),
-        (lambda d: d.update(device="cpu"), "NotOnGpu"),
     ],
 )
 def test_failed_checks_fail_the_node_with_a_reason(profile: Profile, change: Any, code: str) -> None:
@@ -82,7 +82,7 @@ def test_observed_old_driver_on_a_consumer_board_is_incompatible(profile: Profil
         doc["gpu"]["driver"] = "440.100"
         doc["gpu"]["devices"][0].update(name="GeForce RTX 2080 Ti", brand="GeForce")
 
-    ev = _finished(profile, terminated(make_result(geforce)))
+    ev = _finished(profile, terminated(make_result(geforce)), node=make_node("n1", "GeForce RTX 2080 Ti", "440.100"))
     assert ev.verdict == "incompatible"
     assert codes(ev) == ["DriverTooOld"]
     assert "GeForce RTX 2080 Ti" in ev.reasons[0].message
@@ -92,7 +92,7 @@ def test_observed_kepler_is_incompatible_even_without_gfd_labels(profile: Profil
     def k80(doc: dict[str, Any]) -> None:
         doc["gpu"]["devices"][0].update(name="Tesla K80", cc="3.7")
 
-    ev = _finished(profile, terminated(make_result(k80)))
+    ev = _finished(profile, terminated(make_result(k80)), node=make_node("n1", "Tesla K80", gfd=False))
     assert ev.verdict == "incompatible"
     assert "ComputeCapabilityTooLow" in codes(ev)
 
@@ -112,9 +112,9 @@ def test_an_image_that_is_not_the_release_is_a_finding_not_a_verdict(profile: Pr
 def test_pascal_has_no_tensor_cores_so_its_speedup_is_a_finding_not_a_failure(profile: Profile) -> None:
     def p100(doc: dict[str, Any]) -> None:
         doc["gpu"]["devices"][0].update(name="Tesla P100-PCIE-16GB", cc="6.0")
-        doc["checks"]["tensorCores"]["fp16Speedup"] = 1.9
+        doc["checks"]["tensorCores"].update(fp16=15.0, fp16Speedup=1.9)
 
-    ev = _finished(profile, terminated(make_result(p100)))
+    ev = _finished(profile, terminated(make_result(p100)), node=make_node("n1", "Tesla P100-PCIE-16GB"))
     assert ev.verdict == "passed"
     assert "NoTensorCores" in [f.code for f in ev.findings]
 
@@ -122,6 +122,7 @@ def test_pascal_has_no_tensor_cores_so_its_speedup_is_a_finding_not_a_failure(pr
 def test_a_slow_volta_still_fails_the_tensor_core_check(profile: Profile) -> None:
     def v100(doc: dict[str, Any]) -> None:
         doc["gpu"]["devices"][0].update(name="Tesla V100-SXM2-16GB", cc="7.0")
-        doc["checks"]["tensorCores"]["fp16Speedup"] = 1.9
+        doc["checks"]["tensorCores"].update(fp16=15.0, fp16Speedup=1.9)
 
-    assert codes(_finished(profile, terminated(make_result(v100)))) == ["TensorCoresSlow"]
+    node = make_node("n1", "Tesla V100-SXM2-16GB")
+    assert codes(_finished(profile, terminated(make_result(v100)), node=node)) == ["TensorCoresSlow"]

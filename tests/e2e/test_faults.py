@@ -18,6 +18,7 @@ FAULTS = {
     "garbageResult": ("error", "UntrustedResult"),
     "ampNaN": ("failed", "AmpNotFinite"),
     "slowTensorCores": ("failed", "TensorCoresSlow"),
+    "crashAfterResult": ("error", "ProbeExited"),
 }
 FLEET = [{"name": f"node-{fault.lower()}", "gpu": T4, "faults": [fault]} for fault in FAULTS] + [
     {"name": "node-ok", "gpu": T4},

@@ -38,7 +38,7 @@ FLEET = {
          "taints": ["dedicated=ml:NoSchedule"]},
         *({"name": fault.lower(), "gpu": {"product": "Tesla T4", "driver": "450.51.06"}, "faults": [fault]}
           for fault in ("imagePull", "pending", "oomKilled", "timeout", "crash", "garbageResult", "ampNaN",
-                        "slowTensorCores")),
+                        "slowTensorCores", "crashAfterResult")),
     ],
 }
 
@@ -195,6 +195,8 @@ async def test_eight_gpu_result_fits_the_termination_message(cluster: EmbeddedCl
         "api": "torch.cuda.amp", "dtype": "float16", "steps": 8, "firstLoss": 0, "lastLoss": None,
         "finite": False, "decreased": False, "maxRelError": None, "skippedSteps": 0}),
     ("slowTensorCores", lambda p: result_of(p)["checks"]["tensorCores"]["fp16Speedup"] == pytest.approx(1.1, 0.05)),
+    ("crashAfterResult", lambda p: p["status"]["phase"] == "Failed" and terminated(p)["exitCode"] == 139
+     and result_of(p)["checks"]["cuda"]["status"] == "ok"),
 ])
 async def test_fault_ends_the_pod_as_specified(cluster: EmbeddedCluster, kubelet: SimKubelet, fault: str,
                                                check: Callable[[dict[str, Any]], bool]) -> None:

@@ -20,7 +20,7 @@ from torchproof.versions import DriverVersion
 
 FAULTS = frozenset(
     {"imagePull", "pending", "oomKilled", "timeout", "crash", "garbageResult", "ampNaN", "slowTensorCores",
-     "kubeletLost"}
+     "kubeletLost", "crashAfterResult"}
 )
 TAINT_EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
 DEFAULT_KERNEL = "5.15.0-105-generic"

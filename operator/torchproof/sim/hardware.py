@@ -66,6 +66,8 @@ _THROUGHPUT: dict[tuple[str, bool], Throughput] = {
     ("10.0", True): Throughput(70.0, 1750.0, 900.0),
     ("12.0", False): Throughput(90.0, 210.0, 105.0),
 }
+# Turing boards the catalogue lists without tensor cores (GeForce GTX 16xx): fp16 at twice the fp32 rate.
+_TURING_WITHOUT_TENSOR_CORES = Throughput(4.6, 8.7)
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,8 @@ def board(
 
 def throughput(gpu: Board) -> Throughput:
     """Matmul TFLOP/s for a board; an unlisted one gets no tensor-core speedup at all."""
+    if catalogue.has_tensor_cores(gpu.product, gpu.compute_capability) is False and gpu.architecture == "Turing":
+        return _TURING_WITHOUT_TENSOR_CORES
     cc = str(gpu.compute_capability)
     found = _THROUGHPUT.get((cc, gpu.datacenter)) or _THROUGHPUT.get((cc, not gpu.datacenter))
     return found or Throughput(10.0, 10.0)

@@ -204,7 +204,10 @@ def ending(node: SimNode, pod: Mapping[str, Any]) -> Ending:
         amp_nan="ampNaN" in faults,
         slow_tensor_cores="slowTensorCores" in faults,
     )
-    return Ending("Succeeded", 0, "Completed", encode_result(probe_result(setting, plan)))
+    message = encode_result(probe_result(setting, plan))
+    if "crashAfterResult" in faults:
+        return Ending("Failed", 139, "Error", message)  # SIGSEGV at exit, e.g. in a CUDA teardown
+    return Ending("Succeeded", 0, "Completed", message)
 
 
 # -- pod status documents ----------------------------------------------------------------------------

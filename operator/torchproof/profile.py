@@ -52,8 +52,8 @@ _UNITS: Final = {"h": 3600, "m": 60, "s": 1}
 
 
 # Section 9 of issue 8; the CRD says the same in CEL (tests/unit/test_crd.py keeps the two in step).
-NOTHING_TO_VALIDATE: Final = ("at least one of cuda, amp, tensorCores, channelsLast, conv3d and multiGpu must be "
-                              "enabled (environment and gpu alone prove nothing about the GPU)")
+NOTHING_TO_VALIDATE: Final = ("checks.cuda and checks.gpu cannot be disabled: every verdict rests on the CUDA "
+                              "check and on the GPUs the probe observes (docs/contract.md, rules of evidence)")
 START_MARGIN_SECONDS: Final = 30  # container and CUDA start, outside the probe's own budget
 BUDGET_OVER_TIMEOUT: Final = (f"checks.timeBudgetSeconds plus {START_MARGIN_SECONDS}s (container and CUDA start) "
                               "must not exceed validation.runtimeTimeoutSeconds, or the pod's deadline cuts the "
@@ -498,8 +498,7 @@ def _checks(value: Any, path: str) -> Checks:
     )
     if amp_check.enabled and not (amp_check.native or amp_check.apex or amp_check.bf16):
         raise InvalidSpec(p_amp, "enabled, but native, apex and bf16 are all false")
-    if not any(_bool(section, "enabled", where, True) for section, where in
-               ((cuda, p_cuda), (amp, p_amp), (tc, p_tc), (cl, p_cl), (c3, p_c3), (mg, p_mg))):
+    if not (_bool(cuda, "enabled", p_cuda, True) and _bool(gpu, "enabled", p_gpu, True)):
         raise InvalidSpec(path, NOTHING_TO_VALIDATE)
     return Checks(
         environment=EnvironmentCheck(_bool(env, "enabled", p_env, True)),

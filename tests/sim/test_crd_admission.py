@@ -273,9 +273,11 @@ def test_every_shipped_profile_is_admitted(path: Path) -> None:
 
 SECTION_9: list[tuple[str, Any, str, str]] = [
     ("all GPU checks off", lambda s: s["checks"].update({c: {"enabled": False} for c in GPU_CHECKS}),
-     "spec.checks", "at least one of cuda, amp, tensorCores, channelsLast, conv3d and multiGpu must be enabled"),
+     "spec.checks", "checks.cuda and checks.gpu cannot be disabled"),
     ("every check off", lambda s: s["checks"].update(
-        {c: {"enabled": False} for c in (*GPU_CHECKS, "environment", "gpu")}), "spec.checks", "at least one of"),
+        {c: {"enabled": False} for c in (*GPU_CHECKS, "environment", "gpu")}), "spec.checks", "cannot be disabled"),
+    ("cuda off", lambda s: s["checks"].update(cuda={"enabled": False}), "spec.checks", "cannot be disabled"),
+    ("gpu off", lambda s: s["checks"].update(gpu={"enabled": False}), "spec.checks", "cannot be disabled"),
     ("budget equals the timeout", lambda s: (s["checks"].update(timeBudgetSeconds=600),
                                              s["validation"].update(runtimeTimeoutSeconds=600)),
      "spec.checks.timeBudgetSeconds", "must not exceed validation.runtimeTimeoutSeconds"),

@@ -229,9 +229,6 @@ def test_crd_defaults_equal_parser_defaults() -> None:
 # ---- CEL rules, re-stated in Python ----------------------------------------------------------------
 
 
-GPU_CHECKS = ("cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu")
-
-
 def _cc(text: str) -> float:
     return float(text)
 
@@ -244,8 +241,8 @@ CEL: dict[str, Callable[[Any], bool]] = {
     "(has(self.enabled) && !self.enabled) || !has(self.native) || self.native || "
     "!has(self.apex) || self.apex || !has(self.bf16) || self.bf16":
         lambda s: not s["enabled"] or s["native"] or s["apex"] or s["bf16"],
-    " || ".join(f"!has(self.{c}) || !has(self.{c}.enabled) || self.{c}.enabled" for c in GPU_CHECKS):
-        lambda s: any(s[c]["enabled"] for c in GPU_CHECKS),
+    " && ".join(f"(!has(self.{c}) || !has(self.{c}.enabled) || self.{c}.enabled)" for c in ("cuda", "gpu")):
+        lambda s: s["cuda"]["enabled"] and s["gpu"]["enabled"],
     "(has(self.checks) && has(self.checks.timeBudgetSeconds) ? self.checks.timeBudgetSeconds : 120) + 30 <= "
     "(has(self.validation) && has(self.validation.runtimeTimeoutSeconds) ? self.validation.runtimeTimeoutSeconds "
     ": 600)":
@@ -295,8 +292,7 @@ BREAKING: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
      "spec.requirements.driver.datacenterBranches[0].minimum"),
     ("(has(self.enabled)",
      lambda o: o["spec"]["checks"].update(amp={"native": False, "apex": False, "bf16": False}), "spec.checks.amp"),
-    ("!has(self.cuda)", lambda o: o["spec"]["checks"].update({c: {"enabled": False} for c in GPU_CHECKS}),
-     "spec.checks"),
+    ("(!has(self.cuda)", lambda o: o["spec"]["checks"].update(gpu={"enabled": False}), "spec.checks"),
     ("(has(self.checks)", lambda o: o["spec"]["checks"].update(timeBudgetSeconds=571),
      "spec.checks.timeBudgetSeconds"),
     ("self.operator in",

@@ -80,7 +80,7 @@ def hardware_from_labels(labels: Mapping[str, str]) -> Hardware:
         product=get("gpu.product"),
         driver=driver,
         compute_capability=f"{major}.{minor}" if major is not None and minor is not None else None,
-        count=int(count) if count is not None and count.isdigit() else None,
+        count=int(count) if count is not None and count.isascii() and count.isdigit() else None,
         partial=tuple(partial),
     )
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from torchproof.compat import Hardware, evaluate, hardware_from_labels, matching_known_issues
 from torchproof.profile import KnownIssue, Requirements, parse_profile
 from torchproof.versions import ComputeCapability
@@ -252,3 +254,19 @@ def test_24_10_on_hopper_and_on_an_old_datacenter_branch() -> None:
         "incompatible",
         ["DriverTooOld"],
     )
+
+
+LABEL_KEYS = ["nvidia.com/gpu.product", "nvidia.com/gpu.count", "nvidia.com/gpu.compute.major",
+              "nvidia.com/gpu.compute.minor", "nvidia.com/cuda.driver-version.full",
+              "nvidia.com/cuda.driver-version.major", "nvidia.com/cuda.driver-version.minor",
+              "nvidia.com/cuda.driver-version.revision", "nvidia.com/cuda.driver.major", "nvidia.com/cuda.driver.minor"]
+
+
+@given(st.dictionaries(st.sampled_from(LABEL_KEYS), st.text(max_size=12) | st.from_regex(r"\A[0-9.²³¹٣-]{1,8}\Z")))
+@example({"nvidia.com/gpu.count": "²"})  # str.isdigit() is true, int() refuses it
+@settings(max_examples=400, deadline=None, database=None)
+def test_any_label_values_give_hardware_and_a_verdict_never_an_exception(labels: dict[str, str]) -> None:
+    """Node labels are anyone's with node patch rights: odd digits ('²'), signs, spaces and partial sets."""
+    hw = hardware_from_labels(labels)
+    assert hw.count is None or hw.count >= 0
+    assert evaluate(REQ, hw).verdict in ("compatible", "incompatible", "unknown")

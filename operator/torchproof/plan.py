@@ -627,7 +627,10 @@ def _status(inp: PlanInput, b: _Builder, matched: Mapping[str, NodeView]) -> dic
         skipped = f"; {counts['skipped']} not ready or cordoned" if counts["skipped"] else ""
         ready = (True, "Converged", f"{verdicts}{skipped}")
     elif counts["pending"] == counts["waiting"]:
-        ready = (False, "Waiting", f"{counts['waiting']} of {counts['total']} nodes waiting (see waitingNodes)")
+        # waitingNodes lists the skipped nodes too: the message counts every node it lists
+        skipped = f" and {counts['skipped']} not ready or cordoned" if counts["skipped"] else ""
+        ready = (False, "Waiting",
+                 f"{counts['waiting']} of {counts['total']} nodes waiting{skipped} (see waitingNodes)")
     else:
         ready = (False, "Validating", f"{counts['pending']} of {counts['total']} nodes awaiting a verdict")
     if pull:

@@ -183,6 +183,24 @@ def test_not_ready_and_cordoned_nodes_are_skipped_and_reported() -> None:
     }
 
 
+def test_the_ready_message_counts_every_node_that_waiting_nodes_lists() -> None:
+    w = World([
+        make_node_body("sick", "Tesla T4", ready=False),
+        make_node_body("cordoned", "Tesla T4", unschedulable=True),
+        make_node_body("t4-pending", "Tesla T4"),
+    ])
+    w.step()
+    (pod,) = w.pods.values()
+    pod["status"] = {"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes are available"}]}
+    plan = w.step()
+    ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Waiting")
+    assert ready["message"] == "1 of 3 nodes waiting and 2 not ready or cordoned (see waitingNodes)"
+    counts = plan.status["counts"]
+    assert len(plan.status["waitingNodes"]) == counts["waiting"] + counts["skipped"] == 3
+
+
 def test_failed_node_gets_failed_label_reason_and_a_warning_event() -> None:
     w = World([make_node_body("t4-a")])
     w.step()

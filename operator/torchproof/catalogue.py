@@ -7,6 +7,7 @@ probe decide, and a product without a listed peak is not judged on throughput, r
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -109,10 +110,23 @@ def _normalise(product: str) -> str:
     return name.removeprefix("NVIDIA ")
 
 
+# NVML joins a board's form factor, and the memory after it, to its model with dashes ("Tesla V100-SXM2-16GB");
+# GPU Feature Discovery's label turns the spaces into dashes too ("Tesla-V100-SXM2-16GB").
+_FORM_FACTOR = re.compile(r"^(SXM\d*|PCIE)$", re.IGNORECASE)
+_MEMORY = re.compile(r"^\d+GB$", re.IGNORECASE)
+
+
 def display_name(product: str) -> str:
-    """The NVML spelling of a product; GPU Feature Discovery labels use dashes for spaces."""
+    """The NVML spelling of a product: GFD's dashes become spaces, except those NVML writes itself."""
     name = product.strip()
-    return name if " " in name else name.replace("-", " ")
+    if " " in name:
+        return name
+    parts = name.split("-")
+    out = parts[0]
+    for before, part in itertools.pairwise(parts):
+        kept = _FORM_FACTOR.match(part) or (_FORM_FACTOR.match(before) and _MEMORY.match(part))
+        out += ("-" if kept else " ") + part
+    return out
 
 
 def lookup(product: str) -> GpuModel | None:

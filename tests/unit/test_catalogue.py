@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from torchproof.catalogue import ARCHITECTURES, Peak, architecture_for, has_tensor_cores, lookup, peak, same_product
+from torchproof.catalogue import (
+    ARCHITECTURES,
+    Peak,
+    architecture_for,
+    display_name,
+    has_tensor_cores,
+    lookup,
+    peak,
+    same_product,
+)
 from torchproof.versions import ComputeCapability
 
 CASES = [
@@ -141,3 +150,19 @@ def test_peaks_come_from_the_reference_table_only(product: str, expected: Peak |
 ])
 def test_same_product_across_nvml_and_gfd_spellings(nvml: str, gfd: str, same: bool) -> None:
     assert same_product(nvml, gfd) is same
+
+
+@pytest.mark.parametrize(
+    ("label", "nvml"),
+    [
+        ("Tesla-T4", "Tesla T4"),
+        ("Tesla-V100-SXM2-16GB", "Tesla V100-SXM2-16GB"),
+        ("Tesla-P100-PCIE-16GB", "Tesla P100-PCIE-16GB"),
+        ("NVIDIA-A100-SXM4-40GB", "NVIDIA A100-SXM4-40GB"),
+        ("GeForce-RTX-2080-Ti", "GeForce RTX 2080 Ti"),
+        ("NVIDIA-H100-80GB-HBM3", "NVIDIA H100 80GB HBM3"),
+        ("Tesla V100-SXM2-32GB", "Tesla V100-SXM2-32GB"),  # already NVML's spelling
+    ],
+)
+def test_display_name_gives_nvmls_spelling_of_a_gfd_label(label: str, nvml: str) -> None:
+    assert display_name(label) == nvml

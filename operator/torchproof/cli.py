@@ -11,12 +11,8 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from torchproof import simulate as sim
-
-if TYPE_CHECKING:
-    import kopf
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -25,7 +21,7 @@ def _run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from torchproof.controller import OperatorConfig, build_registry
-    from torchproof.kube import KubeApi, load_api_client
+    from torchproof.kube import KubeApi, connection_info, load_api_client
 
     api_client = load_api_client(kubeconfig=args.kubeconfig)
     cfg = OperatorConfig(api=KubeApi(api_client), namespace=args.namespace)
@@ -54,26 +50,6 @@ def operator_identity(environ: Mapping[str, str]) -> str:
     kopf's own fallback asks `getpass.getuser()`, which raises in an image whose user has no passwd entry.
     """
     return environ.get("POD_ID") or f"torchproof@{socket.gethostname()}/{os.getpid()}"
-
-
-def connection_info(configuration: Any) -> kopf.ConnectionInfo:
-    """A kopf.ConnectionInfo from a kubernetes client Configuration (server, TLS files, bearer token)."""
-    import kopf
-
-    header = (configuration.get_api_key_with_prefix("BearerToken")
-              or configuration.get_api_key_with_prefix("authorization") or "")
-    scheme, _, token = header.rpartition(" ")
-    return kopf.ConnectionInfo(
-        server=configuration.host,
-        ca_path=configuration.ssl_ca_cert,
-        insecure=not configuration.verify_ssl,
-        username=configuration.username or None,
-        password=configuration.password or None,
-        scheme=scheme or None,
-        token=token or None,
-        certificate_path=configuration.cert_file,
-        private_key_path=configuration.key_file,
-    )
 
 
 def _simulate(args: argparse.Namespace) -> int:

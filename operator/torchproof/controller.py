@@ -24,7 +24,7 @@ import pynvml
 from torchproof import labels as L
 from torchproof.expectations import Expectations
 from torchproof.informer import Informer
-from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, KubeError
+from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, KubeError, connection_info
 from torchproof.metrics import Metrics
 from torchproof.plan import DeletePod, NodeUpdate, Plan, PlanInput, PlanMemo, compute_plan, invalid_spec_status
 from torchproof.podspec import build_probe_configmap, configmap_name
@@ -198,7 +198,7 @@ class Reconciler:
 
         # New pods never go to a node whose pod this pass deletes, so both run at once; creates are queued
         # first, since a slot's turnover (and so the fleet's time to converge) waits on them.
-        events = (self._safely(api.post_event(body, event)) for event in plan.events)
+        events = (self._safely(api.post_event(ns, body, event)) for event in plan.events)
         await asyncio.gather(start(), label_then_delete(), *events)
         loop.retry_after = plan.retry_after
         loop.status = plan.status
@@ -386,7 +386,8 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
     if cfg.server is not None:
         @kopf.on.login(registry=registry)
         def login(**_: Any) -> kopf.ConnectionInfo:
-            return kopf.ConnectionInfo(server=str(cfg.server), insecure=True)
+            """kopf's watches use the API adapter's server and credentials: one identity for both."""
+            return connection_info(cfg.api.core.api_client.configuration)
 
     @kopf.on.cleanup(registry=registry)
     async def stop_informers(**_: Any) -> None:

@@ -108,12 +108,13 @@ async def test_the_operator_starts_as_deployed(env: Env) -> None:
     shared = Path(tempfile.mkdtemp(prefix="torchproof-deployed-"))
     workdir = shared / "workdir"
     workdir.mkdir(mode=0o555)  # read-only, also for its owner
-    kubeconfig = env.cluster.write_kubeconfig(shared / "kubeconfig")
+    kubeconfig = await env.operator_kubeconfig(shared / "kubeconfig")
     executable = Path(sys.executable).parent / entrypoint[0]
     environ = {  # no HOME, USER or LOGNAME, as in the pod
         "PATH": f"{executable.parent}:/usr/bin:/bin",
         "PYTHONUNBUFFERED": "1",
-        # In a pod the client finds the service account; here the kubeconfig stands in for it.
+        "PYTHONPATH": str(ROOT / "operator"),  # this tree's code, as the image installs it, not another checkout's
+        # In a pod the client finds the service account's token; here a kubeconfig carries that token.
         "KUBECONFIG": str(kubeconfig),
         **{e["name"]: e.get("value") or _field(e["valueFrom"]["fieldRef"]["fieldPath"], pod)
            for e in container.get("env") or ()},

@@ -179,6 +179,7 @@ class Report:
             lines.append("")
         total = self.api_requests.get("total", 0)
         lines.append(f"API requests: {total} {json.dumps(self.api_requests.get('byVerb', {}), sort_keys=True)}")
+        lines += [f"REFUSED (RBAC): {denied}" for denied in self.api_requests.get("denied", [])]
         if not self.converged:
             lines.append("NOT CONVERGED before the timeout")
         return "\n".join(lines)
@@ -193,6 +194,15 @@ def _records(node: Mapping[str, Any], names: Sequence[str]) -> dict[str, dict[st
             with contextlib.suppress(ValueError):
                 out[name] = json.loads(raw)
     return out
+
+
+def _by_user(cluster: EmbeddedCluster) -> dict[str, Any]:
+    """Who called (the operator as its ServiceAccount), and what RBAC refused, if anything."""
+    by_user: dict[str, int] = {}
+    for call, count in cluster.access.calls.items():
+        by_user[call.user] = by_user.get(call.user, 0) + count
+    denied = [f"{c.user} {c.verb} {c.resource} in {c.namespace or 'the cluster'}" for c in cluster.access.denials()]
+    return {"byUser": by_user, "denied": denied}
 
 
 def _profile_names(paths: Sequence[Path]) -> list[str]:
@@ -239,7 +249,7 @@ async def simulate(
             fleet=sim_fleet,
             nodes=sorted(cluster.emulator.list_objects("v1/nodes"), key=lambda n: n["metadata"]["name"]),
             profiles=[p for n in names if (p := cluster.emulator.get_object(PROFILES, None, n)) is not None],
-            api_requests=cluster.emulator.request_counts(),
+            api_requests={**cluster.emulator.request_counts(), **_by_user(cluster)},
             converged=converged,
             names=names,
         )

@@ -4,15 +4,17 @@ what `deploy/default` grants it, and uses every grant."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 from harness import FAST, NAME, ROOT, Env, profile
 from test_deployed import render
+from test_kubectl_flow import kubectl
 from torchproof import labels as L
 from torchproof.sim.emulator import ApiFaults
 from torchproof.sim.rbac import DISCOVERY_URLS, Attributes, Call, granted, rule_allows
-from torchproof.simulate import NAMESPACE, PROFILES, embedded_operator, wait_for
+from torchproof.simulate import NAMESPACE, PROFILES, embedded_operator, simulate, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders the kustomization")
 Grant = tuple[str, str, str, str | None]
@@ -89,3 +91,23 @@ def test_the_operator_is_bound_only_to_its_own_roles() -> None:
                for b in bindings)
     assert {(d["kind"], d["metadata"]["name"]) for d in operator_rbac(docs)} == {
         ("Role", "torchproof"), ("ClusterRole", "torchproof")}
+
+
+async def test_kubectl_describe_finds_the_events_in_the_operators_namespace(env: Env, tmp_path: Path) -> None:
+    config = env.cluster.write_kubeconfig(tmp_path / "kubeconfig")
+    async with embedded_operator(env.cluster, **FAST):
+        await env.apply(profile())
+        await wait_for(env.converged, what="convergence")
+        await wait_for(lambda: env.cluster.emulator.list_objects("v1/events", NAMESPACE), what="an Event")
+    assert not env.cluster.emulator.list_objects("v1/events", "default")
+    described = await kubectl(config, "describe", "prp", NAME)
+    events = described[described.index("Events:"):]
+    assert "NodesPassed" in events and "3 node(s) passed validation" in events, described
+
+
+async def test_simulate_runs_the_operator_as_its_service_account() -> None:
+    report = await simulate(fleet=ROOT / "examples" / "fleet.yaml", profiles=[ROOT / "profiles" / "pytorch-20.06.yaml"],
+                            timeout=60, probe_seconds=0.05)
+    assert report.converged
+    assert list(report.api_requests["byUser"]) == [f"system:serviceaccount:{NAMESPACE}:torchproof"]
+    assert report.api_requests["denied"] == []

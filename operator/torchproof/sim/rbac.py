@@ -268,7 +268,7 @@ def kustomize_namespace(directory: Path, namespace: str) -> list[Obj]:
     """The resources a kustomization lists (files only, no generators), with kustomize's `namespace:`
     transformer applied: namespaced objects, and ServiceAccount subjects of bindings with no namespace (or
     `default`), move into `namespace`. Read here rather than rendered by kubectl, so that `torchproof
-    simulate` needs no kubectl; tests/sim/test_rbac.py checks it against `kubectl kustomize`."""
+    simulate` needs no kubectl; tests/sim/test_authorization.py checks it against `kubectl kustomize`."""
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text()) or {}
     docs: list[Obj] = []
     for resource in kustomization.get("resources") or ():

@@ -83,5 +83,6 @@ class Env:
 
 def assert_nothing_denied(cluster: EmbeddedCluster) -> None:
     """No request was refused: the operator's RBAC covered every call it made (and the admin's too)."""
-    denied = [f"{c.user} {c.verb} {c.group}/{c.resource} in {c.namespace}" for c in cluster.access.denials()]
+    denied = [f"{c.user} {c.verb} {c.resource}{'.' + c.group if c.group else ''} in {c.namespace or 'the cluster'}"
+              for c in cluster.access.denials()]
     assert not denied, f"refused requests: {denied}"

@@ -18,15 +18,14 @@ from torchproof.simulate import NAMESPACE, PROFILES, embedded_operator, simulate
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders the kustomization")
 Grant = tuple[str, str, str, str | None]
+ACCOUNT = {"kind": "ServiceAccount", "name": "torchproof", "namespace": NAMESPACE}
 
 
 def operator_rbac(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The Roles and ClusterRoles the rendered bindings give the operator's ServiceAccount."""
-    bound = {(b["roleRef"]["kind"], b["roleRef"]["name"], b["metadata"].get("namespace"))
-             for b in docs if b["kind"] in ("RoleBinding", "ClusterRoleBinding")
-             for s in b["subjects"] if s == {"kind": "ServiceAccount", "name": "torchproof", "namespace": NAMESPACE}}
-    return [d for d in docs if (d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")) in bound
-            or (d["kind"] == "ClusterRole" and ("ClusterRole", d["metadata"]["name"], NAMESPACE) in bound)]
+    """The Roles and ClusterRoles that the rendered bindings give the operator's ServiceAccount."""
+    bound = {(b["roleRef"]["kind"], b["roleRef"]["name"]) for b in docs
+             if b["kind"] in ("RoleBinding", "ClusterRoleBinding") and ACCOUNT in b["subjects"]}
+    return [d for d in docs if (d["kind"], d["metadata"]["name"]) in bound]
 
 
 def covers(grant: Grant, call: Call) -> bool:
@@ -83,14 +82,15 @@ async def test_the_rbac_grants_exactly_what_the_operator_uses(env: Env) -> None:
 
 
 def test_the_operator_is_bound_only_to_its_own_roles() -> None:
+    """So that the rules `operator_rbac` reads are all it holds: a RoleBinding to a Role of its namespace (a
+    namespaced grant) and a ClusterRoleBinding to a ClusterRole (a cluster-wide one)."""
     docs = render(ROOT / "deploy" / "default")
-    bindings = [d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")]
-    assert {(b["kind"], b["roleRef"]["name"]) for b in bindings} == {
-        ("RoleBinding", "torchproof"), ("ClusterRoleBinding", "torchproof")}
-    assert all(b["subjects"] == [{"kind": "ServiceAccount", "name": "torchproof", "namespace": NAMESPACE}]
-               for b in bindings)
-    assert {(d["kind"], d["metadata"]["name"]) for d in operator_rbac(docs)} == {
-        ("Role", "torchproof"), ("ClusterRole", "torchproof")}
+    bindings = {(b["kind"], b["roleRef"]["kind"], b["roleRef"]["name"], b["metadata"].get("namespace")): b["subjects"]
+                for b in docs if b["kind"] in ("RoleBinding", "ClusterRoleBinding")}
+    assert bindings == {("RoleBinding", "Role", "torchproof", NAMESPACE): [ACCOUNT],
+                        ("ClusterRoleBinding", "ClusterRole", "torchproof", None): [ACCOUNT]}
+    assert {(d["kind"], d["metadata"].get("namespace")) for d in operator_rbac(docs)} == {
+        ("Role", NAMESPACE), ("ClusterRole", None)}
 
 
 async def test_kubectl_describe_finds_the_events_in_the_operators_namespace(env: Env, tmp_path: Path) -> None:

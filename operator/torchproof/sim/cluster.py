@@ -87,12 +87,12 @@ class EmbeddedCluster:
         """A bearer token for a ServiceAccount: valid while it exists; it may do what RBAC grants it."""
         return self.access.service_account_token(namespace, name)
 
-    def write_kubeconfig(self, path: Path, token: str | None = None) -> Path:
+    def write_kubeconfig(self, path: Path, token: str | None = None, *, tls: bool = True) -> Path:
         """A kubeconfig for kubectl and `kubernetes.config.load_kube_config`: HTTPS where there is a
-        certificate (else plain HTTP, over which kubectl sends no credentials), a bearer token: the admin's
-        unless `token` is given."""
+        certificate and `tls` (else plain HTTP, over which kubectl sends no credentials but the Python
+        client does), a bearer token: the admin's unless `token` is given."""
         server: dict[str, str] = {"server": self.url}
-        if self.secure_url and self._certificate is not None:
+        if tls and self.secure_url and self._certificate is not None:
             ca = base64.b64encode(self._certificate.cert.read_bytes()).decode()
             server = {"server": self.secure_url, "certificate-authority-data": ca}
         config = {

@@ -134,13 +134,19 @@ def test_anonymous_requests_see_only_version_and_health(background: BackgroundCl
         "message": 'forbidden: User "system:anonymous" cannot get path "/apis"', "details": {}, "code": 403})
 
 
-@pytest.mark.parametrize("authorization", ["Bearer not-a-token", "Basic YWRtaW46YWRtaW4=", "Bearer "])
-def test_a_bad_credential_is_unauthorized(background: BackgroundCluster, authorization: str) -> None:
-    req = urllib.request.Request(f"{background.url}/version", headers={"Authorization": authorization})
+@pytest.mark.parametrize("token", ["not-a-token", "torchproof-sim"])
+def test_a_token_the_cluster_did_not_mint_is_unauthorized(background: BackgroundCluster, token: str) -> None:
+    code, status = request(background, "GET", "/version", token)
+    assert (code, status["reason"], status["message"]) == (401, "Unauthorized", "Unauthorized")
+
+
+@pytest.mark.parametrize("authorization", ["Basic YWRtaW46YWRtaW4=", "Bearer", "Bearer ", "token abc"])
+def test_no_bearer_token_is_anonymous(background: BackgroundCluster, authorization: str) -> None:
+    headers = {"Authorization": authorization}
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(req, timeout=10)
-    assert refused.value.code == 401
-    assert json.loads(refused.value.read())["reason"] == "Unauthorized"
+        urllib.request.urlopen(urllib.request.Request(f"{background.url}/api/v1/nodes", headers=headers), timeout=10)
+    assert refused.value.code == 403
+    assert json.loads(refused.value.read())["message"].startswith('nodes is forbidden: User "system:anonymous"')
 
 
 def test_a_service_account_token_dies_with_its_account(background: BackgroundCluster, bot: str) -> None:

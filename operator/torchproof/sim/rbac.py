@@ -204,14 +204,15 @@ class Access:
         return self._minted[key]
 
     def authenticate(self, authorization: str | None) -> User:
-        """No credentials: `system:anonymous`; a token this cluster did not mint, or whose ServiceAccount is
-        gone: 401, as a real server answers a bad token even where anonymous requests are allowed."""
-        if not authorization:
+        """No bearer token (no header, another scheme, an empty token): `system:anonymous`, as the API
+        server's bearer-token authenticator passes such requests on; a token this cluster did not mint, or
+        whose ServiceAccount is gone: 401, even where anonymous requests are allowed."""
+        parts = (authorization or "").strip().split(" ")
+        if len(parts) < 2 or parts[0].lower() != "bearer" or not parts[1]:
             return ANONYMOUS
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or token.strip() not in self._tokens:
+        if parts[1] not in self._tokens:
             raise UNAUTHORIZED
-        account = self._tokens[token.strip()]
+        account = self._tokens[parts[1]]
         if account is None:
             return ADMIN
         try:

@@ -31,7 +31,8 @@ async def timed(count: int, send: Callable[[int], Awaitable[None]]) -> float:
 
 
 async def run(n: int) -> None:
-    async with EmbeddedCluster() as cluster, aiohttp.ClientSession(cluster.url) as http:
+    async with EmbeddedCluster() as cluster, aiohttp.ClientSession(
+            cluster.url, headers={"Authorization": f"Bearer {cluster.admin_token}"}) as http:
         async def create(i: int) -> None:
             body = {"metadata": {"name": f"node-{i}", "labels": {"nvidia.com/gpu.present": "true"}}}
             async with http.post("/api/v1/nodes", json=body) as response:

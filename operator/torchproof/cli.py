@@ -1,4 +1,4 @@
-"""`torchproof run | simulate | probe`."""
+"""`torchproof run | status | simulate | probe`."""
 
 from __future__ import annotations
 
@@ -11,10 +11,7 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import kopf
+from typing import Any
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -23,7 +20,7 @@ def _run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from torchproof.controller import OperatorConfig, build_registry
-    from torchproof.kube import KubeApi, load_api_client
+    from torchproof.kube import KubeApi, connection_info, load_api_client
 
     api_client = load_api_client(kubeconfig=args.kubeconfig)
     cfg = OperatorConfig(api=KubeApi(api_client), namespace=args.namespace)
@@ -52,26 +49,6 @@ def operator_identity(environ: Mapping[str, str]) -> str:
     kopf's own fallback asks `getpass.getuser()`, which raises in an image whose user has no passwd entry.
     """
     return environ.get("POD_ID") or f"torchproof@{socket.gethostname()}/{os.getpid()}"
-
-
-def connection_info(configuration: Any) -> kopf.ConnectionInfo:
-    """A kopf.ConnectionInfo from a kubernetes client Configuration (server, TLS files, bearer token)."""
-    import kopf
-
-    header = (configuration.get_api_key_with_prefix("BearerToken")
-              or configuration.get_api_key_with_prefix("authorization") or "")
-    scheme, _, token = header.rpartition(" ")
-    return kopf.ConnectionInfo(
-        server=configuration.host,
-        ca_path=configuration.ssl_ca_cert,
-        insecure=not configuration.verify_ssl,
-        username=configuration.username or None,
-        password=configuration.password or None,
-        scheme=scheme or None,
-        token=token or None,
-        certificate_path=configuration.cert_file,
-        private_key_path=configuration.key_file,
-    )
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ import pynvml
 from torchproof import labels as L
 from torchproof.expectations import Expectations
 from torchproof.informer import Informer
-from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, KubeError
+from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, KubeError, connection_info
 from torchproof.metrics import Metrics
 from torchproof.plan import (
     CREATE_BACKOFF_BASE,
@@ -214,7 +214,7 @@ class Reconciler:
             log.error("profile %s: the pass failed: %s", name, message, exc_info=exc)
         if loop.failing is None:
             event = EventSpec("Warning", "DegradedTrue", f"PassFailed: {message}")
-            await self._safely(self.cfg.api.post_event(body, event))
+            await self._safely(self.cfg.api.post_event(self.cfg.namespace, body, event))
         previous = loop.status if loop.status is not None else dict(body.get("status") or {})
         status = pass_failed_status(previous, int(meta.get("generation") or 1), message, now)
         await self._write_status(name, loop, status, now, force=loop.failing is None)
@@ -287,7 +287,7 @@ class Reconciler:
 
         # New pods never go to a node whose pod this pass deletes, so both run at once; creates are queued
         # first, since a slot's turnover (and so the fleet's time to converge) waits on them.
-        events = (self._safely(api.post_event(body, event)) for event in plan.events)
+        events = (self._safely(api.post_event(ns, body, event)) for event in plan.events)
         await asyncio.gather(start(), label_then_delete(), *events)
         loop.retry_after = plan.retry_after
         loop.create_backoff = {**plan.create_backoff, **refusals}
@@ -476,7 +476,8 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
     if cfg.server is not None:
         @kopf.on.login(registry=registry)
         def login(**_: Any) -> kopf.ConnectionInfo:
-            return kopf.ConnectionInfo(server=str(cfg.server), insecure=True)
+            """kopf's watches use the API adapter's server and credentials: one identity for both."""
+            return connection_info(cfg.api.core.api_client.configuration)
 
     @kopf.on.cleanup(registry=registry)
     async def stop_informers(**_: Any) -> None:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import kopf
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -28,7 +29,6 @@ GROUP = "torchproof.dev"
 VERSION = "v1alpha1"
 PLURAL = "pytorchreleaseprofiles"
 MERGE_PATCH = "application/merge-patch+json"
-EVENT_NAMESPACE = "default"  # events about cluster-scoped objects live in "default"
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,16 @@ class KubeError(Exception):
         return f"{self.verb} failed ({self.status}): {self.message}"
 
 
-def load_api_client(kubeconfig: str | None = None, server: str | None = None) -> client.ApiClient:
-    """An ApiClient for a given server URL, a kubeconfig, or the in-cluster service account."""
+def load_api_client(kubeconfig: str | None = None, server: str | None = None,
+                    token: str | None = None) -> client.ApiClient:
+    """An ApiClient for a given server URL (with a bearer token), a kubeconfig, or the in-cluster service
+    account."""
     if server is not None:
         configuration = client.Configuration()
         configuration.host = server
+        if token is not None:
+            configuration.api_key = {"authorization": token}
+            configuration.api_key_prefix = {"authorization": "Bearer"}
     else:
         configuration = client.Configuration()
         try:
@@ -60,6 +65,25 @@ def load_api_client(kubeconfig: str | None = None, server: str | None = None) ->
             )
     configuration.connection_pool_maxsize = 32
     return client.ApiClient(configuration)
+
+
+def connection_info(configuration: Any) -> kopf.ConnectionInfo:
+    """kopf's credentials from the API adapter's Configuration (server, TLS files, bearer token): kopf's
+    watches and the adapter's calls are one identity."""
+    header = (configuration.get_api_key_with_prefix("BearerToken")
+              or configuration.get_api_key_with_prefix("authorization") or "")
+    scheme, _, token = header.rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        username=configuration.username or None,
+        password=configuration.password or None,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
 
 
 class KubeApi:
@@ -153,13 +177,15 @@ class KubeApi:
     async def list_profile_names(self) -> set[str]:
         return {str((item.get("metadata") or {}).get("name")) for item in await self.list_profiles()}
 
-    async def post_event(self, profile: Mapping[str, Any], event: EventSpec) -> None:
+    async def post_event(self, namespace: str, profile: Mapping[str, Any], event: EventSpec) -> None:
+        """An Event about a (cluster-scoped) profile, in the operator's own namespace: a namespaced Role
+        suffices, and `kubectl describe` finds a cluster-scoped object's events in every namespace."""
         meta = profile.get("metadata") or {}
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta.get('name', 'profile')}.", "namespace": EVENT_NAMESPACE},
+            "metadata": {"generateName": f"{meta.get('name', 'profile')}.", "namespace": namespace},
             "involvedObject": {
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": "PyTorchReleaseProfile",
@@ -175,7 +201,7 @@ class KubeApi:
             "lastTimestamp": now,
             "count": 1,
         }
-        await self._call("create event", self.core.create_namespaced_event, EVENT_NAMESPACE, body)
+        await self._call("create event", self.core.create_namespaced_event, namespace, body)
 
 
 def _read(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

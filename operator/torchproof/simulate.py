@@ -1,7 +1,8 @@
 """`torchproof simulate`: the embedded cluster, a simulated GPU fleet and the real operator, in one process.
 
 kopf and the kubernetes client talk HTTP to the embedded API server on loopback, exactly as they
-would to a real one; only the kubelet and the GPUs are simulated.
+would to a real one, as the ServiceAccount `deploy/rbac` creates and with only what it grants; only the
+kubelet and the GPUs are simulated.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, load_api_client
 from torchproof.sim.cluster import EmbeddedCluster
 from torchproof.sim.fleet import FleetError, load_fleet
 from torchproof.sim.kubelet import SimKubelet
+from torchproof.sim.rbac import kustomize_namespace, service_account_user
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "pytorchreleaseprofiles.yaml"
+RBAC_PATH = ROOT / "deploy" / "rbac"
 PROFILES = f"{GROUP}/{VERSION}/{PLURAL}"
 NAMESPACE = "torchproof"
 
@@ -41,14 +44,26 @@ class RunningOperator:
     task: asyncio.Task[None]
     stop: asyncio.Event
     api: KubeApi
+    user: str  # whom the API server sees: the operator's ServiceAccount
+
+
+async def install_operator_identity(cluster: EmbeddedCluster, namespace: str = NAMESPACE) -> tuple[str, str]:
+    """`deploy/rbac` moved into `namespace` as kustomize moves it, applied to the cluster; the (user, token)
+    of its ServiceAccount."""
+    docs = kustomize_namespace(RBAC_PATH, namespace)
+    await cluster.apply_documents(docs, str(RBAC_PATH))
+    (account,) = (d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount")
+    return service_account_user(namespace, account).name, cluster.service_account_token(namespace, account)
 
 
 @contextlib.asynccontextmanager
 async def embedded_operator(
     cluster: EmbeddedCluster, *, namespace: str = NAMESPACE, **settings: Any
 ) -> AsyncIterator[RunningOperator]:
-    """Run the real operator (kopf + the kubernetes client) against the embedded cluster until exit."""
-    api = KubeApi(load_api_client(server=cluster.url))
+    """Run the real operator (kopf + the kubernetes client) against the embedded cluster until exit, as the
+    ServiceAccount of `deploy/rbac`: a call its RBAC does not grant is refused (403), as on a real cluster."""
+    user, token = await install_operator_identity(cluster, namespace)
+    api = KubeApi(load_api_client(server=cluster.url, token=token))
     cfg = OperatorConfig(api=api, namespace=namespace, server=cluster.url, **settings)
     registry, reconciler = build_registry(cfg)
     stop = asyncio.Event()
@@ -62,7 +77,7 @@ async def embedded_operator(
     if task.done():
         task.result()
     try:
-        yield RunningOperator(reconciler, task, stop, api)
+        yield RunningOperator(reconciler, task, stop, api, user)
     finally:
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
@@ -118,9 +133,19 @@ class Report:
         total = self.api_requests.get("total", 0)
         lines = [report.table(self.nodes, self.profiles), "",
                  f"API requests: {total} {json.dumps(self.api_requests.get('byVerb', {}), sort_keys=True)}"]
+        lines += [f"REFUSED (RBAC): {denied}" for denied in self.api_requests.get("denied", [])]
         if not self.converged:
             lines.append("NOT CONVERGED before the timeout")
         return "\n".join(lines)
+
+
+def _by_user(cluster: EmbeddedCluster) -> dict[str, Any]:
+    """Who called (the operator as its ServiceAccount), and what RBAC refused, if anything."""
+    by_user: dict[str, int] = {}
+    for call, count in cluster.access.calls.items():
+        by_user[call.user] = by_user.get(call.user, 0) + count
+    denied = [f"{c.user} {c.verb} {c.resource} in {c.namespace or 'the cluster'}" for c in cluster.access.denials()]
+    return {"byUser": by_user, "denied": denied}
 
 
 def _profile_names(paths: Sequence[Path]) -> list[str]:
@@ -166,7 +191,7 @@ async def simulate(
         result = Report(
             nodes=cluster.emulator.list_objects("v1/nodes"),
             profiles=[p for n in names if (p := cluster.emulator.get_object(PROFILES, None, n)) is not None],
-            api_requests=cluster.emulator.request_counts(),
+            api_requests={**cluster.emulator.request_counts(), **_by_user(cluster)},
             converged=converged,
         )
         if serve:

@@ -1,4 +1,6 @@
-"""The real operator (kopf + the kubernetes client over HTTP) against the embedded cluster."""
+"""The real operator (kopf + the kubernetes client over HTTP) against the embedded cluster, which enforces
+RBAC: the operator runs as the ServiceAccount of deploy/rbac (`embedded_operator`), and a test in which any
+request was refused (401, 403) fails at teardown."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from harness import MIXED_FLEET, Env
+from harness import MIXED_FLEET, Env, assert_nothing_denied
 from torchproof.sim.cluster import EmbeddedCluster
 from torchproof.sim.fleet import parse_fleet
 from torchproof.sim.kubelet import SimKubelet
@@ -23,6 +25,7 @@ def make_env_fixture(nodes: list[dict[str, Any]], probe_seconds: float = 0.05) -
             SimKubelet(cluster.emulator, fleet, probe_seconds=probe_seconds) as kubelet,
         ):
             yield Env(cluster, kubelet)
+            assert_nothing_denied(cluster)
 
     return env
 
@@ -38,3 +41,4 @@ async def fault_env(fleet_nodes: list[dict[str, Any]]) -> AsyncIterator[Env]:
         SimKubelet(cluster.emulator, fleet, probe_seconds=0.05) as kubelet,
     ):
         yield Env(cluster, kubelet)
+        assert_nothing_denied(cluster)

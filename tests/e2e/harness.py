@@ -11,7 +11,7 @@ import yaml
 from torchproof import labels as L
 from torchproof.sim.cluster import EmbeddedCluster
 from torchproof.sim.kubelet import SimKubelet
-from torchproof.simulate import PROFILES
+from torchproof.simulate import PROFILES, install_operator_identity
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = yaml.safe_load((ROOT / "profiles" / "pytorch-20.06.yaml").read_text())
@@ -73,3 +73,16 @@ class Env:
 
     async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self.cluster.emulator.create_object(PROFILES, copy.deepcopy(body))
+
+    async def operator_kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig with the operator's ServiceAccount token (deploy/rbac installed), for `torchproof run`
+        as a process, where a pod would find its ServiceAccount's token."""
+        _, token = await install_operator_identity(self.cluster)
+        return self.cluster.write_kubeconfig(path, token)
+
+
+def assert_nothing_denied(cluster: EmbeddedCluster) -> None:
+    """No request was refused: the operator's RBAC covered every call it made (and the admin's too)."""
+    denied = [f"{c.user} {c.verb} {c.resource}{'.' + c.group if c.group else ''} in {c.namespace or 'the cluster'}"
+              for c in cluster.access.denials()]
+    assert not denied, f"refused requests: {denied}"

@@ -76,13 +76,16 @@ def _field(path: str, pod: dict[str, Any]) -> str:
     return str(value)
 
 
-def _free(port: int) -> bool:
+def _free_port() -> int:
     with socket.socket() as sock:
-        try:
-            sock.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _own_ports(args: list[str]) -> list[str]:
+    """The Deployment's args with each `--*-port` moved to a free port: in a pod the ports are the pod's own
+    network namespace's, here they are the host's, which other processes may be using."""
+    return [f"{arg.split('=')[0]}={_free_port()}" if arg.split("=")[0].endswith("-port") else arg for arg in args]
 
 
 def as_image_user(uid: int, gid: int) -> list[str]:
@@ -101,25 +104,26 @@ async def test_the_operator_starts_as_deployed(env: Env) -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"]
     with pytest.raises(KeyError):
         pwd.getpwuid(uid)  # as in the image: its user has no passwd entry
-    ports = [int(arg.split("=")[1]) for arg in container["args"] if arg.split("=")[0].endswith("-port")]
-    assert all(_free(port) for port in ports), f"ports {ports} of the Deployment's args are taken here"
+    args = _own_ports(container["args"])
+    assert [a.split("=")[0] for a in args] == [a.split("=")[0] for a in container["args"]]
 
     pod = {"metadata": {"name": "torchproof-6c9d8f7b5-x2x4q", "namespace": deployment["metadata"]["namespace"]}}
     shared = Path(tempfile.mkdtemp(prefix="torchproof-deployed-"))
     workdir = shared / "workdir"
     workdir.mkdir(mode=0o555)  # read-only, also for its owner
-    kubeconfig = env.cluster.write_kubeconfig(shared / "kubeconfig")
+    kubeconfig = await env.operator_kubeconfig(shared / "kubeconfig")
     executable = Path(sys.executable).parent / entrypoint[0]
     environ = {  # no HOME, USER or LOGNAME, as in the pod
         "PATH": f"{executable.parent}:/usr/bin:/bin",
         "PYTHONUNBUFFERED": "1",
-        # In a pod the client finds the service account; here the kubeconfig stands in for it.
+        "PYTHONPATH": str(ROOT / "operator"),  # this tree's code, as the image installs it, not another checkout's
+        # In a pod the client finds the service account's token; here a kubeconfig carries that token.
         "KUBECONFIG": str(kubeconfig),
         **{e["name"]: e.get("value") or _field(e["valueFrom"]["fieldRef"]["fieldPath"], pod)
            for e in container.get("env") or ()},
     }
     proc = await asyncio.create_subprocess_exec(
-        *as_image_user(uid, gid), str(executable), *entrypoint[1:], *container["args"],
+        *as_image_user(uid, gid), str(executable), *entrypoint[1:], *args,
         env=environ, cwd=workdir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     try:

@@ -30,7 +30,7 @@ async def cluster() -> AsyncIterator[EmbeddedCluster]:
 
 
 async def test_a_pod_deleted_while_the_watch_is_down_is_dropped_and_remembered(cluster: EmbeddedCluster) -> None:
-    api = KubeApi(load_api_client(server=cluster.url))
+    api = KubeApi(load_api_client(server=cluster.url, token=cluster.admin_token))
     changed: list[str] = []
     informer: Informer[PodView] = Informer(
         "pods", lambda **kw: api.core.list_namespaced_pod(NAMESPACE, label_selector="app=probe", **kw),

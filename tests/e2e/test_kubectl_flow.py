@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from harness import FAST, KEY, MIXED_FLEET, NAME, ROOT, Env
+from harness import FAST, KEY, MIXED_FLEET, NAME, ROOT, Env, assert_nothing_denied
 from torchproof.sim.cluster import EmbeddedCluster
 from torchproof.sim.fleet import parse_fleet
 from torchproof.sim.kubelet import SimKubelet
@@ -27,6 +27,7 @@ async def bare_env() -> AsyncIterator[Env]:
         SimKubelet(cluster.emulator, fleet, probe_seconds=0.05) as kubelet,
     ):
         yield Env(cluster, kubelet)
+        assert_nothing_denied(cluster)
 
 
 async def kubectl(kubeconfig: Path, *args: str) -> str:

@@ -28,7 +28,7 @@ def scrape(port: int) -> str:
 
 
 async def test_run_command_labels_nodes_and_serves_metrics(env: Env, tmp_path: Path) -> None:
-    config = env.cluster.write_kubeconfig(tmp_path / "kubeconfig")
+    config = await env.operator_kubeconfig(tmp_path / "kubeconfig")
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "torchproof.cli", "run", "--standalone", f"--kubeconfig={config}",

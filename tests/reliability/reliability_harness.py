@@ -28,7 +28,7 @@ from torchproof.sim.emulator import ApiFaults
 from torchproof.sim.fleet import parse_fleet
 from torchproof.sim.kubelet import SimKubelet
 from torchproof.sim.store import ApiError
-from torchproof.simulate import CRD_PATH, PROFILES, settled, wait_for
+from torchproof.simulate import CRD_PATH, PROFILES, install_operator_identity, settled, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = yaml.safe_load((ROOT / "profiles" / "pytorch-20.06.yaml").read_text())
@@ -149,8 +149,9 @@ class OperatorThread:
     every pod the kubelet is playing.)
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str) -> None:
         self.url = url
+        self.token = token
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self._thread = threading.Thread(target=self._main, name="operator", daemon=True)
@@ -185,7 +186,7 @@ class OperatorThread:
         await asyncio.sleep(0.05)
 
     async def _operate(self) -> None:
-        api = KubeApi(load_api_client(server=self.url))
+        api = KubeApi(load_api_client(server=self.url, token=self.token))
         registry, _ = build_registry(OperatorConfig(api=api, namespace=NAMESPACE, server=self.url, **SETTINGS))
         self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
         try:
@@ -243,7 +244,8 @@ class Rig:
 
     @contextlib.asynccontextmanager
     async def operator(self) -> AsyncIterator[OperatorThread]:
-        op = OperatorThread(self.cluster.url)
+        _, token = await install_operator_identity(self.cluster, NAMESPACE)  # as deployed: its ServiceAccount
+        op = OperatorThread(self.cluster.url, token)
         await op.start()
         try:
             yield op

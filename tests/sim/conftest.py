@@ -33,6 +33,7 @@ def background(crd_path: Path) -> Iterator[BackgroundCluster]:
 
 @pytest.fixture
 def api(background: BackgroundCluster) -> Iterator[kubernetes.client.ApiClient]:
-    config = kubernetes.client.Configuration(host=background.url)
+    config = kubernetes.client.Configuration(host=background.url, api_key={"authorization": background.admin_token},
+                                             api_key_prefix={"authorization": "Bearer"})
     with kubernetes.client.ApiClient(config) as client:
         yield client

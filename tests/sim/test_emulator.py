@@ -23,11 +23,16 @@ from torchproof.sim.store import LabelSelector, apply_json_patch, apply_merge_pa
 NS = "testns"
 
 
+def admin(bg: BackgroundCluster | EmbeddedCluster) -> dict[str, str]:
+    """The admin's credentials: the cluster authorises every HTTP request."""
+    return {"Authorization": f"Bearer {bg.admin_token}"}
+
+
 def http(bg: BackgroundCluster, method: str, path: str, body: Any = None,
          content_type: str = "application/json") -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(bg.url + path, data=data, method=method,
-                                     headers={"Content-Type": content_type})
+                                     headers={"Content-Type": content_type, **admin(bg)})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read() or b"null")
@@ -36,7 +41,7 @@ def http(bg: BackgroundCluster, method: str, path: str, body: Any = None,
 
 
 def watch_lines(bg: BackgroundCluster, path: str) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(bg.url + path, timeout=10) as response:
+    with urllib.request.urlopen(urllib.request.Request(bg.url + path, headers=admin(bg)), timeout=10) as response:
         return [json.loads(line) for line in response.read().splitlines() if line.strip()]
 
 
@@ -153,7 +158,7 @@ def test_watch_without_version_lists_current_state_and_ends_at_timeout(backgroun
 async def test_watch_delivers_live_events(cluster: EmbeddedCluster) -> None:
     import aiohttp
 
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=admin(cluster)) as session:
         url = f"{cluster.url}/api/v1/namespaces/{NS}/configmaps?watch=1&timeoutSeconds=5"
         async with session.get(url) as response:
             await cluster.emulator.create_object("v1/configmaps", {"metadata": {"name": "live", "namespace": NS}})
@@ -379,7 +384,8 @@ def test_a_crd_a_real_server_refuses_is_refused_over_http(background: Background
 def test_table_output_has_printer_columns(background: BackgroundCluster) -> None:
     http(background, "POST", f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}", gadget("g", size=4))
     request = urllib.request.Request(f"{background.url}/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}",
-                                     headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
+                                     headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io",
+                                              **admin(background)})
     with urllib.request.urlopen(request, timeout=10) as response:
         table = json.loads(response.read())
     assert table["kind"] == "Table"
@@ -405,7 +411,8 @@ def test_injected_faults_hit_the_chosen_verbs_only(background: BackgroundCluster
 def test_retry_after_header_and_cut_watches(background: BackgroundCluster) -> None:
     background.emulator.faults = ApiFaults(rate_429=1.0, verbs=frozenset({"get"}))
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(f"{background.url}/api/v1/nodes/x", timeout=10)
+        urllib.request.urlopen(urllib.request.Request(f"{background.url}/api/v1/nodes/x", headers=admin(background)),
+                               timeout=10)
     assert refused.value.headers["Retry-After"] == "1"
     for name in "abc":
         http(background, "POST", "/api/v1/nodes", {"metadata": {"name": name}})
@@ -481,7 +488,7 @@ async def test_kopf_operator_sees_nodes_and_custom_resources(cluster: EmbeddedCl
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=cluster.url, insecure=True)
+        return kopf.ConnectionInfo(server=cluster.url, insecure=True, token=cluster.admin_token)
 
     @kopf.on.event("v1", "nodes", registry=registry)
     def node_seen(name: str, **_: Any) -> None:

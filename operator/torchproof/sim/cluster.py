@@ -1,5 +1,11 @@
 """An embedded cluster on loopback: the emulator behind `kmock.Server`, a kubeconfig, YAML apply.
 
+HTTP requests are authenticated and authorised by RBAC (`sim/rbac.py`) unless `authorize=False`: the
+kubeconfig carries the admin's token (`system:masters`); `service_account_token` mints one for a
+ServiceAccount, which may do what the Roles and bindings stored in the cluster grant it. The cluster
+listens twice: `url` (plain HTTP, for in-process clients) and `secure_url` (HTTPS, `sim/tls.py`), which
+the kubeconfig names, since kubectl sends credentials only over TLS.
+
 `run_in_thread()` serves one from a background event loop for synchronous callers (kubectl, the sync
 kubernetes client); `BackgroundCluster.call()` runs coroutines in that loop.
 """
@@ -7,6 +13,7 @@ kubernetes client); `BackgroundCluster.call()` runs coroutines in that loop.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import threading
 from collections.abc import Awaitable, Iterator, Sequence
@@ -14,11 +21,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+import aiohttp.test_utils
 import kmock
 import yaml
 
 from torchproof.sim.emulator import ClusterEmulator
+from torchproof.sim.rbac import Access, bootstrap_policy
 from torchproof.sim.store import ApiError, Obj
+from torchproof.sim.tls import loopback_certificate
 
 T = TypeVar("T")
 SYSTEM_NAMESPACES = ("default", "kube-system")
@@ -28,20 +38,32 @@ class EmbeddedCluster:
     """An API server in this process, on a loopback port; an async context manager."""
 
     def __init__(self, *, crd_paths: Sequence[Path] = (), namespace: str = "torchproof",
-                 host: str = "127.0.0.1", port: int | None = None) -> None:
+                 host: str = "127.0.0.1", port: int | None = None, authorize: bool = True) -> None:
         self.crd_paths = tuple(Path(p) for p in crd_paths)
         self.namespace = namespace
         self.emulator = ClusterEmulator()
+        self.access = Access(self.emulator.store)
+        if authorize:
+            self.emulator.access = self.access
         self._server = kmock.Server(self.emulator, host=host, port=port)
+        self._certificate = loopback_certificate()
+        self._tls_server = (aiohttp.test_utils.RawTestServer(self.emulator, host=host, port=0)
+                            if self._certificate is not None else None)
         self.url = ""
+        self.secure_url = ""  # "" without openssl
 
     async def __aenter__(self) -> EmbeddedCluster:
         await self.emulator.__aenter__()
         try:
             await self._server.__aenter__()
             self.url = str(self._server.url).rstrip("/")
+            if self._tls_server is not None and self._certificate is not None:
+                await self._tls_server.start_server(ssl=self._certificate.server_context())
+                self.secure_url = str(self._tls_server.make_url("")).rstrip("/")
             for name in dict.fromkeys((*SYSTEM_NAMESPACES, self.namespace)):
                 await self.emulator.create_object("v1/namespaces", {"metadata": {"name": name}})
+            for resource, obj in bootstrap_policy():
+                await self.emulator.create_object(resource, obj)
             for path in self.crd_paths:
                 await self.apply_yaml(path)
         except BaseException:
@@ -51,16 +73,32 @@ class EmbeddedCluster:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
+        if self._tls_server is not None:
+            await self._tls_server.close()
         with contextlib.suppress(RuntimeError):  # not started when entering failed early
             await self._server.__aexit__(exc_type, exc, tb)
         await self.emulator.__aexit__(exc_type, exc, tb)
 
-    def write_kubeconfig(self, path: Path) -> Path:
-        """A kubeconfig for kubectl and `kubernetes.config.load_kube_config` (plain HTTP, no auth)."""
+    @property
+    def admin_token(self) -> str:
+        return self.access.admin_token
+
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """A bearer token for a ServiceAccount: valid while it exists; it may do what RBAC grants it."""
+        return self.access.service_account_token(namespace, name)
+
+    def write_kubeconfig(self, path: Path, token: str | None = None, *, tls: bool = True) -> Path:
+        """A kubeconfig for kubectl and `kubernetes.config.load_kube_config`: HTTPS where there is a
+        certificate and `tls` (else plain HTTP, over which kubectl sends no credentials but the Python
+        client does), a bearer token: the admin's unless `token` is given."""
+        server: dict[str, str] = {"server": self.url}
+        if tls and self.secure_url and self._certificate is not None:
+            ca = base64.b64encode(self._certificate.cert.read_bytes()).decode()
+            server = {"server": self.secure_url, "certificate-authority-data": ca}
         config = {
             "apiVersion": "v1", "kind": "Config", "current-context": "torchproof-sim",
-            "clusters": [{"name": "torchproof-sim", "cluster": {"server": self.url}}],
-            "users": [{"name": "torchproof-sim", "user": {"token": "torchproof-sim"}}],
+            "clusters": [{"name": "torchproof-sim", "cluster": server}],
+            "users": [{"name": "torchproof-sim", "user": {"token": token or self.admin_token}}],
             "contexts": [{"name": "torchproof-sim", "context": {
                 "cluster": "torchproof-sim", "user": "torchproof-sim", "namespace": self.namespace}}],
         }
@@ -74,10 +112,14 @@ class EmbeddedCluster:
             documents = [d for d in yaml.safe_load_all(Path(path).read_text()) if d is not None]
         except yaml.YAMLError as exc:
             raise ValueError(f"{path}: not YAML: {exc}") from None
+        return await self.apply_documents(documents, str(path))
+
+    async def apply_documents(self, documents: Sequence[Any], source: str = "manifest") -> list[Obj]:
+        """Create or replace each object, as the admin; nothing changes unless every one is usable."""
         store = self.emulator.store
         plan = []
         for index, doc in enumerate(documents):  # check every document before changing anything
-            where = f"{path} document {index}"
+            where = f"{source} document {index}"
             if not isinstance(doc, dict) or not doc.get("apiVersion") or not doc.get("kind"):
                 raise ValueError(f"{where}: needs apiVersion and kind")
             name = (doc.get("metadata") or {}).get("name")
@@ -116,6 +158,10 @@ class BackgroundCluster:
     @property
     def emulator(self) -> ClusterEmulator:
         return self.cluster.emulator
+
+    @property
+    def admin_token(self) -> str:
+        return self.cluster.admin_token
 
     def call(self, awaitable: Awaitable[T], timeout: float = 30.0) -> T:
         """Run a coroutine in the cluster's loop and wait for its result."""

@@ -13,7 +13,7 @@ import datetime
 import json
 import random
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ import aiohttp.web
 import attrs
 import kmock
 
+from torchproof.sim.rbac import Access, Attributes
 from torchproof.sim.store import (
     JSON_PATCH,
     MERGE_PATCH,
@@ -219,6 +220,20 @@ def render_table(rt: ResourceType, items: list[Obj], resource_version: int, now:
             "metadata": {"resourceVersion": str(resource_version)}}
 
 
+def request_attributes(method: str, path: str, route: Route | None, query: Mapping[str, str]) -> Attributes:
+    """What a request asks, as the API server's RequestInfo has it for RBAC: discovery and other URLs outside
+    the resource API are URL requests (`get path "/apis"`); a delete without a name is `deletecollection`."""
+    if route is None or route.plural is None:
+        return Attributes(verb=method.lower(), path=path)
+    watch = route.watch or query.get("watch", "").lower() in ("true", "1")
+    verb = _verb(method, route, watch)
+    if verb == "delete" and route.name is None:
+        verb = "deletecollection"
+    namespace = route.name if route.group == "" and route.plural == "namespaces" else route.namespace
+    return Attributes(verb=verb, path=path, resource=route.plural, group=route.group,
+                      subresource=route.subresource, namespace=namespace, name=route.name)
+
+
 def _verb(method: str, route: Route, watch: bool) -> str:
     if method == "GET":
         return "watch" if watch else "get" if route.name else "list"
@@ -334,6 +349,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     store: Store = attrs.field(factory=Store)
     faults: ApiFaults | None = None
+    access: Access | None = None  # authentication and RBAC of HTTP requests; None: every request is allowed
     _counts: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
     _resource_counts: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
     _encode: Encodings = attrs.field(factory=Encodings, init=False)
@@ -378,6 +394,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         path = raw_request.path
         route = parse_route(path)
         try:
+            if self.access is not None:
+                self.access.check(raw_request.headers.get("Authorization"),
+                                  request_attributes(raw_request.method, path, route, raw_request.query))
             if route is None:
                 if path in ("/version", "/version/"):
                     return _json(await self._serve_server_version(kmock.Request()))

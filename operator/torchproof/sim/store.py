@@ -95,6 +95,10 @@ BUILTINS = (
     _builtin("", "v1", "serviceaccounts", "ServiceAccount", True, "sa"),
     _builtin("events.k8s.io", "v1", "events", "Event", True, "ev"),
     _builtin("coordination.k8s.io", "v1", "leases", "Lease", True),
+    _builtin("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
+    _builtin("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
+    _builtin("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
+    _builtin("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
     _builtin("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
              False, "crd", "crds", status=True),
 )
@@ -246,7 +250,11 @@ class Store:
             name = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
         if not isinstance(name, str) or not name:
             raise _invalid(rt, "", "metadata.name", "Required value: name or generateName is required")
-        if len(name) > 253 or not DNS_SUBDOMAIN.fullmatch(name):
+        if rt.group == "rbac.authorization.k8s.io":  # path segment names, as `system:discovery`
+            if name in (".", "..") or "/" in name or "%" in name:
+                raise _invalid(rt, name, "metadata.name", f'Invalid value: "{name}": may not be \'.\' or '
+                               "'..' and may not contain '/' or '%'")
+        elif len(name) > 253 or not DNS_SUBDOMAIN.fullmatch(name):
             raise _invalid(rt, name, "metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 subdomain '
                            "must consist of lower case alphanumeric characters, '-' or '.', and must start and "
                            "end with an alphanumeric character")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -28,9 +28,12 @@ class EmbeddedCluster:
     """An API server in this process, on a loopback port; an async context manager."""
 
     def __init__(self, *, crd_paths: Sequence[Path] = (), namespace: str = "torchproof",
+                 namespace_labels: Mapping[str, str] | None = None,
                  host: str = "127.0.0.1", port: int | None = None) -> None:
+        """`namespace_labels`: the operator namespace's, e.g. Pod Security's `enforce` level (none by default)."""
         self.crd_paths = tuple(Path(p) for p in crd_paths)
         self.namespace = namespace
+        self.namespace_labels = dict(namespace_labels or {})
         self.emulator = ClusterEmulator()
         self._server = kmock.Server(self.emulator, host=host, port=port)
         self.url = ""
@@ -41,7 +44,8 @@ class EmbeddedCluster:
             await self._server.__aenter__()
             self.url = str(self._server.url).rstrip("/")
             for name in dict.fromkeys((*SYSTEM_NAMESPACES, self.namespace)):
-                await self.emulator.create_object("v1/namespaces", {"metadata": {"name": name}})
+                labels = self.namespace_labels if name == self.namespace else {}
+                await self.emulator.create_object("v1/namespaces", {"metadata": {"name": name, "labels": labels}})
             for path in self.crd_paths:
                 await self.apply_yaml(path)
         except BaseException:

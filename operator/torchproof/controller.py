@@ -27,10 +27,10 @@ from torchproof.informer import Informer
 from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, KubeError
 from torchproof.metrics import Metrics
 from torchproof.plan import DeletePod, NodeUpdate, Plan, PlanInput, PlanMemo, compute_plan, invalid_spec_status
-from torchproof.podspec import build_probe_configmap, configmap_name
+from torchproof.podspec import CONFIGMAP_LABELS, build_probe_configmap, configmap_name
 from torchproof.probe import PROBE_PATH
 from torchproof.profile import InvalidSpec, parse_profile
-from torchproof.sweep import Removal, plan_removal, plan_sweep
+from torchproof.sweep import Removal, plan_removal, plan_sweep, stale_configmaps
 from torchproof.views import NodeView, PodView, node_view, pod_view
 
 log = logging.getLogger("torchproof")
@@ -307,6 +307,22 @@ class Reconciler:
             log.info("sweeping %d node(s) and %d pod(s) of deleted profiles", len(sweep.patches), len(sweep.pods))
         return await self._remove(sweep)
 
+    async def collect_configmaps(self) -> bool:
+        """Delete the probe ConfigMaps of earlier probe versions that no pod uses; True when nothing failed.
+        The pods are listed after the ConfigMaps, and all of the namespace's, not only validation pods."""
+        api, ns, failures = self.cfg.api, self.cfg.namespace, self.failures
+        try:
+            configmaps = await api.list_configmaps(ns, ",".join(f"{k}={v}" for k, v in CONFIGMAP_LABELS.items()))
+            pods = await api.list_pods(ns, "")
+        except KubeError as exc:
+            self._failed(exc)
+            return False
+        stale = stale_configmaps(configmaps, pods, self.configmap_name)
+        if stale:
+            log.info("deleting %d probe ConfigMap(s) of earlier probe versions: %s", len(stale), ", ".join(stale))
+        await _gather(self._safely(api.delete_configmap(ns, name)) for name in stale)
+        return self.failures == failures
+
     async def _remove(self, removal: Removal) -> bool:
         """Node patches first, then pods; True when every write landed."""
         api, failures = self.cfg.api, self.failures
@@ -367,6 +383,7 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
             except KubeError as exc:
                 log.warning("sweep: %s", exc)
                 clean = False
+            clean = await reconciler.collect_configmaps() and clean
             await _sleep(reconciler.sweep_wake, never, cfg.resync_seconds if clean else cfg.error_backoff)
             fresh = reconciler.sweep_wake.is_set() or not clean
 

@@ -33,6 +33,9 @@ SCRATCH_ENV: tuple[tuple[str, str], ...] = (
     ("MPLCONFIGDIR", f"{SCRATCH}/.cache/matplotlib"),
 )
 CONFIGMAP_PREFIX = "torchproof-probe-"
+# What marks a probe ConfigMap as the operator's (the cleanup of old ones selects by it).
+CONFIGMAP_LABELS: Mapping[str, str] = {"app.kubernetes.io/managed-by": L.MANAGED_BY,
+                                       "app.kubernetes.io/component": "probe"}
 # Standard taints that GPU nodes carry; validation pods must land there anyway.
 GPU_TOLERATIONS: tuple[Mapping[str, str], ...] = (
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
@@ -84,11 +87,7 @@ def build_probe_configmap(namespace: str, files: Mapping[str, str]) -> dict[str,
         "metadata": {
             "name": configmap_name(files),
             "namespace": namespace,
-            "labels": {
-                "app.kubernetes.io/name": "torchproof-probe",
-                "app.kubernetes.io/managed-by": L.MANAGED_BY,
-                "app.kubernetes.io/component": "probe",
-            },
+            "labels": {"app.kubernetes.io/name": "torchproof-probe", **CONFIGMAP_LABELS},
         },
         "data": dict(files),
     }

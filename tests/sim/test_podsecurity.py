@@ -219,6 +219,8 @@ def test_the_api_admits_validation_pods_and_refuses_root_with_403(core: kubernet
         'set securityContext.runAsNonRoot=false), runAsUser=0 (pod must not set runAsUser=0)'
     )
     assert [p.metadata.name for p in core.list_namespaced_pod("torchproof").items] == [admitted.metadata.name]
-    # a namespace without the label admits anything, as a real server does
-    root["metadata"]["namespace"] = "default"
-    assert core.create_namespaced_pod("default", root).metadata.name == "tp-root"
+    # a namespace at baseline admits it, and one without the label admits anything, as a real server does
+    core.create_namespace({"metadata": {"name": "gpu-root", "labels": {ENFORCE_LABEL: "baseline"}}})
+    for namespace in ("gpu-root", "default"):
+        root["metadata"]["namespace"] = namespace
+        assert core.create_namespaced_pod(namespace, root).metadata.name == "tp-root"

@@ -42,10 +42,10 @@ from torchproof.plan import (
     pass_failed_status,
     refused_create,
 )
-from torchproof.podspec import build_probe_configmap, configmap_name
+from torchproof.podspec import CONFIGMAP_LABELS, build_probe_configmap, configmap_name
 from torchproof.probe import PROBE_PATH
 from torchproof.profile import InvalidSpec, parse_profile
-from torchproof.sweep import Removal, plan_removal, plan_sweep
+from torchproof.sweep import Removal, plan_removal, plan_sweep, stale_configmaps
 from torchproof.text import clean_text
 from torchproof.views import NodeView, PodView, node_view, pod_view
 
@@ -120,6 +120,7 @@ class Reconciler:
         self.configmap = build_probe_configmap(cfg.namespace, files)
         self.configmap_name = configmap_name(files)
         self.configmap_at: float | None = None
+        self.collected_at: float | None = None  # when old probe ConfigMaps were last looked for
         self.loops: dict[str, ProfileLoop] = {}
         self.failures = 0  # failed API calls so far; a pass that adds to it is retried after error_backoff
         self.sweep_wake = asyncio.Event()
@@ -397,6 +398,26 @@ class Reconciler:
             log.info("sweeping %d node(s) and %d pod(s) of deleted profiles", len(sweep.patches), len(sweep.pods))
         return await self._remove(sweep)
 
+    async def collect_configmaps(self) -> None:
+        """Delete the probe ConfigMaps of earlier probe versions that no pod uses (`sweep.stale_configmaps`).
+        The pods are listed after the ConfigMaps, and all of the namespace's, not only validation pods. Nothing
+        waits on this, so a failure is only counted and logged, and the next resync tries again: at most one
+        attempt per resync, however often the sweep runs."""
+        api, ns, now = self.cfg.api, self.cfg.namespace, self.cfg.clock()
+        if self.collected_at is not None and now - self.collected_at < self.cfg.resync_seconds:
+            return
+        self.collected_at = now
+        try:
+            configmaps = await api.list_configmaps(ns, ",".join(f"{k}={v}" for k, v in CONFIGMAP_LABELS.items()))
+            pods = await api.list_pods(ns, "")
+        except KubeError as exc:
+            self._failed(exc)
+            return
+        stale = stale_configmaps(configmaps, pods, self.configmap_name)
+        if stale:
+            log.info("deleting %d probe ConfigMap(s) of earlier probe versions: %s", len(stale), ", ".join(stale))
+        await _gather(self._safely(api.delete_configmap(ns, name)) for name in stale)
+
     async def _remove(self, removal: Removal) -> bool:
         """Node patches first, then pods; True when every write landed."""
         api, failures = self.cfg.api, self.failures
@@ -445,7 +466,7 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
 
     async def sweeper() -> None:
         """At start and every resync over the informer's nodes; after a profile is seen deleted (or a loop
-        finds its profile gone) over nodes listed afresh: the backstop of `cleanup`."""
+        finds its profile gone) over nodes listed afresh: the backstop of `cleanup`. Then old probe ConfigMaps."""
         never = asyncio.Event()
         if not await synced(never):
             return
@@ -457,6 +478,7 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
             except KubeError as exc:
                 log.warning("sweep: %s", exc)
                 clean = False
+            await reconciler.collect_configmaps()
             await _sleep(reconciler.sweep_wake, never, cfg.resync_seconds if clean else cfg.error_backoff)
             fresh = reconciler.sweep_wake.is_set() or not clean
 

@@ -161,6 +161,18 @@ class KubeApi:
             if exc.status != 409:
                 raise
 
+    async def list_configmaps(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        return _items(await self._call(
+            "list configmaps", self.core.list_namespaced_config_map, namespace, label_selector=label_selector
+        ))
+
+    async def delete_configmap(self, namespace: str, name: str) -> None:
+        try:
+            await self._call("delete configmap", self.core.delete_namespaced_config_map, name, namespace)
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+
     async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         response = await self._call(
             "list pods", self.core.list_namespaced_pod, namespace, label_selector=label_selector

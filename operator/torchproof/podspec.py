@@ -18,7 +18,24 @@ from torchproof.result import PLAN_SCHEMA
 PROBE_MOUNT = "/opt/torchproof"
 TERMINATION_LOG = "/dev/termination-log"
 PLAN_ENV = "TORCHPROOF_PLAN"
+SCRATCH = "/tmp"  # an emptyDir: the only writable place when the root filesystem is read-only
+# Where torch and its libraries write caches, all pointed into the scratch volume; USER because
+# getpass.getuser() (torch.compile's cache names) raises KeyError for a uid without a passwd entry.
+SCRATCH_ENV: tuple[tuple[str, str], ...] = (
+    ("HOME", SCRATCH),
+    ("TMPDIR", SCRATCH),
+    ("USER", "torchproof"),
+    ("XDG_CACHE_HOME", f"{SCRATCH}/.cache"),
+    ("TORCH_HOME", f"{SCRATCH}/.cache/torch"),
+    ("TRITON_CACHE_DIR", f"{SCRATCH}/.cache/triton"),
+    ("TORCHINDUCTOR_CACHE_DIR", f"{SCRATCH}/.cache/torchinductor"),
+    ("CUDA_CACHE_PATH", f"{SCRATCH}/.cache/nv/ComputeCache"),
+    ("MPLCONFIGDIR", f"{SCRATCH}/.cache/matplotlib"),
+)
 CONFIGMAP_PREFIX = "torchproof-probe-"
+# What marks a probe ConfigMap as the operator's (the cleanup of old ones selects by it).
+CONFIGMAP_LABELS: Mapping[str, str] = {"app.kubernetes.io/managed-by": L.MANAGED_BY,
+                                       "app.kubernetes.io/component": "probe"}
 # Standard taints that GPU nodes carry; validation pods must land there anyway.
 GPU_TOLERATIONS: tuple[Mapping[str, str], ...] = (
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
@@ -70,11 +87,7 @@ def build_probe_configmap(namespace: str, files: Mapping[str, str]) -> dict[str,
         "metadata": {
             "name": configmap_name(files),
             "namespace": namespace,
-            "labels": {
-                "app.kubernetes.io/name": "torchproof-probe",
-                "app.kubernetes.io/managed-by": L.MANAGED_BY,
-                "app.kubernetes.io/component": "probe",
-            },
+            "labels": {"app.kubernetes.io/name": "torchproof-probe", **CONFIGMAP_LABELS},
         },
         "data": dict(files),
     }
@@ -100,6 +113,16 @@ def pod_labels(profile: str) -> dict[str, str]:
     }
 
 
+def security_contexts(profile: Profile) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(pod, container) security contexts: Pod Security `restricted` unless the profile asks for root."""
+    s = profile.validation.security
+    pod = {"runAsUser": s.run_as_user, "runAsNonRoot": s.run_as_non_root,
+           "seccompProfile": {"type": "RuntimeDefault"}}
+    container = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                 "readOnlyRootFilesystem": s.read_only_root_filesystem}
+    return pod, container
+
+
 def build_pod(
     profile: Profile,
     *,
@@ -110,13 +133,15 @@ def build_pod(
 ) -> dict[str, Any]:
     v = profile.validation
     gpus = str(v.gpus_per_probe)
-    limits: dict[str, str] = {**v.resources.get("limits", {}), "nvidia.com/gpu": gpus}
-    requests: dict[str, str] = {**v.resources.get("requests", {}), "nvidia.com/gpu": gpus}
+    limits: dict[str, str] = {**v.resources.get("limits", {}), v.gpu_resource: gpus}
+    requests: dict[str, str] = {**v.resources.get("requests", {}), v.gpu_resource: gpus}
+    pod_security, container_security = security_contexts(profile)
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "activeDeadlineSeconds": v.runtime_timeout_seconds,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
+        "securityContext": pod_security,
         "affinity": {
             "nodeAffinity": {
                 "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -133,20 +158,32 @@ def build_pod(
                 "image": profile.image,
                 "imagePullPolicy": profile.image_pull_policy,
                 "command": ["python", f"{PROBE_MOUNT}/probe.py"],
+                "workingDir": SCRATCH,
                 "env": [
                     {"name": PLAN_ENV, "value": json.dumps(build_plan(profile), separators=(",", ":"))},
                     {"name": "PYTHONPATH", "value": PROBE_MOUNT},
                     {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+                    *({"name": name, "value": value} for name, value in SCRATCH_ENV),
                 ],
                 "resources": {"limits": limits, "requests": requests},
                 "terminationMessagePath": TERMINATION_LOG,
                 "terminationMessagePolicy": "File",
-                "volumeMounts": [{"name": "probe", "mountPath": PROBE_MOUNT, "readOnly": True}],
-                "securityContext": {"allowPrivilegeEscalation": False},
+                "volumeMounts": [
+                    {"name": "probe", "mountPath": PROBE_MOUNT, "readOnly": True},
+                    {"name": "scratch", "mountPath": SCRATCH},
+                    {"name": "shm", "mountPath": "/dev/shm"},
+                ],
+                "securityContext": container_security,
             }
         ],
-        "volumes": [{"name": "probe", "configMap": {"name": configmap}}],
+        "volumes": [
+            {"name": "probe", "configMap": {"name": configmap}},
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": v.shm_size}},
+        ],
     }
+    if v.runtime_class_name:
+        spec["runtimeClassName"] = v.runtime_class_name
     if v.priority_class_name:
         spec["priorityClassName"] = v.priority_class_name
     if profile.image_pull_secrets:

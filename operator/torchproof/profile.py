@@ -49,12 +49,20 @@ _QUANTITY_SCALE: Final = {
     "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60,
 }
 _UNITS: Final = {"h": 3600, "m": 60, "s": 1}
+# The device plugin's names: whole GPUs, or MIG devices under the mixed strategy (mig-1g.5gb, mig-1c.3g.20gb,
+# mig-1g.10gb.me), as docs/profile.md says.
+GPU_RESOURCE: Final = "nvidia.com/gpu"
+_GPU_RESOURCE = re.compile(r"^nvidia\.com/(gpu|mig-[0-9]+(c\.[0-9]+)?g\.[0-9]+gb(\.[a-z0-9]+)*)$")
+RESOURCE_NAMES: Final = ("cpu", "memory", "ephemeral-storage")
 
 
 # Section 9 of issue 8; the CRD says the same in CEL (tests/unit/test_crd.py keeps the two in step).
 NOTHING_TO_VALIDATE: Final = ("checks.cuda and checks.gpu cannot be disabled: every verdict rests on the CUDA "
                               "check and on the GPUs the probe observes (docs/contract.md, rules of evidence)")
 START_MARGIN_SECONDS: Final = 30  # container and CUDA start, outside the probe's own budget
+ROOT_NEEDS_RUN_AS_ROOT: Final = "runAsUser 0 (root) needs runAsNonRoot: false"
+ONE_MIG_DEVICE: Final = ("a MIG resource gives a container one usable MIG device: gpusPerProbe must be 1 unless "
+                         f"gpuResource is {GPU_RESOURCE}")
 BUDGET_OVER_TIMEOUT: Final = (f"checks.timeBudgetSeconds plus {START_MARGIN_SECONDS}s (container and CUDA start) "
                               "must not exceed validation.runtimeTimeoutSeconds, or the pod's deadline cuts the "
                               "probe off")
@@ -208,8 +216,25 @@ class LabelSelector:
 
 
 @dataclass(frozen=True)
+class PodSecurity:
+    """Whom the probe runs as. The defaults pass Pod Security `restricted`; root needs a namespace whose
+    enforced level is `baseline` or `privileged` (docs/profile.md)."""
+
+    run_as_user: int = 1000
+    run_as_non_root: bool = True
+    read_only_root_filesystem: bool = True
+
+
+DEFAULT_SHM_SIZE: Final = "1Gi"  # NGC's containers ask for --shm-size=1g
+
+
+@dataclass(frozen=True)
 class ValidationSettings:
     gpus_per_probe: int = 1
+    gpu_resource: str = GPU_RESOURCE
+    runtime_class_name: str | None = None
+    shm_size: str = DEFAULT_SHM_SIZE
+    security: PodSecurity = PodSecurity()
     runtime_timeout_seconds: int = 600
     pending_timeout_seconds: int = 300
     priority_class_name: str | None = None
@@ -239,10 +264,12 @@ class Profile:
     def spec_hash(self) -> str:
         """Changes exactly when a node's earlier result no longer proves this spec (12 hex digits).
 
-        Scheduling knobs (selector, concurrency, timeouts, revalidation) and known issues are left out:
-        changing them must not re-run every probe.
+        Scheduling knobs (selector, concurrency, timeouts, revalidation, priority, tolerations, resources)
+        and known issues are left out: changing them must not re-run every probe. What the probe runs on
+        and as (GPU resource, runtime class, /dev/shm, security context) is in, but only where it differs
+        from its default, so that profiles written before those fields existed keep their hash.
         """
-        relevant = {
+        relevant: dict[str, Any] = {
             "release": self.release,
             "image": self.image,
             "components": self.components,
@@ -250,8 +277,18 @@ class Profile:
             "checks": self.checks,
             "gpusPerProbe": self.validation.gpus_per_probe,
         }
+        pod, default = _pod_environment(self.validation), _pod_environment(ValidationSettings())
+        changed = {key: value for key, value in pod.items() if value != default[key]}
+        if changed:
+            relevant["pod"] = changed
         text = json.dumps(_canonical(relevant), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _pod_environment(v: ValidationSettings) -> dict[str, Any]:
+    """What the probe runs on and as; sizes as bytes, so that 1Gi and 1024Mi are the same spec."""
+    return {"gpuResource": v.gpu_resource, "runtimeClassName": v.runtime_class_name,
+            "shmBytes": format(_quantity(v.shm_size).normalize(), "f"), "securityContext": v.security}
 
 
 def _canonical(value: Any) -> Any:
@@ -600,9 +637,9 @@ def _resources(value: Any, path: str) -> Mapping[str, Mapping[str, str]]:
     amounts: dict[str, dict[str, Decimal]] = {}
     for part in ("requests", "limits"):
         where = f"{path}.{part}"
-        r = _object(m.get(part), where, ("cpu", "memory"))
+        r = _object(m.get(part), where, RESOURCE_NAMES)
         strings: dict[str, str] = {}
-        for name in ("cpu", "memory"):
+        for name in RESOURCE_NAMES:
             text = _opt_str(r, name, where, max_length=32)
             if text is not None:
                 try:
@@ -620,17 +657,55 @@ def _resources(value: Any, path: str) -> Mapping[str, Mapping[str, str]]:
     return MappingProxyType(out)
 
 
+def _security(value: Any, path: str) -> PodSecurity:
+    m = _object(value, path, ("runAsUser", "runAsNonRoot", "readOnlyRootFilesystem"))
+    security = PodSecurity(
+        run_as_user=_int(m, "runAsUser", path, default=1000, lo=0, hi=2**31 - 1),
+        run_as_non_root=_bool(m, "runAsNonRoot", path, True),
+        read_only_root_filesystem=_bool(m, "readOnlyRootFilesystem", path, True),
+    )
+    if security.run_as_user == 0 and security.run_as_non_root:
+        raise InvalidSpec(f"{path}.runAsUser", ROOT_NEEDS_RUN_AS_ROOT)
+    return security
+
+
+def _shm_size(m: Mapping[str, Any], path: str, resources: Mapping[str, Mapping[str, str]]) -> str:
+    """A memory-backed /dev/shm counts against the container's memory limit, so it must fit inside it."""
+    where = f"{path}.shmSize"
+    text = _str(m, "shmSize", path, max_length=32, default=DEFAULT_SHM_SIZE)
+    try:
+        size = _quantity(text)
+    except ValueError as exc:
+        raise InvalidSpec(where, str(exc)) from None
+    if size <= 0:
+        raise InvalidSpec(where, f"{text} is not more than 0")
+    limit = resources.get("limits", {}).get("memory")
+    if limit is not None and size > _quantity(limit):
+        raise InvalidSpec(where, f"{text} exceeds resources.limits.memory {limit} (a memory-backed /dev/shm "
+                                 "counts against the memory limit)")
+    return text
+
+
 def _validation(value: Any, path: str) -> ValidationSettings:
-    allowed = ("gpusPerProbe", "runtimeTimeoutSeconds", "pendingTimeoutSeconds", "priorityClassName",
-               "tolerations", "resources")
+    allowed = ("gpusPerProbe", "gpuResource", "runtimeClassName", "shmSize", "securityContext",
+               "runtimeTimeoutSeconds", "pendingTimeoutSeconds", "priorityClassName", "tolerations", "resources")
     m = _object(value, path, allowed)
+    gpus = _int(m, "gpusPerProbe", path, default=1, lo=1, hi=8)
+    gpu_resource = _str(m, "gpuResource", path, max_length=63, pattern=_GPU_RESOURCE, default=GPU_RESOURCE)
+    if gpu_resource != GPU_RESOURCE and gpus != 1:
+        raise InvalidSpec(f"{path}.gpusPerProbe", ONE_MIG_DEVICE)
+    resources = _resources(m.get("resources"), f"{path}.resources")
     return ValidationSettings(
-        gpus_per_probe=_int(m, "gpusPerProbe", path, default=1, lo=1, hi=8),
+        gpus_per_probe=gpus,
+        gpu_resource=gpu_resource,
+        runtime_class_name=_opt_str(m, "runtimeClassName", path, max_length=253, pattern=_DNS_SUBDOMAIN),
+        shm_size=_shm_size(m, path, resources),
+        security=_security(m.get("securityContext"), f"{path}.securityContext"),
         runtime_timeout_seconds=_int(m, "runtimeTimeoutSeconds", path, default=600, lo=30, hi=86400),
         pending_timeout_seconds=_int(m, "pendingTimeoutSeconds", path, default=300, lo=30, hi=86400),
         priority_class_name=_opt_str(m, "priorityClassName", path, max_length=253, pattern=_DNS_SUBDOMAIN),
         tolerations=_tolerations(m, path),
-        resources=_resources(m.get("resources"), f"{path}.resources"),
+        resources=resources,
     )
 
 

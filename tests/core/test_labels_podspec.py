@@ -10,7 +10,7 @@ from builders import make_node, pod_body
 from torchproof import labels as L
 from torchproof.expectations import Expectations
 from torchproof.podspec import build_plan, build_pod, build_probe_configmap, configmap_name, pod_name
-from torchproof.profile import Profile
+from torchproof.profile import PodSecurity, Profile
 from torchproof.result import PLAN_SCHEMA
 from torchproof.sweep import plan_removal, plan_sweep
 from torchproof.views import NodeView, pod_view
@@ -68,6 +68,45 @@ def test_validation_pod_is_pinned_by_affinity_and_safe(profile: Profile) -> None
     assert (owner["kind"], owner["name"], owner["uid"]) == ("PyTorchReleaseProfile", "pytorch-20.06", "uid-1")
     assert pod["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "torchproof"
     assert pod["metadata"]["labels"][L.PROFILE_LABEL] == "pytorch-20.06"
+
+
+def test_validation_pod_is_locked_down_with_its_caches_on_an_empty_dir(profile: Profile) -> None:
+    spec = build_pod(profile, node="n", fingerprint="fp", namespace="torchproof", configmap="cm")["spec"]
+    assert spec["securityContext"] == {"runAsUser": 1000, "runAsNonRoot": True,
+                                       "seccompProfile": {"type": "RuntimeDefault"}}
+    assert (spec["automountServiceAccountToken"], spec["enableServiceLinks"]) == (False, False)
+    assert "runtimeClassName" not in spec
+    container = spec["containers"][0]
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                            "readOnlyRootFilesystem": True}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert volumes[mounts["/tmp"]] == {"name": "scratch", "emptyDir": {}}
+    assert volumes[mounts["/dev/shm"]] == {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    caches = ("HOME", "TMPDIR", "XDG_CACHE_HOME", "TORCH_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR",
+              "CUDA_CACHE_PATH", "MPLCONFIGDIR")
+    assert all(env[name] == "/tmp" or env[name].startswith("/tmp/") for name in caches)  # the only writable place
+    assert container["workingDir"] == "/tmp" and env["USER"] and env["PYTHONDONTWRITEBYTECODE"] == "1"
+
+
+def test_validation_pod_follows_the_fleet_fields(profile: Profile) -> None:
+    validation = dataclasses.replace(
+        profile.validation, gpu_resource="nvidia.com/mig-1g.5gb", runtime_class_name="nvidia", shm_size="2Gi",
+        security=PodSecurity(run_as_user=0, run_as_non_root=False, read_only_root_filesystem=False),
+        resources={"requests": {"ephemeral-storage": "5Gi"}, "limits": {"ephemeral-storage": "10Gi"}},
+    )
+    custom = dataclasses.replace(profile, validation=validation)
+    spec = build_pod(custom, node="n", fingerprint="fp", namespace="torchproof", configmap="cm")["spec"]
+    assert spec["runtimeClassName"] == "nvidia"
+    container = spec["containers"][0]
+    assert container["resources"] == {
+        "limits": {"ephemeral-storage": "10Gi", "nvidia.com/mig-1g.5gb": "1"},
+        "requests": {"ephemeral-storage": "5Gi", "nvidia.com/mig-1g.5gb": "1"},
+    }
+    assert spec["securityContext"]["runAsUser"] == 0 and spec["securityContext"]["runAsNonRoot"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is False
+    assert {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}} in spec["volumes"]
 
 
 def test_plan_follows_the_profile_checks(profile: Profile) -> None:

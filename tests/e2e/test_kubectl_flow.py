@@ -50,8 +50,8 @@ async def test_admin_flow_with_kubectl(bare_env: Env, tmp_path: Path) -> None:
 
         table = await kubectl(config, "get", "prp")
         header, row = table.splitlines()[:2]
-        assert header.split()[:6] == ["NAME", "RELEASE", "PASSED", "FAILED", "INCOMPATIBLE", "PENDING"]
-        assert row.split()[:6] == [NAME, "20.06", "3", "0", "2", "0"]
+        assert header.split()[:7] == ["NAME", "RELEASE", "PASSED", "FAILED", "INCOMPATIBLE", "ERROR", "PENDING"]
+        assert row.split()[:7] == [NAME, "20.06", "3", "0", "2", "0", "0"]
 
         passed = await kubectl(config, "get", "nodes", "-l", f"{KEY}=passed", "-o", "name")
         assert sorted(passed.split()) == ["node/hidden-v100", "node/t4-a", "node/v100-a"]

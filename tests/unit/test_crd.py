@@ -99,6 +99,7 @@ def test_printer_columns() -> None:
         "Passed": (".status.counts.passed", 0),
         "Failed": (".status.counts.failed", 0),
         "Incompatible": (".status.counts.incompatible", 0),
+        "Error": (".status.counts.error", 0),
         "Pending": (".status.counts.pending", 0),
         "Ready": ('.status.conditions[?(@.type=="Ready")].status', 0),
         "Age": (".metadata.creationTimestamp", 0),
@@ -179,6 +180,15 @@ def test_every_shipped_profile_validates_and_parses(path: Path) -> None:
         (lambda s: s["validation"]["resources"]["limits"].update(memory="lots"),
          "spec/validation/resources/limits/memory"),
         (lambda s: s.update(revalidateAfter="7d"), "spec/revalidateAfter"),
+        (lambda s: s["validation"].update(gpuResource="amd.com/gpu"), "spec/validation/gpuResource"),
+        (lambda s: s["validation"].update(runtimeClassName="Nvidia"), "spec/validation/runtimeClassName"),
+        (lambda s: s["validation"].update(shmSize="1 GiB"), "spec/validation/shmSize"),
+        (lambda s: s["validation"].update(securityContext={"runAsUser": -1}),
+         "spec/validation/securityContext/runAsUser"),
+        (lambda s: s["validation"].update(securityContext={"privileged": True}),
+         "spec/validation/securityContext: Additional properties"),
+        (lambda s: s["validation"]["resources"]["limits"].update({"ephemeral-storage": "10 G"}),
+         "spec/validation/resources/limits/ephemeral-storage"),
         (lambda s: s.update(imageTag="20.06"), "spec: Additional properties"),
     ],
 )
@@ -256,6 +266,11 @@ CEL: dict[str, Callable[[Any], bool]] = {
         lambda s: s.get("operator") != "Exists" or not s.get("value"),
     "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')":
         lambda s: "tolerationSeconds" not in s or s.get("effect") == "NoExecute",
+    "!has(self.gpuResource) || self.gpuResource == 'nvidia.com/gpu' || !has(self.gpusPerProbe) || "
+    "self.gpusPerProbe == 1":
+        lambda s: s["gpuResource"] == "nvidia.com/gpu" or s["gpusPerProbe"] == 1,
+    "!has(self.runAsUser) || self.runAsUser != 0 || (has(self.runAsNonRoot) && !self.runAsNonRoot)":
+        lambda s: s["runAsUser"] != 0 or not s["runAsNonRoot"],
 }
 
 
@@ -306,6 +321,11 @@ BREAKING: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
     ("!has(self.tolerationSeconds)",
      lambda o: o["spec"]["validation"].update(tolerations=[{"key": "k", "tolerationSeconds": 1}]),
      "spec.validation.tolerations[0].tolerationSeconds"),
+    ("!has(self.gpuResource)",
+     lambda o: o["spec"]["validation"].update(gpuResource="nvidia.com/mig-1g.5gb", gpusPerProbe=2),
+     "spec.validation.gpusPerProbe"),
+    ("!has(self.runAsUser)", lambda o: o["spec"]["validation"].update(securityContext={"runAsUser": 0}),
+     "spec.validation.securityContext.runAsUser"),
 ]
 
 

@@ -14,6 +14,7 @@ from torchproof.profile import (
     Checks,
     InvalidSpec,
     LabelSelector,
+    PodSecurity,
     SelectorRequirement,
     ValidationSettings,
     parse_duration,
@@ -219,6 +220,52 @@ def test_spec_hash_is_stable_and_tracks_what_a_probe_proves() -> None:
     assert not changed(lambda o: o["spec"]["checks"].update(timeBudgetSeconds=120))
 
 
+def test_spec_hash_tracks_what_the_probe_runs_on_and_as_but_not_storage() -> None:
+    def changed(validation: dict[str, Any]) -> bool:
+        obj = copy.deepcopy(SAMPLE)
+        obj["spec"]["validation"].update(validation)
+        return parse_profile(obj).spec_hash != PROFILE.spec_hash
+
+    # a MIG slice, another runtime, another /dev/shm or another user is another environment to prove
+    assert changed({"gpuResource": "nvidia.com/mig-1g.5gb"})
+    assert changed({"runtimeClassName": "nvidia"})
+    assert changed({"shmSize": "2Gi"})
+    assert changed({"securityContext": {"runAsUser": 0, "runAsNonRoot": False}})
+    assert changed({"securityContext": {"readOnlyRootFilesystem": False}})
+    # defaults spelt out, in other units, and scheduling knobs are the same spec
+    assert not changed({"gpuResource": "nvidia.com/gpu", "shmSize": "1024Mi"})
+    assert not changed({"securityContext": {"runAsUser": 1000, "runAsNonRoot": True}})
+    assert not changed({"resources": {"requests": {"ephemeral-storage": "1Gi"},
+                                      "limits": {"ephemeral-storage": "2Gi"}}})
+
+
+def test_fleet_fields_parse_with_their_defaults() -> None:
+    assert PROFILE.validation.gpu_resource == "nvidia.com/gpu"
+    assert PROFILE.validation.runtime_class_name is None
+    assert PROFILE.validation.shm_size == "1Gi"
+    assert PROFILE.validation.security == PodSecurity(run_as_user=1000, run_as_non_root=True,
+                                                      read_only_root_filesystem=True)
+    obj = minimal()
+    obj["spec"]["validation"] = {
+        "gpuResource": "nvidia.com/mig-1c.3g.20gb", "runtimeClassName": "nvidia", "shmSize": "512Mi",
+        "securityContext": {"runAsUser": 0, "runAsNonRoot": False, "readOnlyRootFilesystem": False},
+        "resources": {"requests": {"ephemeral-storage": "5Gi"},
+                      "limits": {"memory": "8Gi", "ephemeral-storage": "10Gi"}},
+    }
+    v = parse_profile(obj).validation
+    assert (v.gpu_resource, v.runtime_class_name, v.shm_size) == ("nvidia.com/mig-1c.3g.20gb", "nvidia", "512Mi")
+    assert v.security == PodSecurity(run_as_user=0, run_as_non_root=False, read_only_root_filesystem=False)
+    assert dict(v.resources["limits"]) == {"memory": "8Gi", "ephemeral-storage": "10Gi"}
+
+
+@pytest.mark.parametrize("name", ["nvidia.com/gpu", "nvidia.com/mig-1g.5gb", "nvidia.com/mig-7g.80gb",
+                                  "nvidia.com/mig-1g.10gb.me", "nvidia.com/mig-1c.4g.20gb"])
+def test_gpu_resource_names_of_the_device_plugin_parse(name: str) -> None:
+    obj = minimal()
+    obj["spec"]["validation"] = {"gpuResource": name}
+    assert parse_profile(obj).validation.gpu_resource == name
+
+
 @pytest.mark.parametrize(("text", "seconds"), [("168h", 604800), ("30m", 1800), ("90s", 90), ("1h30m", 5400)])
 def test_parse_duration(text: str, seconds: int) -> None:
     assert parse_duration(text) == seconds
@@ -383,6 +430,38 @@ BAD: list[tuple[Callable[[dict[str, Any]], None], str, str]] = [
      "spec.validation.resources.limits.memory", "invalid quantity"),
     (_set("spec.validation.resources", {"requests": {"cpu": "2"}, "limits": {"cpu": "1500m"}}),
      "spec.validation.resources.requests.cpu", "2 exceeds the limit 1500m"),
+    # issue 10, section 4: what real fleets need
+    (_set("spec.validation.gpuResource", "nvidia.com/gpu.shared"), "spec.validation.gpuResource", "does not match"),
+    (_set("spec.validation.gpuResource", "amd.com/gpu"), "spec.validation.gpuResource", "does not match"),
+    (_set("spec.validation.gpuResource", "nvidia.com/mig-1g"), "spec.validation.gpuResource", "does not match"),
+    (_set("spec.validation.gpuResource", 1), "spec.validation.gpuResource", "must be a string"),
+    (_set("spec.validation.gpuResource", "nvidia.com/mig-" + "1" * 60 + "g.5gb"), "spec.validation.gpuResource",
+     "longer than 63"),
+    (_set("spec.validation", {"gpuResource": "nvidia.com/mig-3g.20gb", "gpusPerProbe": 2}),
+     "spec.validation.gpusPerProbe", "one usable MIG device"),
+    (_set("spec.validation.runtimeClassName", "Nvidia"), "spec.validation.runtimeClassName", "does not match"),
+    (_set("spec.validation.runtimeClassName", "n" * 254), "spec.validation.runtimeClassName", "longer than 253"),
+    (_set("spec.validation.shmSize", "1 GiB"), "spec.validation.shmSize", "invalid quantity"),
+    (_set("spec.validation.shmSize", "0"), "spec.validation.shmSize", "not more than 0"),
+    (_set("spec.validation.shmSize", 1024), "spec.validation.shmSize", "must be a string"),
+    (_set("spec.validation", {"shmSize": "2Gi", "resources": {"limits": {"memory": "1Gi"}}}),
+     "spec.validation.shmSize", "exceeds resources.limits.memory 1Gi"),
+    (_set("spec.validation.securityContext", {"runAsUser": 0}), "spec.validation.securityContext.runAsUser",
+     "needs runAsNonRoot: false"),
+    (_set("spec.validation.securityContext", {"runAsUser": -1}), "spec.validation.securityContext.runAsUser",
+     "outside 0..2147483647"),
+    (_set("spec.validation.securityContext", {"runAsUser": "1000"}), "spec.validation.securityContext.runAsUser",
+     "must be an integer"),
+    (_set("spec.validation.securityContext", {"runAsNonRoot": "no"}),
+     "spec.validation.securityContext.runAsNonRoot", "must be true or false"),
+    (_set("spec.validation.securityContext", {"privileged": True}), "spec.validation.securityContext.privileged",
+     "unknown field"),
+    (_set("spec.validation.securityContext", "root"), "spec.validation.securityContext", "must be an object"),
+    (_set("spec.validation.resources", {"limits": {"ephemeral-storage": "10 G"}}),
+     "spec.validation.resources.limits.ephemeral-storage", "invalid quantity"),
+    (_set("spec.validation.resources", {"requests": {"ephemeral-storage": "20Gi"},
+                                        "limits": {"ephemeral-storage": "10Gi"}}),
+     "spec.validation.resources.requests.ephemeral-storage", "20Gi exceeds the limit 10Gi"),
     (_set("spec.maxConcurrent", -1), "spec.maxConcurrent", "outside 1..1000"),
     (_set("spec.maxConcurrent", 1.5), "spec.maxConcurrent", "must be an integer"),
     (_set("spec.revalidateAfter", "7d"), "spec.revalidateAfter", "invalid duration"),

@@ -16,7 +16,7 @@ import asyncio
 import base64
 import contextlib
 import threading
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -38,9 +38,12 @@ class EmbeddedCluster:
     """An API server in this process, on a loopback port; an async context manager."""
 
     def __init__(self, *, crd_paths: Sequence[Path] = (), namespace: str = "torchproof",
+                 namespace_labels: Mapping[str, str] | None = None,
                  host: str = "127.0.0.1", port: int | None = None, authorize: bool = True) -> None:
+        """`namespace_labels`: the operator namespace's, e.g. Pod Security's `enforce` level (none by default)."""
         self.crd_paths = tuple(Path(p) for p in crd_paths)
         self.namespace = namespace
+        self.namespace_labels = dict(namespace_labels or {})
         self.emulator = ClusterEmulator()
         self.access = Access(self.emulator.store)
         if authorize:
@@ -61,7 +64,8 @@ class EmbeddedCluster:
                 await self._tls_server.start_server(ssl=self._certificate.server_context())
                 self.secure_url = str(self._tls_server.make_url("")).rstrip("/")
             for name in dict.fromkeys((*SYSTEM_NAMESPACES, self.namespace)):
-                await self.emulator.create_object("v1/namespaces", {"metadata": {"name": name}})
+                labels = self.namespace_labels if name == self.namespace else {}
+                await self.emulator.create_object("v1/namespaces", {"metadata": {"name": name, "labels": labels}})
             for resource, obj in bootstrap_policy():
                 await self.emulator.create_object(resource, obj)
             for path in self.crd_paths:

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
+from torchproof.sim.podsecurity import forbidden_message
+
 Obj = dict[str, Any]
 Event = dict[str, Any]
 Listener = Callable[[Event, "Obj | None"], None]  # (event, object before it)
@@ -264,6 +266,7 @@ class Store:
             obj.pop("status", None)
         if rt.key == "v1/pods":
             obj["status"] = {"phase": "Pending"}
+            self._admit_pod_security(obj)
         obj = self._admit(rt, obj)
         storage = self._storage(rt)
         if name in storage.objects.get(namespace, {}):
@@ -393,6 +396,14 @@ class Store:
         if labels.empty and fields.empty:
             return lambda _: True
         return lambda o: labels.matches(o.get("metadata", {}).get("labels") or {}) and fields.matches(o)
+
+    def _admit_pod_security(self, pod: Obj) -> None:
+        """Pod Security admission on create, by the labels of the pod's namespace (sim/podsecurity.py)."""
+        namespaces = self._storage(self.resolve("v1/namespaces")).objects.get(None, {})
+        namespace = namespaces.get(pod["metadata"]["namespace"])
+        message = forbidden_message(pod, ((namespace or {}).get("metadata") or {}).get("labels") or {})
+        if message is not None:
+            raise ApiError(403, "Forbidden", message, {"name": pod["metadata"]["name"], "kind": "pods"})
 
     @staticmethod
     def _admit(rt: ResourceType, obj: Obj, old: Obj | None = None) -> Obj:

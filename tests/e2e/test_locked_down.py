@@ -1,0 +1,70 @@
+"""The operator in a namespace that enforces Pod Security `restricted` (the shipped namespace's labels), and
+the cleanup of probe ConfigMaps that earlier probe versions left."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from harness import FAST, MIXED_FLEET, Env, profile
+from torchproof.podspec import CONFIGMAP_LABELS, CONFIGMAP_PREFIX
+from torchproof.sim.cluster import EmbeddedCluster
+from torchproof.sim.fleet import parse_fleet
+from torchproof.sim.kubelet import SimKubelet
+from torchproof.simulate import CRD_PATH, embedded_operator, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMESPACE = yaml.safe_load((ROOT / "deploy" / "manager" / "namespace.yaml").read_text())
+NS = NAMESPACE["metadata"]["name"]
+
+
+@pytest.fixture
+async def restricted() -> AsyncIterator[Env]:
+    fleet = parse_fleet({"nodes": copy.deepcopy(MIXED_FLEET)})
+    async with (
+        EmbeddedCluster(crd_paths=[CRD_PATH], namespace=NS, namespace_labels=NAMESPACE["metadata"]["labels"]) as c,
+        SimKubelet(c.emulator, fleet, probe_seconds=0.05) as kubelet,
+    ):
+        yield Env(c, kubelet)
+
+
+async def test_validation_pods_are_admitted_under_restricted_and_the_fleet_converges(restricted: Env) -> None:
+    env = restricted
+    async with embedded_operator(env.cluster, **FAST) as running:
+        await env.apply(profile())
+        await wait_for(env.converged, 20.0, "the profile to converge")
+        assert {n: env.label(n) for n in ("t4-a", "v100-a", "hidden-v100")} == dict.fromkeys(
+            ("t4-a", "v100-a", "hidden-v100"), "passed")
+        assert running.api.writes.get("create pod", 0) >= 3  # each one admitted, or no node would have passed
+
+
+def probe_configmap(name: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": NS, "labels": dict(CONFIGMAP_LABELS)}, "data": {"probe.py": ""}}
+
+
+def configmaps(env: Env) -> set[str]:
+    return {c["metadata"]["name"] for c in env.cluster.emulator.list_objects("v1/configmaps", NS)}
+
+
+async def test_old_probe_configmaps_go_once_no_pod_uses_them(env: Env) -> None:
+    emulator = env.cluster.emulator
+    unused, held = f"{CONFIGMAP_PREFIX}0000000001", f"{CONFIGMAP_PREFIX}0000000002"
+    for name in (unused, held):
+        await emulator.create_object("v1/configmaps", probe_configmap(name))
+    await emulator.create_object("v1/configmaps", {"metadata": {"name": "team-settings", "namespace": NS}})
+    holder = {"metadata": {"name": "holder", "namespace": NS},  # pinned to no node: it stays Pending
+              "spec": {"containers": [{"name": "c", "image": "img"}],
+                       "volumes": [{"name": "probe", "configMap": {"name": held}}]}}
+    await emulator.create_object("v1/pods", holder)
+    async with embedded_operator(env.cluster, resync_seconds=0.5, **FAST) as running:
+        await env.apply(profile())
+        await wait_for(env.converged, 20.0, "the profile to converge")
+        current = running.reconciler.configmap_name
+        await wait_for(lambda: unused not in configmaps(env), 10.0, "the unused old ConfigMap to go")
+        assert configmaps(env) == {current, held, "team-settings"}
+        await emulator.delete_object("v1/pods", NS, "holder")
+        await wait_for(lambda: configmaps(env) == {current, "team-settings"}, 10.0, "the held one to go too")

@@ -12,6 +12,7 @@ from harness import FAST, NAME, ROOT, Env, profile
 from test_deployed import render
 from test_kubectl_flow import kubectl
 from torchproof import labels as L
+from torchproof.podspec import CONFIGMAP_LABELS, CONFIGMAP_PREFIX
 from torchproof.sim.emulator import ApiFaults
 from torchproof.sim.rbac import DISCOVERY_URLS, Attributes, Call, granted, rule_allows
 from torchproof.simulate import NAMESPACE, PROFILES, embedded_operator, simulate, wait_for
@@ -35,10 +36,17 @@ def covers(grant: Grant, call: Call) -> bool:
 
 
 async def exercise_everything(env: Env) -> str:
-    """Converge a mixed fleet (pods, the probe ConfigMap, labels, status, events) with node patches that
-    conflict (read again, rebased), revalidate a node, delete a profile mid-validation (cleanup) and another
-    while the operator is down (the sweep at start). Returns the operator's user."""
+    """Clean up an earlier probe ConfigMap, converge a mixed fleet (pods, the probe ConfigMap, labels, status,
+    events) with node patches that conflict (read again, rebased), revalidate a node, delete a profile
+    mid-validation (cleanup) and another while the operator is down (the sweep at start). Returns the
+    operator's user."""
+    old_probe = {"metadata": {"name": f"{CONFIGMAP_PREFIX}0000000000", "namespace": NAMESPACE,
+                              "labels": dict(CONFIGMAP_LABELS)}, "data": {"probe.py": "# an earlier probe"}}
+    await env.cluster.emulator.create_object("v1/configmaps", old_probe)  # left by an earlier operator version
     async with embedded_operator(env.cluster, **FAST) as op:
+        old_name = old_probe["metadata"]["name"]
+        await wait_for(lambda: env.cluster.emulator.get_object("v1/configmaps", NAMESPACE, old_name) is None,
+                       what="the earlier probe ConfigMap cleaned up")
         env.cluster.emulator.faults = ApiFaults(seed=7, rate_409=0.5, verbs=frozenset({"patch"}))
         await env.apply(profile())
         await wait_for(env.converged, timeout=30, what="convergence through conflicting node patches")

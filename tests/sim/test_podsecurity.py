@@ -199,7 +199,8 @@ def test_a_profile_that_asks_for_root_needs_baseline() -> None:
 @pytest.fixture
 def core() -> Iterator[kubernetes.client.CoreV1Api]:
     with run_in_thread(namespace="torchproof", namespace_labels=NAMESPACE_LABELS) as cluster:
-        config = kubernetes.client.Configuration(host=cluster.url)
+        config = kubernetes.client.Configuration(host=cluster.url, api_key={"authorization": cluster.admin_token},
+                                                 api_key_prefix={"authorization": "Bearer"})
         with kubernetes.client.ApiClient(config) as client:
             yield kubernetes.client.CoreV1Api(client)
 

@@ -79,10 +79,15 @@ def running_operators(pods: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def describe_patch(node: str, patch: Mapping[str, Any]) -> str:
+    """`node N: remove labels ...; remove annotations ...; set annotation k=v` (the owned-labels list shrinks)."""
     meta = patch.get("metadata") or {}
-    removed = sorted(k for k, v in {**meta.get("labels", {}), **meta.get("annotations", {})}.items() if v is None)
-    kept = sorted(f"{k}={v}" for k, v in (meta.get("annotations") or {}).items() if v is not None)
-    return f"node {node}: remove {', '.join(removed)}" + (f"; set {', '.join(kept)}" if kept else "")
+    parts = []
+    for kind in ("labels", "annotations"):
+        removed = sorted(k for k, v in (meta.get(kind) or {}).items() if v is None)
+        if removed:
+            parts.append(f"remove {kind} {', '.join(removed)}")
+    parts += [f"set annotation {k}={v}" for k, v in sorted((meta.get("annotations") or {}).items()) if v is not None]
+    return f"node {node}: " + "; ".join(parts)
 
 
 def describe(plan: Cleanup, namespace: str) -> list[str]:

@@ -49,7 +49,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(operate())
     except KubeError as exc:
-        return _fail("run", str(exc), 1)
+        hint = " (is the CRD installed? kubectl apply -k deploy/crd)" if exc.status == 404 else ""
+        return _fail("run", f"{exc}{hint}", 1)
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from harness import NAME, Env, profile
 from test_run_command import free_port
+from torchproof.sim.cluster import EmbeddedCluster
 from torchproof.simulate import embedded_operator, wait_for, wait_settled
 
 NO_CLUSTER = {"KUBERNETES_SERVICE_HOST": "", "PYTHONUNBUFFERED": "1"}
@@ -111,3 +112,13 @@ async def test_simulate_waiting_logs_progress_per_profile(env: Env, caplog: pyte
     assert all(line.startswith(f"{NAME}: ") and line.endswith(" of 5 nodes have a verdict") for line in counted), lines
     done = [int(line.split()[1]) for line in counted]
     assert done == sorted(done) and done[-1] < 5
+
+
+async def test_run_without_the_crd_says_to_install_it(tmp_path: Path) -> None:
+    async with EmbeddedCluster() as cluster:  # no CRD: listing profiles is a 404
+        config = cluster.write_kubeconfig(tmp_path / "kubeconfig")
+        proc = await start("run", f"--kubeconfig={config}", "--metrics-port=0", "--health-port=0")
+        out, err = (s.decode() for s in await asyncio.wait_for(proc.communicate(), timeout=60))
+    assert (proc.returncode, out) == (1, "")
+    assert err.startswith("torchproof run: list profiles failed (404): ") and err.count("\n") == 1
+    assert err.endswith(" (is the CRD installed? kubectl apply -k deploy/crd)\n")

@@ -27,6 +27,11 @@ FINALIZER = f"{L.DOMAIN}/cleanup"  # the operator's (kopf's persistence.finalize
 # The operator Deployment's pod labels (deploy/manager/deployment.yaml).
 OPERATOR_LABELS: Mapping[str, str] = {"app.kubernetes.io/name": "torchproof",
                                       "app.kubernetes.io/component": "operator"}
+CONFLICT_RETRIES = 5  # a node changed between the list and its patch: read it again, this many times
+
+
+class CleanupRefused(Exception):
+    """Cleaning up now would fight a running operator; the message says what to stop."""
 
 
 @dataclass(frozen=True)
@@ -115,12 +120,6 @@ def only(names: Sequence[str], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-class CleanupRefused(Exception):
-    """Cleaning up now would fight a running operator; the message says what to stop."""
-
-
-CONFLICT_RETRIES = 5
-
 
 async def execute(api: KubeApi, namespace: str, *, dry_run: bool, force: bool) -> tuple[list[str], str]:
     """Read, plan and (unless `dry_run`) apply the cleanup; the lines describing each change and a summary.
@@ -140,7 +139,7 @@ async def execute(api: KubeApi, namespace: str, *, dry_run: bool, force: bool) -
     plan = plan_cleanup(nodes, pods, configmaps, profiles)
     if not dry_run:
         for node, patch in plan.removal.patches:
-            await _patch_node(api, node, patch)
+            await remove_from_node(api, node, patch)
         for name in plan.removal.pods:
             await api.delete_pod(namespace, name)
         for name in plan.configmaps:
@@ -151,7 +150,7 @@ async def execute(api: KubeApi, namespace: str, *, dry_run: bool, force: bool) -
     return describe(plan, namespace), summary(plan, dry_run)
 
 
-async def _patch_node(api: KubeApi, node: str, patch: Mapping[str, Any]) -> None:
+async def remove_from_node(api: KubeApi, node: str, patch: Mapping[str, Any]) -> None:
     """Apply a node's removal patch; on a conflict (the node changed since it was listed) read it again and
     patch what is left to remove."""
     for _ in range(CONFLICT_RETRIES):

@@ -1,11 +1,10 @@
-"""`torchproof run | status | simulate | probe`."""
+"""`torchproof run | status | simulate | probe | cleanup`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import logging
 import os
 import socket
 import sys
@@ -19,10 +18,14 @@ def _run(args: argparse.Namespace) -> int:
     from kopf._core.engines import peering  # kopf does not export its Identity type
     from prometheus_client import start_http_server
 
+    from torchproof.connection import NoCluster, connect, until_reachable
     from torchproof.controller import OperatorConfig, build_registry
-    from torchproof.kube import KubeApi, connection_info, load_api_client
+    from torchproof.kube import KubeApi, KubeError, connection_info
 
-    api_client = load_api_client(kubeconfig=args.kubeconfig)
+    try:
+        api_client = connect(args.kubeconfig)
+    except NoCluster as exc:
+        return _fail("run", f"no cluster to read: {exc}", 2)
     cfg = OperatorConfig(api=KubeApi(api_client), namespace=args.namespace)
     registry, _ = build_registry(cfg)
 
@@ -31,16 +34,38 @@ def _run(args: argparse.Namespace) -> int:
         """kopf's watches use the credentials of the API adapter (--kubeconfig or in-cluster), not a guess."""
         return connection_info(api_client.configuration)
 
-    if args.metrics_port:
-        start_http_server(args.metrics_port, addr=args.metrics_address, registry=cfg.metrics.registry)
-    asyncio.run(kopf.operator(
-        registry=registry,
-        namespaces=[args.namespace],
-        standalone=args.standalone,
-        identity=peering.Identity(operator_identity(os.environ)),
-        liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None,
-    ))
+    async def operate() -> None:
+        await until_reachable(cfg.api.list_profiles)  # retry lines while the API server does not answer
+        if args.metrics_port:
+            start_http_server(args.metrics_port, addr=args.metrics_address, registry=cfg.metrics.registry)
+        await kopf.operator(
+            registry=registry,
+            namespaces=[args.namespace],
+            standalone=args.standalone,
+            identity=peering.Identity(operator_identity(os.environ)),
+            liveness_endpoint=liveness_url(args.health_address, args.health_port),
+        )
+
+    try:
+        asyncio.run(operate())
+    except KubeError as exc:
+        hint = " (is the CRD installed? kubectl apply -k deploy/crd)" if exc.status == 404 else ""
+        return _fail("run", f"{exc}{hint}", 1)
     return 0
+
+
+def liveness_url(address: str, port: int) -> str | None:
+    """kopf's liveness endpoint (None: off); an IPv6 address goes in brackets."""
+    if not port:
+        return None
+    host = f"[{address}]" if ":" in address else address
+    return f"http://{host}:{port}/healthz"
+
+
+def _fail(command: str, message: str, code: int) -> int:
+    """A command's error: one line on stderr, never a traceback."""
+    print(f"torchproof {command}: {' '.join(message.split())}", file=sys.stderr)
+    return code
 
 
 def operator_identity(environ: Mapping[str, str]) -> str:
@@ -53,16 +78,14 @@ def operator_identity(environ: Mapping[str, str]) -> str:
 
 def _status(args: argparse.Namespace) -> int:
     """The fleet table of a live cluster, from its labels, records and profile statuses."""
-    from kubernetes.config import ConfigException
-
     from torchproof import report
-    from torchproof.kube import KubeApi, KubeError, load_api_client
+    from torchproof.connection import NoCluster, connect
+    from torchproof.kube import KubeApi, KubeError
 
     try:
-        api = KubeApi(load_api_client(kubeconfig=args.kubeconfig), workers=2)
-    except ConfigException as exc:
-        print(f"torchproof status: no cluster to read: {exc}", file=sys.stderr)
-        return 2
+        api = KubeApi(connect(args.kubeconfig), workers=2)
+    except NoCluster as exc:
+        return _fail("status", f"no cluster to read: {exc}", 2)
 
     async def read() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return await api.list_nodes(), await api.list_profiles()
@@ -70,8 +93,7 @@ def _status(args: argparse.Namespace) -> int:
     try:
         nodes, profiles = asyncio.run(read())
     except KubeError as exc:
-        print(f"torchproof status: {exc}", file=sys.stderr)
-        return 1
+        return _fail("status", str(exc), 1)
     finally:
         api.close()
     if args.profile:
@@ -94,38 +116,68 @@ def _simulate(args: argparse.Namespace) -> int:
             kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
         ))
     except sim.SimulationError as exc:
-        print(f"torchproof simulate: {exc}", file=sys.stderr)
-        return 2
+        return _fail("simulate", str(exc), 2)
     print(json.dumps(report.as_json(), indent=2) if args.json else report.table())
     return 0 if report.converged else 1
 
 
-def _probe(args: argparse.Namespace, rest: list[str]) -> int:
+def _probe(rest: list[str]) -> int:
     from torchproof import localprobe
 
-    return localprobe.main(rest)
+    return localprobe.main(rest, own_logging=False)
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    """Every torchproof mark removed without the operator (docs/install.md, "Uninstall")."""
+    from torchproof import cleanup
+    from torchproof.connection import NoCluster, connect
+    from torchproof.kube import KubeApi, KubeError
+
+    try:
+        api = KubeApi(connect(args.kubeconfig), workers=2)
+    except NoCluster as exc:
+        return _fail("cleanup", f"no cluster to read: {exc}", 2)
+    try:
+        lines, summary = asyncio.run(cleanup.execute(api, args.namespace, dry_run=args.dry_run, force=args.force))
+    except cleanup.CleanupRefused as exc:
+        return _fail("cleanup", str(exc), 1)
+    except KubeError as exc:
+        return _fail("cleanup", f"{exc} (what was done before stays done; run it again)", 1)
+    finally:
+        api.close()
+    prefix = "would change " if args.dry_run else ""
+    print("\n".join([f"{prefix}{line}" for line in lines] + [summary]))
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
+    from torchproof import logs
+
     p = argparse.ArgumentParser(prog="torchproof", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true", help="log the operator's work")
+    logs.add_arguments(p)
+    logging_options = argparse.ArgumentParser(add_help=False)
+    logs.add_arguments(logging_options, defaults=False)
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the operator against the current kubeconfig or in-cluster config")
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[logging_options], **kwargs)
+
+    run = command("run", help="run the operator against the current kubeconfig or in-cluster config")
     run.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE") or "torchproof",
                      help="where validation pods and the probe ConfigMap go (default: $POD_NAMESPACE, else torchproof)")
     run.add_argument("--kubeconfig", default=None)
     run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0: off)")
     run.add_argument("--metrics-address", default="0.0.0.0", help="address the /metrics server listens on")
     run.add_argument("--health-port", type=int, default=8081, help="kopf liveness /healthz port (0: off)")
+    run.add_argument("--health-address", default="0.0.0.0", help="address the /healthz server listens on")
     run.add_argument("--standalone", action="store_true", help="no kopf peering (one replica only)")
 
-    st = sub.add_parser("status", help="print each profile's fleet table from a live cluster")
+    st = command("status", help="print each profile's fleet table from a live cluster")
     st.add_argument("--kubeconfig", default=None)
     st.add_argument("--profile", action="append", help="only this profile (repeatable); default: every profile")
     st.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
-    s = sub.add_parser("simulate", help="embedded cluster + simulated GPU fleet + the operator, in one process")
+    s = command("simulate", help="embedded cluster + simulated GPU fleet + the operator, in one process")
     s.add_argument("--fleet", required=True, help="fleet file (YAML)")
     s.add_argument("--profile", action="append", required=True, help="profile YAML (repeatable)")
     s.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for convergence")
@@ -134,28 +186,33 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--kubeconfig", default=None, help="with --serve: where to write the kubeconfig")
     s.add_argument("--probe-seconds", type=float, default=0.2, help="simulated probe run time")
 
-    sub.add_parser("probe", help="run the probe here and print its findings (see `torchproof probe --help`)",
-                   add_help=False)
+    command("probe", help="run the probe here and print its findings (see `torchproof probe --help`)",
+            add_help=False)
+
+    c = command("cleanup", help="remove every torchproof mark from nodes, and its pods, without the operator")
+    c.add_argument("--kubeconfig", default=None, help="the administrator's (default: $KUBECONFIG, ~/.kube/config)")
+    c.add_argument("--namespace", default="torchproof", help="the operator's namespace (default: torchproof)")
+    c.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    c.add_argument("--force", action="store_true", help="even while an operator pod runs")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from torchproof import logs
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["probe"]:
-        return _probe(argparse.Namespace(), argv[1:])
-    args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
-        logging.getLogger("kopf").setLevel(logging.ERROR)
-        logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retry warnings: the command says what failed
-    if args.command == "run":
-        return _run(args)
-    if args.command == "status":
-        return _status(args)
-    return _simulate(args)
+    p = parser()
+    args, rest = p.parse_known_args(argv)
+    logs.configure(args)
+    if args.command == "probe":  # its own options: localprobe's parser
+        return _probe(rest)
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    commands = {"run": _run, "status": _status, "cleanup": _cleanup, "simulate": _simulate}
+    try:
+        return commands[args.command](args)
+    except KeyboardInterrupt:  # Ctrl-C: stop quietly, as the shell expects
+        return 130
 
 
 if __name__ == "__main__":

@@ -153,6 +153,10 @@ class KubeApi:
             GROUP, VERSION, PLURAL, name, {"status": dict(status)}, _content_type=MERGE_PATCH,
         )
 
+    async def patch_profile(self, name: str, patch: Mapping[str, Any]) -> None:
+        await self._call("patch profile", self.custom.patch_cluster_custom_object, GROUP, VERSION, PLURAL, name,
+                         dict(patch), _content_type=MERGE_PATCH)
+
     async def ensure_configmap(self, manifest: Mapping[str, Any]) -> None:
         namespace = manifest["metadata"]["namespace"]
         try:

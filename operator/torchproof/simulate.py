@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ CRD_PATH = ROOT / "crds" / "pytorchreleaseprofiles.yaml"
 RBAC_PATH = ROOT / "deploy" / "rbac"
 PROFILES = f"{GROUP}/{VERSION}/{PLURAL}"
 NAMESPACE = "torchproof"
+PROGRESS_SECONDS = 3.0
+# Progress of long waits: on stderr through logging (its format), shown at the default level (logs.configure).
+progress = logging.getLogger("torchproof.progress")
 
 
 class SimulationError(Exception):
@@ -108,12 +112,28 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: st
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
-async def wait_settled(cluster: EmbeddedCluster, names: Sequence[str], timeout: float) -> bool:
+def progress_line(name: str, profile: Mapping[str, Any] | None) -> str:
+    """How far a profile is: nodes with a verdict out of those it matches (from its status counts)."""
+    counts = ((profile or {}).get("status") or {}).get("counts") or {}
+    if "total" not in counts:
+        return f"{name}: no status yet"
+    total = int(counts["total"])
+    return f"{name}: {total - int(counts.get('pending', 0))} of {total} nodes have a verdict"
+
+
+async def wait_settled(cluster: EmbeddedCluster, names: Sequence[str], timeout: float,
+                       every: float = PROGRESS_SECONDS) -> bool:
+    """Wait until every profile settles; every `every` seconds a progress line per profile."""
     deadline = time.monotonic() + timeout
+    next_progress = time.monotonic() + every
     while time.monotonic() < deadline:
         objs = [cluster.emulator.get_object(PROFILES, None, name) for name in names]
         if all(obj is not None and settled(obj) for obj in objs):
             return True
+        if time.monotonic() >= next_progress:
+            next_progress += every
+            for name, obj in zip(names, objs, strict=True):
+                progress.info("%s", progress_line(name, obj))
         await asyncio.sleep(0.1)
     return False
 

@@ -53,7 +53,7 @@ def test_a_bad_profile_names_the_field(tmp_path: Path, capsys: pytest.CaptureFix
     doc["spec"]["checks"]["amp"]["steps"] = 0
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(doc))
-    assert localprobe.main(["--profile", str(bad), "--device", "cpu"]) == 1
+    assert localprobe.main(["--profile", str(bad), "--device", "cpu"]) == localprobe.EXIT_USAGE
     err = capsys.readouterr().err
     assert f"{bad}: spec.checks.amp.steps" in err
 
@@ -97,3 +97,63 @@ def test_the_table_shows_errors_and_reasons_instead_of_numbers() -> None:
     assert "n=4096: fp32 7.9, fp16 52.1 TFLOP/s (fp16 x6.6)" in lines[3]
     assert lines[4].split() == ["conv3d", "timeout", "100.00"]
     assert lines[5].endswith("1 GPU in the pod")
+
+
+def fake_probe(tmp_path: Path, statuses: dict[str, str]) -> Path:
+    """A `python` that writes a contract-valid result with these check statuses where the probe would."""
+    result = {"schema": "torchproof.dev/probe-result/v1", "probe": "1.0", "device": "cpu", "seconds": 1.0,
+              "checks": {name: {"status": status, "seconds": 0.1} for name, status in statuses.items()}}
+    (tmp_path / "result.json").write_text(json.dumps(result))
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\nwhile [ "$1" != --result ]; do shift; done\ncp {tmp_path}/result.json "$2"\n')
+    fake.chmod(0o755)
+    return fake
+
+
+@pytest.mark.parametrize(("statuses", "code"), [
+    ({"gpu": "ok", "conv3d": "ok"}, localprobe.EXIT_OK),
+    ({"gpu": "ok", "multiGpu": "skipped"}, localprobe.EXIT_OK),
+    ({"gpu": "ok", "cuda": "error"}, localprobe.EXIT_CHECK_FAILED),
+    ({"gpu": "ok", "conv3d": "timeout"}, localprobe.EXIT_CHECK_FAILED),
+])
+def test_the_exit_code_says_whether_a_check_errored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    statuses: dict[str, str], code: int,
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(fake_probe(tmp_path, statuses)))
+    assert localprobe.main(["--device", "cpu"]) == code
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].split() == ["check", "status", "seconds", "numbers"]  # the table is still printed
+    failed = [name for name, status in statuses.items() if status in ("error", "timeout")]
+    assert err == (f"torchproof probe: 1 check(s) errored or timed out: {failed[0]}\n" if failed else "")
+
+
+@pytest.mark.parametrize(("argv", "why"), [
+    (["--device", "tpu"], "error: argument --device: invalid choice: 'tpu'"),
+    (["--timeout", "0"], "error: --timeout: expected a positive number of seconds"),
+    (["--profile", "/nonexistent/profile.yaml"], "/nonexistent/profile.yaml: cannot read: No such file"),
+])
+def test_bad_usage_exits_2(argv: list[str], why: str, capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        code = localprobe.main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = int(str(exc.code))
+    assert code == localprobe.EXIT_USAGE
+    assert why in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_a_probe_without_a_result_exits_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'no torch here' >&2\nexit 4\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    assert localprobe.main(["--device", "cpu", "--timeout", "5"]) == localprobe.EXIT_NO_RESULT
+    assert capsys.readouterr().err == "torchproof probe: the probe exited 4 without a result: no torch here\n"
+
+
+def test_the_cli_passes_its_exit_code_through(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "torchproof.cli", "probe", "--profile", str(tmp_path / "none.yaml")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == localprobe.EXIT_USAGE and proc.stdout == ""
+    assert proc.stderr.startswith("torchproof probe: ") and proc.stderr.count("\n") == 1

@@ -517,7 +517,9 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
         if type == "DELETED":
             reconciler.sweep_wake.set()
 
-    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
+    # On exit kopf cancels a daemon that has not stopped at once, unless a backoff gives it time to see
+    # `stopped` first: a pass in flight then finishes its writes instead of being cut.
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_backoff=2.0, cancellation_timeout=5.0)
     async def reconcile(name: str, uid: str, body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
         loop = reconciler.loop(name, uid)
         if not await synced(stopped):

@@ -2,8 +2,8 @@
 #
 # The base is pinned to an exact tag. To pin it by digest as well, or to refresh it (a new Python patch or
 # Debian point release): `docker buildx imagetools inspect python:3.11-slim-bookworm` prints the current
-# tag's index digest; write it as `python:3.11.X-slim-bookworm@sha256:<digest>` here and in the Makefile's
-# BASE_IMAGE, then `make lock image` and run the tests.
+# tag's index digest; write it here as `python:3.11.X-slim-bookworm@sha256:<digest>`, then `make lock image`
+# and run the tests.
 ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build

@@ -247,11 +247,17 @@ async def test_the_standby_takes_over_from_a_killed_leader_with_no_pod_twice(slo
 
 @pytest.mark.slow
 async def test_a_leader_that_loses_its_lease_exits_at_once(env: Env, tmp_path: Path) -> None:
+    """And a standby stopped while it waits just exits: it holds nothing to release."""
     await install_operator_identity(env.cluster)
-    a = await replica(env, tmp_path, "torchproof-a")
+    a, b = await replica(env, tmp_path, "torchproof-a"), await replica(env, tmp_path, "torchproof-b")
     await a.start()
     try:
         await wait_for(lambda: lease(env).get("holderIdentity") == a.pod, timeout=30, what="a leading")
+        await b.start()
+        await wait_for(lambda: b.health() == "standby\n", timeout=30, what="b up as a standby")
+        code, output = await b.stop()
+        assert code == 0 and "Traceback" not in output, output[-2000:]
+        assert lease(env).get("holderIdentity") == a.pod
         await env.apply(profile())
         await wait_for(env.converged, timeout=60, what="convergence")
         await env.cluster.emulator.patch_object(LEASES, NAMESPACE, LEASE, {"spec": {"holderIdentity": "intruder"}})

@@ -22,6 +22,7 @@ import pytest
 from conftest import make_env_fixture
 from harness import Env, profile
 from test_run_command import free_port
+from torchproof import cli
 from torchproof.election import Elector, Timings
 from torchproof.kube import KubeApi, load_api_client
 from torchproof.sim.emulator import ApiFaults
@@ -66,6 +67,22 @@ def elector(api: KubeApi, identity: str, timings: Timings = QUICK) -> Elector:
 ])
 def test_timings_that_cannot_work_are_refused(timings: Timings, problem: str) -> None:
     assert problem in (timings.problem() or "")
+
+
+@pytest.mark.parametrize(("flags", "problem"), [
+    (["--leader-elect-renew-deadline=20"], "the lease duration (15.0s) must be longer than the renew deadline (20.0s)"),
+    (["--leader-elect-retry-period=0"], "the retry period must be positive, not 0.0"),
+])
+def test_run_refuses_such_timings_before_it_calls_anything(flags: list[str], problem: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli._run(cli.parser().parse_args(["run", "--leader-elect", "--kubeconfig=/nonexistent", *flags])) == 2
+    assert capsys.readouterr().err.strip() == f"torchproof run: {problem}"
+
+
+def test_run_takes_standalone_or_leader_elect_not_both(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["run", "--standalone", "--leader-elect"])
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 def test_client_go_defaults_work_and_state_the_takeover() -> None:

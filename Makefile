@@ -6,15 +6,17 @@ STAMP := $(VENV)/.installed-stamp
 # The CPU build of torch runs the probe in tests; 2.13.0 lies on this kind of machine's disk.
 TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test lint typecheck unit bench clean system-deps
+.PHONY: venv demo test lint typecheck unit bench clean system-deps lock image image-push kind-load
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The operator's runtime dependencies at the versions the image ships (requirements.lock), then the rest.
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q '$(TORCH)'
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements.lock
+	$(PY) -m pip install -q -e '.[sim,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -38,6 +40,32 @@ test: system-deps lint
 
 bench: $(STAMP)
 	$(PY) -m bench.scale
+
+# The operator image (Dockerfile): its runtime dependencies come from requirements.lock, which `make lock`
+# writes from pyproject.toml's dependencies (uv, from the dev extra, with every wheel's hash).
+IMAGE ?= ghcr.io/torchproof/torchproof
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+CONTAINER_TOOL ?= $(shell command -v docker || command -v podman)
+KIND_CLUSTER ?= kind
+
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.11 --no-header \
+		--quiet -o requirements.lock
+
+image:
+	@if [ -z "$(CONTAINER_TOOL)" ]; then \
+		echo "make image: neither docker nor podman is installed (or set CONTAINER_TOOL)" >&2; exit 2; fi
+	@if ! $(CONTAINER_TOOL) info >/dev/null 2>&1; then \
+		echo "make image: $(CONTAINER_TOOL) is installed but cannot build here (is its daemon or socket up?)" >&2; exit 2; fi
+	$(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+		-t $(IMAGE):$(VERSION) .
+
+image-push: image
+	$(CONTAINER_TOOL) push $(IMAGE):$(VERSION)
+
+kind-load: image
+	kind load docker-image $(IMAGE):$(VERSION) --name $(KIND_CLUSTER)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

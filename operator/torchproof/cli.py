@@ -6,11 +6,16 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported where used: `torchproof --version` and `probe` need none of the operator
+    from torchproof.election import Timings
+    from torchproof.kube import KubeApi
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -20,8 +25,13 @@ def _run(args: argparse.Namespace) -> int:
 
     from torchproof.connection import NoCluster, connect, until_reachable
     from torchproof.controller import OperatorConfig, build_registry
+    from torchproof.election import Timings
     from torchproof.kube import KubeApi, KubeError, connection_info
 
+    timings = Timings(args.leader_elect_lease_duration, args.leader_elect_renew_deadline,
+                      args.leader_elect_retry_period)
+    if args.leader_elect and (problem := timings.problem()):
+        return _fail("run", problem, 2)
     try:
         api_client = connect(args.kubeconfig)
     except NoCluster as exc:
@@ -34,23 +44,64 @@ def _run(args: argparse.Namespace) -> int:
         """kopf's watches use the credentials of the API adapter (--kubeconfig or in-cluster), not a guess."""
         return connection_info(api_client.configuration)
 
-    async def operate() -> None:
+    identity = operator_identity(os.environ)
+
+    async def operate(stopped: asyncio.Event | None = None) -> None:
         await until_reachable(cfg.api.list_profiles)  # retry lines while the API server does not answer
         if args.metrics_port:
             start_http_server(args.metrics_port, addr=args.metrics_address, registry=cfg.metrics.registry)
         await kopf.operator(
             registry=registry,
             namespaces=[args.namespace],
-            standalone=args.standalone,
-            identity=peering.Identity(operator_identity(os.environ)),
+            standalone=args.standalone or args.leader_elect,  # with a Lease, kopf's peering has nothing to add
+            identity=peering.Identity(identity),
             liveness_endpoint=liveness_url(args.health_address, args.health_port),
+            stop_flag=stopped,
         )
 
     try:
-        asyncio.run(operate())
+        if not args.leader_elect:
+            asyncio.run(operate())
+            return 0
+        return asyncio.run(_lead(args, KubeApi(api_client, workers=2), identity, timings, operate))
     except KubeError as exc:
         hint = " (is the CRD installed? kubectl apply -k deploy/crd)" if exc.status == 404 else ""
         return _fail("run", f"{exc}{hint}", 1)
+
+
+async def _lead(args: argparse.Namespace, api: KubeApi, identity: str, timings: Timings,
+                operate: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    """Wait as a standby until this replica holds the Lease, then operate while it renews it. A lost Lease ends
+    the process at once, as client-go's does: another replica may be acting already. A clean stop (SIGTERM)
+    releases it, so that the standby takes over at its next try."""
+    from torchproof.election import Elector, standby_health
+
+    elector = Elector(api, args.namespace, args.leader_elect_lease_name, identity, timings)
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # kopf installs its own once it runs, and sees `stopped`
+        loop.add_signal_handler(sig, stopped.set)
+    async with standby_health(args.health_port):
+        leading = await elector.acquire(stopped)
+    if not leading:
+        api.close()
+        return 0
+
+    def lost(task: asyncio.Task[str]) -> None:
+        if not task.cancelled():
+            print(f"torchproof run: lost the leader lease ({task.result()}); exiting so that only the new leader"
+                  " acts", file=sys.stderr, flush=True)
+            os._exit(1)
+
+    holding = asyncio.create_task(elector.hold(), name="torchproof-lease")
+    holding.add_done_callback(lost)
+    try:
+        await operate(stopped)
+    finally:
+        holding.remove_done_callback(lost)
+        holding.cancel()
+        await elector.release()
+        api.close()
     return 0
 
 
@@ -150,10 +201,21 @@ def _cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml), as the image's label says it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torchproof")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def parser() -> argparse.ArgumentParser:
     from torchproof import logs
 
     p = argparse.ArgumentParser(prog="torchproof", description=__doc__)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     logs.add_arguments(p)
     logging_options = argparse.ArgumentParser(add_help=False)
     logs.add_arguments(logging_options, defaults=False)
@@ -170,7 +232,18 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-address", default="0.0.0.0", help="address the /metrics server listens on")
     run.add_argument("--health-port", type=int, default=8081, help="kopf liveness /healthz port (0: off)")
     run.add_argument("--health-address", default="0.0.0.0", help="address the /healthz server listens on")
-    run.add_argument("--standalone", action="store_true", help="no kopf peering (one replica only)")
+    replicas = run.add_mutually_exclusive_group()
+    replicas.add_argument("--standalone", action="store_true", help="no kopf peering (one replica only)")
+    replicas.add_argument("--leader-elect", action="store_true",
+                          help="act only while holding a coordination.k8s.io Lease (several replicas, one acts)")
+    run.add_argument("--leader-elect-lease-name", default="torchproof-operator",
+                     help="the Lease, in --namespace (default: torchproof-operator)")
+    run.add_argument("--leader-elect-lease-duration", type=float, default=15.0, metavar="SECONDS",
+                     help="how long a standby waits on a leader that stopped renewing (default: 15)")
+    run.add_argument("--leader-elect-renew-deadline", type=float, default=10.0, metavar="SECONDS",
+                     help="how long the leader tries to renew before it gives up and exits (default: 10)")
+    run.add_argument("--leader-elect-retry-period", type=float, default=2.0, metavar="SECONDS",
+                     help="how often the leader renews and a standby tries (default: 2)")
 
     st = command("status", help="print each profile's fleet table from a live cluster")
     st.add_argument("--kubeconfig", default=None)

@@ -92,6 +92,7 @@ class KubeApi:
     def __init__(self, api_client: client.ApiClient, *, workers: int = 16) -> None:
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self.coordination = client.CoordinationV1Api(api_client)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="torchproof-api")
         self.writes: dict[str, int] = {}
 
@@ -192,6 +193,42 @@ class KubeApi:
 
     async def list_profile_names(self) -> set[str]:
         return {str((item.get("metadata") or {}).get("name")) for item in await self.list_profiles()}
+
+    async def get_lease(self, namespace: str, name: str, timeout: float) -> dict[str, Any] | None:
+        """The Lease, or None when there is none; `timeout` bounds the request (the elector's deadlines)."""
+        try:
+            response = await self._call("get lease", self.coordination.read_namespaced_lease, name, namespace,
+                                        _request_timeout=timeout)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        lease: dict[str, Any] = json.loads(response.data)
+        return lease
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any], timeout: float) -> dict[str, Any] | None:
+        """Create the Lease; None when another replica created it first (409)."""
+        try:
+            response = await self._call("create lease", self.coordination.create_namespaced_lease, namespace,
+                                        dict(body), _request_timeout=timeout)
+        except KubeError as exc:
+            if exc.status == 409:
+                return None
+            raise
+        lease: dict[str, Any] = json.loads(response.data)
+        return lease
+
+    async def update_lease(self, namespace: str, body: Mapping[str, Any], timeout: float) -> dict[str, Any] | None:
+        """Replace the Lease at the resourceVersion `body` carries; None when it changed since (409)."""
+        try:
+            response = await self._call("update lease", self.coordination.replace_namespaced_lease,
+                                        body["metadata"]["name"], namespace, dict(body), _request_timeout=timeout)
+        except KubeError as exc:
+            if exc.status == 409:
+                return None
+            raise
+        lease: dict[str, Any] = json.loads(response.data)
+        return lease
 
     async def post_event(self, namespace: str, profile: Mapping[str, Any], event: EventSpec) -> None:
         """An Event about a (cluster-scoped) profile, in the operator's own namespace: a namespaced Role

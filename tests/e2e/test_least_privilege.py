@@ -3,6 +3,7 @@ what `deploy/default` grants it, and uses every grant."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,12 @@ from harness import FAST, NAME, ROOT, Env, profile
 from test_deployed import render
 from test_kubectl_flow import kubectl
 from torchproof import labels as L
+from torchproof.election import Elector, Timings
+from torchproof.kube import KubeApi, load_api_client
 from torchproof.podspec import CONFIGMAP_LABELS, CONFIGMAP_PREFIX
 from torchproof.sim.emulator import ApiFaults
 from torchproof.sim.rbac import DISCOVERY_URLS, Attributes, Call, granted, rule_allows
-from torchproof.simulate import NAMESPACE, PROFILES, embedded_operator, simulate, wait_for
+from torchproof.simulate import NAMESPACE, PROFILES, embedded_operator, install_operator_identity, simulate, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders the kustomization")
 Grant = tuple[str, str, str, str | None]
@@ -35,11 +38,25 @@ def covers(grant: Grant, call: Call) -> bool:
             and namespace in (None, call.namespace))
 
 
+async def lead_once(env: Env) -> None:
+    """What `torchproof run --leader-elect` does with its Lease: create it, renew it, release it on the way out."""
+    _, token = await install_operator_identity(env.cluster)
+    api = KubeApi(load_api_client(server=env.cluster.url, token=token), workers=2)
+    elector = Elector(api, NAMESPACE, "torchproof-operator", "torchproof-0", Timings(2, 1.5, 0.25))
+    try:
+        assert await elector.acquire(asyncio.Event())
+        assert await elector.try_acquire_or_renew(1.0)
+        await elector.release()
+    finally:
+        api.close()
+
+
 async def exercise_everything(env: Env) -> str:
-    """Clean up an earlier probe ConfigMap, converge a mixed fleet (pods, the probe ConfigMap, labels, status,
-    events) with node patches that conflict (read again, rebased), revalidate a node, delete a profile
+    """Lead (the Lease), clean up an earlier probe ConfigMap, converge a mixed fleet (pods, the probe ConfigMap,
+    labels, status, events) with node patches that conflict (read again, rebased), revalidate a node, delete a profile
     mid-validation (cleanup) and another while the operator is down (the sweep at start). Returns the
     operator's user."""
+    await lead_once(env)
     old_probe = {"metadata": {"name": f"{CONFIGMAP_PREFIX}0000000000", "namespace": NAMESPACE,
                               "labels": dict(CONFIGMAP_LABELS)}, "data": {"probe.py": "# an earlier probe"}}
     await env.cluster.emulator.create_object("v1/configmaps", old_probe)  # left by an earlier operator version

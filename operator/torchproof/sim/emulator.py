@@ -399,10 +399,12 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         path = raw_request.path
         route = parse_route(path)
+        user = None
         try:
             if self.access is not None:
-                self.access.check(raw_request.headers.get("Authorization"),
-                                  request_attributes(raw_request.method, path, route, raw_request.query))
+                who = self.access.check(raw_request.headers.get("Authorization"),
+                                        request_attributes(raw_request.method, path, route, raw_request.query))
+                user = (who.name, who.groups)
             if route is None:
                 if path in ("/version", "/version/"):
                     return _json(await self._serve_server_version(kmock.Request()))
@@ -426,7 +428,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                                            for t in self.store.types):
                     raise ApiError(404, "NotFound", f"the server could not find {path}")
                 return _json(discovery_resources(self.store.types, route.group, route.version))
-            return await self._serve(raw_request, route)
+            return await self._serve(raw_request, route, user)
         except ApiError as exc:
             headers = {"Retry-After": "1"} if exc.code == 429 else None
             return _json(exc.status(), exc.code, headers)
@@ -448,7 +450,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 return _json({"kind": "APIGroup", "apiVersion": "v1", **entry})
         raise ApiError(404, "NotFound", f"the server could not find the requested resource: group {group!r}")
 
-    async def _serve(self, raw_request: aiohttp.web.BaseRequest, route: Route) -> aiohttp.web.StreamResponse:
+    async def _serve(self, raw_request: aiohttp.web.BaseRequest, route: Route,
+                     user: tuple[str, tuple[str, ...]] | None) -> aiohttp.web.StreamResponse:
+        """`user`: the authenticated requester (None without authentication), for admission policies."""
         assert route.plural is not None
         query = raw_request.query
         watch = route.watch or query.get("watch", "").lower() in ("true", "1")
@@ -489,7 +493,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if verb == "create":
             if route.name is not None:
                 raise ApiError(405, "MethodNotAllowed", f"POST is not supported on {raw_request.path}")
-            return self._stored(self.store.create(rt, namespace, data, owned=True, fields=check), 201, check)
+            return self._stored(self.store.create(rt, namespace, data, owned=True, fields=check, user=user), 201, check)
         if route.name is None:
             if verb == "delete":
                 deleted = self.store.delete_collection(rt, namespace, query.get("labelSelector"),
@@ -504,7 +508,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             return self._stored(obj)
         if verb == "update":
             return self._stored(self.store.replace(rt, namespace, route.name, data, route.subresource, owned=True,
-                                                   fields=check), 200, check)
+                                                   fields=check, user=user), 200, check)
         if verb == "patch":
             content_type = raw_request.headers.get("Content-Type", "").split(";")[0].strip()
             if data is None:
@@ -512,7 +516,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if content_type == JSON_PATCH and not isinstance(data, list):
                 raise ApiError(400, "BadRequest", "a json patch must be a list of operations")
             return self._stored(self.store.patch(rt, namespace, route.name, data, content_type, route.subresource,
-                                                 owned=True, fields=check), 200, check)
+                                                 owned=True, fields=check, user=user), 200, check)
         if verb == "delete":
             options = dict(data) if isinstance(data, dict) else {}
             if "propagationPolicy" in query:

@@ -31,9 +31,9 @@ async def test_the_operator_does_everything_under_the_node_policy(env: Env, tmp_
     user = await exercise_everything(env)
     assert env.cluster.emulator.store.policy_denials == []
     token = env.cluster.service_account_token(*user.split(":")[2:4])
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}",
-                                              "Content-Type": MERGE_PATCH}) as session:
-        async with session.patch(f"{env.cluster.url}/api/v1/nodes/t4-a",
-                                 json={"metadata": {"labels": {"team": "ml"}}}) as response:
-            assert response.status == 422, "the policy was in force all along"
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": MERGE_PATCH}
+    async with (aiohttp.ClientSession(headers=headers) as session,
+                session.patch(f"{env.cluster.url}/api/v1/nodes/t4-a",
+                              json={"metadata": {"labels": {"team": "ml"}}}) as response):
+        assert response.status == 422, "the policy was in force all along"
     assert len(env.cluster.emulator.store.policy_denials) == 1

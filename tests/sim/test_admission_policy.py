@@ -16,8 +16,8 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from kubernetes_validate.utils import SchemaNotFoundError
 import yaml
+from kubernetes_validate.utils import SchemaNotFoundError
 from torchproof.sim import BackgroundCluster, run_in_thread
 from torchproof.sim.admissionpolicy import Request, compile_policy, denial
 from torchproof.sim.store import MERGE_PATCH, ApiError, apply_merge_patch

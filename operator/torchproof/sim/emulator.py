@@ -529,9 +529,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     def _stored(self, obj: Obj, status: int = 200, check: fv.FieldCheck | None = None) -> aiohttp.web.Response:
         """A response with an object the store holds (or held), encoded once for all who send it; the
         field validation's warnings as `Warning` headers, as the server sends them."""
-        headers = CIMultiDict[str]()
-        for warning in check.warnings if check is not None else ():
-            headers.add("Warning", "299 - " + json.dumps(warning))
+        headers = None
+        if check is not None and check.warnings:
+            headers = CIMultiDict[str]()
+            for warning in check.warnings:
+                headers.add("Warning", "299 - " + json.dumps(warning))
         return aiohttp.web.Response(body=self._encode(obj), status=status, content_type="application/json",
                                     headers=headers)
 

@@ -83,19 +83,21 @@ def remove(body: Any, paths: list[Path]) -> None:
         del parent[path[-1]]
 
 
-def duplicate_keys(pairs: list[tuple[str, Any]], found: list[str]) -> dict[str, Any]:
-    """`json.loads(object_pairs_hook=...)`: a dict as json builds it, noting keys given twice."""
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            found.append(f'duplicate field "{key}"')
-        result[key] = value
-    return result
-
-
 def decode_noting_duplicates(body: bytes) -> tuple[Any, list[str]]:
+    """`json.loads`, and the keys some object of the body gives twice (the last one wins, as in json)."""
     found: list[str] = []
-    return json.loads(body, object_pairs_hook=lambda pairs: duplicate_keys(pairs, found)), found
+
+    def build(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result = dict(pairs)
+        if len(result) != len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    found.append(f'duplicate field "{key}"')
+                seen.add(key)
+        return result
+
+    return json.loads(body, object_pairs_hook=build), found
 
 
 # --- built-in types ---------------------------------------------------------------------------------------

@@ -306,3 +306,38 @@ def test_admitting_a_profile_stays_cheap() -> None:
     for _ in range(300):
         admit(copy.deepcopy(SAMPLE), None)
     assert time.perf_counter() - start < 3.0  # measured about 0.3 s on the CI machine (docs/embedded-cluster.md)
+
+
+NOT_CHECKED = ("<nil>", 'Invalid value: "null": some validation rules were not checked because the object was '
+                        "invalid; correct the existing errors to complete validation")
+LOW_HIGH = ("spec", "low must not exceed high")
+CEL_WITH_SCHEMA_ERRORS = [  # (case, spec, causes): a real server runs the rules unless a schema error blocks them
+    ("a pattern error: rules still run", {"size": 1, "code": "A1", "low": 5, "high": 1},
+     [LOW_HIGH, ("spec.code", 'Invalid value: "A1": \'A1\' does not match \'^[a-z]+$\'')]),
+    ("a minimum error: rules still run", {"size": 0, "low": 5, "high": 1},
+     [LOW_HIGH, ("spec.size", "Invalid value: 0: 0 is less than the minimum of 1")]),
+    ("a maximum error alone", {"size": 11}, [("spec.size", "Invalid value: 11: 11 is greater than the maximum of 10")]),
+    ("a type error blocks them", {"size": "1", "low": 5, "high": 1},
+     [("spec.size", 'Invalid value: "1": spec.size in body must be of type integer'), NOT_CHECKED]),
+    ("an enum error blocks them", {"size": 1, "colour": "green", "low": 5, "high": 1},
+     [("spec.colour", 'Unsupported value: "green": supported values: "red", "blue"'), NOT_CHECKED]),
+    ("a missing required field blocks them", {"low": 5, "high": 1}, [("spec.size", "Required value"), NOT_CHECKED]),
+    ("too long blocks them", {"size": 1, "code": "abcdefghij", "low": 5, "high": 1},
+     [("spec.code", 'Invalid value: "abcdefghij": \'abcdefghij\' is too long'), NOT_CHECKED]),
+    ("too many blocks them", {"size": 1, "tags": ["a", "b", "c"], "low": 5, "high": 1},
+     [("spec.tags", 'Invalid value: ["a", "b", "c"]: [\'a\', \'b\', \'c\'] is too long'), NOT_CHECKED]),
+]
+
+
+@pytest.mark.parametrize(("case", "spec", "expected"), CEL_WITH_SCHEMA_ERRORS,
+                         ids=[c[0] for c in CEL_WITH_SCHEMA_ERRORS])
+def test_cel_rules_run_beside_schema_errors_unless_one_blocks_them(case: str, spec: dict[str, Any],
+                                                                   expected: list[tuple[str, str]]) -> None:
+    from gadgets import GADGET_CRD
+
+    admit = resource_types_of_crd(GADGET_CRD)[0].admit
+    assert admit is not None
+    with pytest.raises(ApiError) as refused:
+        admit({"apiVersion": "example.torchproof.dev/v1", "kind": "Gadget", "metadata": {"name": "g"},
+               "spec": spec}, None)
+    assert [(c["field"], c["message"]) for c in refused.value.details["causes"]] == expected

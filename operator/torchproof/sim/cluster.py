@@ -39,12 +39,15 @@ class EmbeddedCluster:
 
     def __init__(self, *, crd_paths: Sequence[Path] = (), namespace: str = "torchproof",
                  namespace_labels: Mapping[str, str] | None = None,
-                 host: str = "127.0.0.1", port: int | None = None, authorize: bool = True) -> None:
-        """`namespace_labels`: the operator namespace's, e.g. Pod Security's `enforce` level (none by default)."""
+                 host: str = "127.0.0.1", port: int | None = None, authorize: bool = True,
+                 field_validation: str = "Strict") -> None:
+        """`namespace_labels`: the operator namespace's, e.g. Pod Security's `enforce` level (none by default).
+        `field_validation`: for writes that name no `fieldValidation` (the kubernetes client's never do);
+        `Strict`, not the real server's `Warn`, so that a misspelt field in the operator's writes fails its tests."""
         self.crd_paths = tuple(Path(p) for p in crd_paths)
         self.namespace = namespace
         self.namespace_labels = dict(namespace_labels or {})
-        self.emulator = ClusterEmulator()
+        self.emulator = ClusterEmulator(field_validation=field_validation)
         self.access = Access(self.emulator.store)
         if authorize:
             self.emulator.access = self.access

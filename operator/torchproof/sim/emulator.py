@@ -20,7 +20,9 @@ from typing import Any
 import aiohttp.web
 import attrs
 import kmock
+from multidict import CIMultiDict
 
+from torchproof.sim import fields as fv
 from torchproof.sim.rbac import Access, Attributes
 from torchproof.sim.store import (
     JSON_PATCH,
@@ -350,6 +352,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     store: Store = attrs.field(factory=Store)
     faults: ApiFaults | None = None
     access: Access | None = None  # authentication and RBAC of HTTP requests; None: every request is allowed
+    field_validation: str = fv.WARN  # for writes that name no `fieldValidation`: the real server's default
     _counts: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
     _resource_counts: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
     _encode: Encodings = attrs.field(factory=Encodings, init=False)
@@ -377,8 +380,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         rt = self.store.resolve(resource)
         return json_copy(self.store.patch(rt, namespace, name, patch, MERGE_PATCH, subresource))
 
-    async def delete_object(self, resource: str, namespace: str | None, name: str) -> None:
-        self.store.delete(self.store.resolve(resource), namespace, name)
+    async def delete_object(self, resource: str, namespace: str | None, name: str,
+                            grace_period_seconds: int | None = None) -> None:
+        """A running pod goes Terminating for its grace period (its kubelet deletes it); 0 deletes it at once."""
+        options = {} if grace_period_seconds is None else {"gracePeriodSeconds": grace_period_seconds}
+        self.store.delete(self.store.resolve(resource), namespace, name, options)
 
     def subscribe(self, resource: str, *, shared: bool = False,
                   only: Callable[[Event], bool] | None = None) -> AsyncIterator[dict[str, Any]]:
@@ -393,10 +399,12 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         path = raw_request.path
         route = parse_route(path)
+        user = None
         try:
             if self.access is not None:
-                self.access.check(raw_request.headers.get("Authorization"),
-                                  request_attributes(raw_request.method, path, route, raw_request.query))
+                who = self.access.check(raw_request.headers.get("Authorization"),
+                                        request_attributes(raw_request.method, path, route, raw_request.query))
+                user = (who.name, who.groups)
             if route is None:
                 if path in ("/version", "/version/"):
                     return _json(await self._serve_server_version(kmock.Request()))
@@ -420,7 +428,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                                            for t in self.store.types):
                     raise ApiError(404, "NotFound", f"the server could not find {path}")
                 return _json(discovery_resources(self.store.types, route.group, route.version))
-            return await self._serve(raw_request, route)
+            return await self._serve(raw_request, route, user)
         except ApiError as exc:
             headers = {"Retry-After": "1"} if exc.code == 429 else None
             return _json(exc.status(), exc.code, headers)
@@ -442,7 +450,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 return _json({"kind": "APIGroup", "apiVersion": "v1", **entry})
         raise ApiError(404, "NotFound", f"the server could not find the requested resource: group {group!r}")
 
-    async def _serve(self, raw_request: aiohttp.web.BaseRequest, route: Route) -> aiohttp.web.StreamResponse:
+    async def _serve(self, raw_request: aiohttp.web.BaseRequest, route: Route,
+                     user: tuple[str, tuple[str, ...]] | None) -> aiohttp.web.StreamResponse:
+        """`user`: the authenticated requester (None without authentication), for admission policies."""
         assert route.plural is not None
         query = raw_request.query
         watch = route.watch or query.get("watch", "").lower() in ("true", "1")
@@ -462,7 +472,16 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         namespace = route.namespace if rt.namespaced else None
         if verb == "watch":
             return await self._watch(raw_request, rt, namespace, route.name)
-        data = self._decode(body) if body else None
+        check = None
+        if verb in ("create", "update", "patch"):
+            try:
+                directive = fv.directive(query.get("fieldValidation"), self.field_validation)
+            except ValueError as exc:
+                raise ApiError(400, "BadRequest", str(exc)) from None
+            data, duplicates = self._decode(body, noting_duplicates=directive != fv.IGNORE) if body else (None, [])
+            check = fv.FieldCheck(directive, duplicates)
+        else:
+            data = self._decode(body)[0] if body else None
         as_table = "as=Table" in raw_request.headers.get("Accept", "")
         if verb == "list":
             items = self.store.list_items(rt, namespace, query.get("labelSelector"),
@@ -474,7 +493,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if verb == "create":
             if route.name is not None:
                 raise ApiError(405, "MethodNotAllowed", f"POST is not supported on {raw_request.path}")
-            return self._stored(self.store.create(rt, namespace, data, owned=True), 201)
+            return self._stored(self.store.create(rt, namespace, data, owned=True, fields=check, user=user), 201, check)
         if route.name is None:
             if verb == "delete":
                 deleted = self.store.delete_collection(rt, namespace, query.get("labelSelector"),
@@ -488,7 +507,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                                           datetime.datetime.now(datetime.UTC)))
             return self._stored(obj)
         if verb == "update":
-            return self._stored(self.store.replace(rt, namespace, route.name, data, route.subresource, owned=True))
+            return self._stored(self.store.replace(rt, namespace, route.name, data, route.subresource, owned=True,
+                                                   fields=check, user=user), 200, check)
         if verb == "patch":
             content_type = raw_request.headers.get("Content-Type", "").split(";")[0].strip()
             if data is None:
@@ -496,22 +516,31 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if content_type == JSON_PATCH and not isinstance(data, list):
                 raise ApiError(400, "BadRequest", "a json patch must be a list of operations")
             return self._stored(self.store.patch(rt, namespace, route.name, data, content_type, route.subresource,
-                                                 owned=True))
+                                                 owned=True, fields=check, user=user), 200, check)
         if verb == "delete":
             options = dict(data) if isinstance(data, dict) else {}
             if "propagationPolicy" in query:
                 options["propagationPolicy"] = query["propagationPolicy"]
+            if "gracePeriodSeconds" in query:
+                options["gracePeriodSeconds"] = query["gracePeriodSeconds"]
             return self._stored(self.store.delete(rt, namespace, route.name, options))
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {raw_request.path}")
 
-    def _stored(self, obj: Obj, status: int = 200) -> aiohttp.web.Response:
-        """A response with an object the store holds (or held), encoded once for all who send it."""
-        return aiohttp.web.Response(body=self._encode(obj), status=status, content_type="application/json")
+    def _stored(self, obj: Obj, status: int = 200, check: fv.FieldCheck | None = None) -> aiohttp.web.Response:
+        """A response with an object the store holds (or held), encoded once for all who send it; the
+        field validation's warnings as `Warning` headers, as the server sends them."""
+        headers = None
+        if check is not None and check.warnings:
+            headers = CIMultiDict[str]()
+            for warning in check.warnings:
+                headers.add("Warning", "299 - " + json.dumps(warning))
+        return aiohttp.web.Response(body=self._encode(obj), status=status, content_type="application/json",
+                                    headers=headers)
 
     @staticmethod
-    def _decode(body: bytes) -> Any:
+    def _decode(body: bytes, *, noting_duplicates: bool = False) -> tuple[Any, list[str]]:
         try:
-            return json.loads(body)
+            return fv.decode_noting_duplicates(body) if noting_duplicates else (json.loads(body), [])
         except ValueError as exc:
             raise ApiError(400, "BadRequest", f"the request body is not JSON: {exc}") from None
 

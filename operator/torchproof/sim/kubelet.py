@@ -256,6 +256,7 @@ class _Pod:
     finished: bool = False
     task: asyncio.Task[None] | None = None
     last_message: str | None = None
+    stopping: bool = False
 
 
 @dataclass
@@ -375,8 +376,10 @@ class SimKubelet:
             uid = pod["metadata"].get("uid", "")
             if event["type"] == "ADDED" and uid not in self._pods:
                 self._admit(pod)
-            elif event["type"] == "DELETED" or (pod["metadata"].get("deletionTimestamp") and uid in self._pods):
+            elif event["type"] == "DELETED":
                 self._forget(uid)
+            elif pod["metadata"].get("deletionTimestamp") and uid in self._pods:
+                self._stop(self._pods[uid], pod)
 
     async def _watch_nodes(self, events: Any) -> None:
         async for event in events:
@@ -438,6 +441,31 @@ class SimKubelet:
             if pod.bound is None and not pod.finished:
                 self._try_place(pod)
 
+    def _stop(self, pod: _Pod, body: Obj) -> None:
+        """A pod deleted gracefully: its kubelet stops the container, then deletes the pod with grace 0.
+        A pod on a node whose kubelet is gone stays Terminating, as on a real cluster."""
+        if pod.stopping:
+            return
+        pod.stopping = True
+        node = self._nodes.get(pod.target)
+        if pod.task is not None:
+            pod.task.cancel()
+        if node is None or "kubeletLost" in node.faults:
+            return
+        grace = float(body["metadata"].get("deletionGracePeriodSeconds") or 0)
+        pod.task = asyncio.create_task(self._guard(pod, self._shut_down(pod, min(grace, self.probe_seconds))))
+
+    async def _shut_down(self, pod: _Pod, seconds: float) -> None:
+        await self.clock.sleep(seconds)  # the container takes its SIGTERM
+        if pod.running:
+            now = _stamp(self.clock.now())
+            terminated = {"exitCode": 143, "reason": "Error", "finishedAt": now,
+                          "containerID": f"containerd://{pod.uid.replace('-', '')}"}
+            await self._status(pod, {"phase": "Failed", "conditions": _conditions(now, scheduled=True, ready=False),
+                                     "containerStatuses": [_container(pod.body, {"terminated": terminated})]})
+            self._finish(pod)
+        self._store.delete(self._pod_type, pod.namespace, pod.name, {"gracePeriodSeconds": 0})
+
     def _forget(self, uid: str) -> None:
         pod = self._pods.pop(uid, None)
         if pod is None:
@@ -462,8 +490,8 @@ class SimKubelet:
     async def _collect_orphans(self, node: str) -> None:
         for pod in [p for p in self._pods_on.get(node, {}).values() if p.bound]:
             self._forget(pod.uid)
-            if self.emulator.get_object("v1/pods", pod.namespace, pod.name) is not None:
-                await self.emulator.delete_object("v1/pods", pod.namespace, pod.name)
+            if self.emulator.get_object("v1/pods", pod.namespace, pod.name) is not None:  # PodGC: at once
+                await self.emulator.delete_object("v1/pods", pod.namespace, pod.name, grace_period_seconds=0)
 
     @staticmethod
     def _count(current: Counter[PodKey], peak: dict[PodKey, int], key: PodKey, delta: int) -> None:

@@ -26,6 +26,7 @@ from torchproof.sim.celrules import (
     schema_path,
     walk_rules,
 )
+from torchproof.sim.fields import Path
 from torchproof.sim.store import Obj, ResourceType, invalid
 
 Schema = dict[str, Any]
@@ -40,13 +41,15 @@ def resource_types_of_crd(crd: Obj) -> list[ResourceType]:
         if not version.get("served", True):
             continue
         schema = (version.get("schema") or {}).get("openAPIV3Schema") or {}
+        admission = Admission(schema, names["kind"], spec["group"])
         result.append(ResourceType(
             group=spec["group"], version=version["name"], plural=names["plural"], kind=names["kind"],
             namespaced=spec.get("scope", "Namespaced") == "Namespaced",
             singular=names.get("singular") or names["kind"].lower(),
             short_names=tuple(names.get("shortNames") or ()), categories=tuple(names.get("categories") or ()),
             status_subresource="status" in (version.get("subresources") or {}),
-            admit=Admission(schema, names["kind"], spec["group"]),
+            admit=admission,
+            unknown_fields=admission.unknown_fields,
             printer_columns=tuple(version.get("additionalPrinterColumns") or ()),
             crd_name=crd["metadata"]["name"],
         ))
@@ -143,6 +146,27 @@ def prune(value: Any, schema: Schema, root: bool = False) -> Any:
     return value
 
 
+def unknown_paths(value: Any, schema: Schema, at: Path = (), root: bool = False) -> Iterator[Path]:
+    """The fields `prune` would drop, by path: what field validation reports."""
+    if isinstance(value, dict) and (schema.get("type") == "object" or root):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        preserve = bool(schema.get("x-kubernetes-preserve-unknown-fields"))
+        for key, item in value.items():
+            if item is None or (isinstance(key, str) and key.startswith("$")) or (
+                    root and key in ("apiVersion", "kind", "metadata")):
+                continue
+            if props is not None and key in props:
+                yield from unknown_paths(item, props[key], (*at, key))
+            elif isinstance(extra, dict):
+                yield from unknown_paths(item, extra, (*at, key))
+            elif not (preserve or extra is True or (props is None and extra is None and not root and not schema)):
+                yield (*at, key)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            yield from unknown_paths(item, schema["items"], (*at, i))
+
+
 def apply_defaults(value: Any, schema: Schema) -> Any:
     """Fill in `default:` of absent properties, recursively, as the API server does on every write."""
     if isinstance(value, dict):
@@ -183,6 +207,14 @@ def _cause(error: jsonschema.ValidationError) -> list[tuple[str, str]]:
     if error.validator == "type":
         return [(path, f"Invalid value: {shown}: {path} in body must be of type {expected}")]
     return [(path, f"Invalid value: {shown}: {error.message}")]
+
+
+# apiextensions-apiserver's customresource strategy (hasBlockingErr): a schema error of these kinds
+# (field.ErrorTypeTypeInvalid, NotSupported, Required, TooLong, TooMany) means CEL rules are not run at all,
+# lest they read a value of the wrong type; any other schema error (pattern, minimum, ...) leaves them running.
+BLOCKING_VALIDATORS = frozenset({"type", "enum", "required", "maxLength", "maxItems", "maxProperties"})
+NOT_CHECKED = ("<nil>", 'Invalid value: "null": some validation rules were not checked because the object was '
+                        "invalid; correct the existing errors to complete validation")
 
 
 
@@ -290,13 +322,21 @@ class Admission:
         if not self.schema:
             return obj
         obj = apply_defaults(prune(obj, self.schema, root=True), self.schema)
-        causes = [c for e in self._validator.iter_errors(obj) for c in _cause(e)]
-        if not causes:
-            causes = list(self._cel_causes(obj, _MISSING if old is None else old))
+        errors = list(self._validator.iter_errors(obj))
+        causes = [c for e in errors for c in _cause(e)]
+        if any(e.validator in BLOCKING_VALIDATORS for e in errors):
+            unchecked = [NOT_CHECKED]
+        else:
+            unchecked = []
+            causes.extend(self._cel_causes(obj, _MISSING if old is None else old))
         if causes:
             rt = ResourceType(self.group, "", "", self.kind, False)
-            raise invalid(rt, str(obj.get("metadata", {}).get("name", "")), sorted(set(causes)))
+            raise invalid(rt, str(obj.get("metadata", {}).get("name", "")), sorted(set(causes)) + unchecked)
         return obj
+
+    def unknown_fields(self, body: Any) -> list[Path]:
+        """Field validation: the paths of the body's fields this version's schema does not declare."""
+        return list(unknown_paths(body, self.schema, root=True)) if self.schema else []
 
     def _cel_causes(self, obj: Obj, old: Any) -> Iterator[tuple[str, str]]:
         for path, rule in self._rules:

@@ -17,12 +17,20 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
+from torchproof.sim.admissionpolicy import Policy, PolicyError, Request, compile_policy, denial
+from torchproof.sim.fields import FieldCheck, UnknownFields, builtin_unknown_fields
+from torchproof.sim.podadmission import (
+    default_pod,
+    grace_period,
+    service_account_refusal,
+)
 from torchproof.sim.podsecurity import forbidden_message
 
 Obj = dict[str, Any]
 Event = dict[str, Any]
 Listener = Callable[[Event, "Obj | None"], None]  # (event, object before it)
 Admit = Callable[[Obj, Obj | None], Obj]  # (object, its old self on an update)
+Requester = tuple[str, tuple[str, ...]]  # an HTTP request's user name and groups, for admission policies
 J = TypeVar("J")
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -66,6 +74,7 @@ class ResourceType:
     admit: Admit | None = None  # CRD schema: defaults, pruning, validation (raises ApiError 422)
     printer_columns: tuple[dict[str, Any], ...] = ()
     crd_name: str | None = None  # the CRD that serves it, if any
+    unknown_fields: UnknownFields | None = None  # field validation: the unknown fields of a (partial) body
 
     @property
     def key(self) -> str:
@@ -103,8 +112,15 @@ BUILTINS = (
     _builtin("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
     _builtin("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
              False, "crd", "crds", status=True),
+    _builtin("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies", "ValidatingAdmissionPolicy",
+             False, status=True),
+    _builtin("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings",
+             "ValidatingAdmissionPolicyBinding", False),
 )
 CRD_KEY = "apiextensions.k8s.io/v1/customresourcedefinitions"
+POLICY_KEY = "admissionregistration.k8s.io/v1/validatingadmissionpolicies"
+BINDING_KEY = "admissionregistration.k8s.io/v1/validatingadmissionpolicybindings"
+NAMESPACE_KEY = "v1/namespaces"
 
 
 def parse_resource_key(key: str) -> tuple[str, str, str]:
@@ -154,10 +170,14 @@ class Store:
         self._types: dict[str, ResourceType] = {}
         self._storages: dict[str, _Storage] = {}
         self._dependents: dict[str, set[tuple[str, str | None, str]]] = {}  # owner uid → dependents
+        self._policies: dict[tuple[str, str], Policy] = {}  # compiled, by (uid, resourceVersion)
+        self.policy_denials: list[str] = []  # every write an admission policy refused, by its message
         from torchproof.sim.schema import check_crd
 
+        admits: dict[str, Admit] = {CRD_KEY: check_crd, POLICY_KEY: _check_policy}
         for rt in BUILTINS:
-            self.register(dataclasses.replace(rt, admit=check_crd) if rt.key == CRD_KEY else rt)
+            self.register(dataclasses.replace(rt, admit=admits.get(rt.key),
+                                              unknown_fields=builtin_unknown_fields(rt.group, rt.version, rt.kind)))
 
     # --- resource types --------------------------------------------------------------------------------
 
@@ -232,9 +252,13 @@ class Store:
 
     # --- writes ----------------------------------------------------------------------------------------
 
-    def create(self, rt: ResourceType, namespace: str | None, body: Any, *, owned: bool = False) -> Obj:
-        """`owned`: the caller hands the body over (a freshly decoded request), so it is not copied."""
+    def create(self, rt: ResourceType, namespace: str | None, body: Any, *, owned: bool = False,
+               fields: FieldCheck | None = None, user: Requester | None = None) -> Obj:
+        """`owned`: the caller hands the body over (a freshly decoded request), so it is not copied.
+        `fields`: the request's field validation (unknown fields are pruned or refused; none: pruned).
+        `user`: who asks, over HTTP: admission policies judge such writes (in-process ones are the admin's)."""
         obj = self._require_object(body, owned)
+        self._check_fields(rt, obj, fields)
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise _invalid(rt, "", "metadata", "must be an object")
@@ -266,8 +290,11 @@ class Store:
             obj.pop("status", None)
         if rt.key == "v1/pods":
             obj["status"] = {"phase": "Pending"}
+            obj = default_pod(obj)
+            self._admit_service_account(obj)
             self._admit_pod_security(obj)
         obj = self._admit(rt, obj)
+        self._admit_by_policies(rt, "CREATE", obj, None, user)
         storage = self._storage(rt)
         if name in storage.objects.get(namespace, {}):
             raise ApiError(409, "AlreadyExists", f'{rt.plural}.{rt.group} "{name}" already exists'
@@ -280,17 +307,22 @@ class Store:
         if rt.key == CRD_KEY:
             obj = self._accept_crd(obj)
         self._put(rt, namespace, obj, "ADDED")
+        if rt.key == NAMESPACE_KEY:
+            self._create_default_service_account(name)
         return self._versioned(rt, obj)
 
     def replace(self, rt: ResourceType, namespace: str | None, name: str, body: Any,
-                subresource: str | None = None, *, owned: bool = False) -> Obj:
+                subresource: str | None = None, *, owned: bool = False, fields: FieldCheck | None = None,
+                user: Requester | None = None) -> Obj:
         new = self._require_object(body, owned)
+        self._check_fields(rt, new, fields)
         old = self._current(rt, namespace, name)
         self._check_version(rt, old, new)
-        return self._update(rt, old, new, subresource)
+        return self._update(rt, old, new, subresource, user)
 
     def patch(self, rt: ResourceType, namespace: str | None, name: str, patch: Any, patch_type: str,
-              subresource: str | None = None, *, owned: bool = False) -> Obj:
+              subresource: str | None = None, *, owned: bool = False, fields: FieldCheck | None = None,
+              user: Requester | None = None) -> Obj:
         """`owned`: the caller hands the patch over; its values may become part of the stored object."""
         old = self._current(rt, namespace, name)
         try:  # strategic merge and JSON patches copy what they take from the patch themselves
@@ -310,11 +342,12 @@ class Store:
             raise ApiError(code, "Invalid" if exc.failed_test else "BadRequest", str(exc)) from None
         if not isinstance(new, dict):
             raise ApiError(422, "Invalid", "the patched object is not a JSON object")
+        self._check_fields(rt, new if patch_type == JSON_PATCH else patch, fields)
         if isinstance(patch, dict) and isinstance(patch.get("metadata"), dict):
             self._check_version(rt, old, patch)
         elif new.get("metadata", {}).get("resourceVersion") != old["metadata"]["resourceVersion"]:
             self._check_version(rt, old, new)
-        return self._update(rt, old, new, subresource)
+        return self._update(rt, old, new, subresource, user)
 
     def delete(self, rt: ResourceType, namespace: str | None, name: str, options: Any = None) -> Obj:
         old = self._current(rt, namespace, name)
@@ -324,11 +357,15 @@ class Store:
             raise ApiError(409, "Conflict", f"Precondition failed: UID in precondition: {uid}, "
                                             f"UID in object meta: {old['metadata']['uid']}")
         orphan = opts.get("propagationPolicy") == "Orphan"
+        if rt.key == "v1/pods":
+            grace = grace_period(old, opts.get("gracePeriodSeconds"))
+            if grace:
+                return self._delete_gracefully(rt, old, grace)
         if old["metadata"].get("finalizers"):
-            if old["metadata"].get("deletionTimestamp"):
+            if old["metadata"].get("deletionTimestamp") and not old["metadata"].get("deletionGracePeriodSeconds"):
                 return self._versioned(rt, old)
-            obj = {**old, "metadata": {**old["metadata"], "deletionTimestamp": timestamp(self._clock()),
-                                       "deletionGracePeriodSeconds": 0}}
+            since = old["metadata"].get("deletionTimestamp") or timestamp(self._clock())
+            obj = {**old, "metadata": {**old["metadata"], "deletionTimestamp": since, "deletionGracePeriodSeconds": 0}}
             self._put(rt, self._ns(rt, namespace), obj, "MODIFIED")
             return self._versioned(rt, obj)
         self._remove(rt, old, cascade=not orphan)
@@ -339,7 +376,28 @@ class Store:
         doomed = self.list_items(rt, namespace, label_selector, field_selector)
         return [self.delete(rt, o["metadata"].get("namespace"), o["metadata"]["name"]) for o in doomed]
 
+    def _delete_gracefully(self, rt: ResourceType, old: Obj, grace: int) -> Obj:
+        """A pod its kubelet must stop first: Terminating until the kubelet deletes it with grace 0. A later
+        delete may only shorten the grace, as the server's graceful deletion allows."""
+        meta = old["metadata"]
+        current = meta.get("deletionGracePeriodSeconds")
+        if meta.get("deletionTimestamp") and current is not None and grace >= current:
+            return self._versioned(rt, old)
+        until = self._clock() + datetime.timedelta(seconds=grace)
+        obj = {**old, "metadata": {**meta, "deletionTimestamp": timestamp(until), "deletionGracePeriodSeconds": grace}}
+        self._put(rt, meta.get("namespace"), obj, "MODIFIED")
+        return self._versioned(rt, obj)
+
     # --- internals -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_fields(rt: ResourceType, body: Any, fields: FieldCheck | None) -> None:
+        if fields is None:
+            return
+        try:
+            fields.check(rt.kind, rt.version, body, rt.unknown_fields)
+        except ValueError as exc:
+            raise ApiError(400, "BadRequest", str(exc)) from None
 
     def _storage(self, rt: ResourceType) -> _Storage:
         return self._storages[rt.storage]
@@ -397,6 +455,56 @@ class Store:
             return lambda _: True
         return lambda o: labels.matches(o.get("metadata", {}).get("labels") or {}) and fields.matches(o)
 
+    def _admit_by_policies(self, rt: ResourceType, operation: str, obj: Obj, old: Obj | None,
+                           user: Requester | None, subresource: str | None = None) -> None:
+        """ValidatingAdmissionPolicy admission of an HTTP request's write: each binding's policy may deny it."""
+        if user is None:
+            return
+        bindings = self._storage(self.resolve(BINDING_KEY)).objects.get(None, {})
+        if not bindings:
+            return
+        policies = self._storage(self.resolve(POLICY_KEY)).objects.get(None, {})
+        meta = obj["metadata"]
+        request = Request(operation, rt.group, rt.version, rt.plural, subresource or "", str(meta["name"]),
+                          str(meta.get("namespace") or ""), user[0], user[1])
+        for name, binding in sorted(bindings.items()):
+            spec = binding.get("spec") or {}
+            policy = policies.get(str(spec.get("policyName", "")))
+            if policy is None or "Deny" not in (spec.get("validationActions") or ()):
+                continue
+            message = denial(self._compiled(policy), name, request, obj, old)
+            if message is not None:
+                self.policy_denials.append(message)
+                what = f"{rt.plural}.{rt.group}" if rt.group else rt.plural
+                raise ApiError(422, "Invalid", f'{what} "{meta["name"]}" is invalid: : {message}',
+                               {"name": meta["name"], "group": rt.group, "kind": rt.plural,
+                                "causes": [{"reason": "FieldValueInvalid", "message": message, "field": ""}]})
+
+    def _compiled(self, policy: Obj) -> Policy:
+        key = (str(policy["metadata"]["uid"]), str(policy["metadata"]["resourceVersion"]))
+        if key not in self._policies:
+            if len(self._policies) > 64:
+                self._policies.clear()
+            self._policies[key] = compile_policy(policy)
+        return self._policies[key]
+
+    def _admit_service_account(self, pod: Obj) -> None:
+        """ServiceAccount admission: the pod's account must exist (in a namespace that exists: the embedded
+        cluster does not refuse objects in a namespace never created)."""
+        namespace = pod["metadata"]["namespace"]
+        if namespace not in self._storage(self.resolve("v1/namespaces")).objects.get(None, {}):
+            return
+        accounts = self._storage(self.resolve("v1/serviceaccounts")).objects.get(namespace, {})
+        message = service_account_refusal(pod, set(accounts))
+        if message is not None:
+            raise ApiError(403, "Forbidden", message, {"name": pod["metadata"]["name"], "kind": "pods"})
+
+    def _create_default_service_account(self, namespace: str) -> None:
+        """The ServiceAccount controller's work: every namespace gets its `default` account."""
+        rt = self.resolve("v1/serviceaccounts")
+        if "default" not in self._storage(rt).objects.get(namespace, {}):
+            self.create(rt, namespace, {"metadata": {"name": "default", "namespace": namespace}})
+
     def _admit_pod_security(self, pod: Obj) -> None:
         """Pod Security admission on create, by the labels of the pod's namespace (sim/podsecurity.py)."""
         namespaces = self._storage(self.resolve("v1/namespaces")).objects.get(None, {})
@@ -410,7 +518,8 @@ class Store:
         """Admission may default in place, so it gets an object that shares nothing with the store."""
         return rt.admit(json_copy(obj), old) if rt.admit is not None else obj
 
-    def _update(self, rt: ResourceType, old: Obj, new: Obj, subresource: str | None) -> Obj:
+    def _update(self, rt: ResourceType, old: Obj, new: Obj, subresource: str | None,
+                user: Requester | None = None) -> Obj:
         if subresource not in (None, "status") or (subresource == "status" and not rt.status_subresource):
             raise ApiError(404, "NotFound", f"the server could not find the requested resource "
                                             f"{rt.plural}/{subresource}")
@@ -440,6 +549,7 @@ class Store:
         candidate["apiVersion"], candidate["kind"] = old["apiVersion"], old["kind"]
         candidate["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         candidate = self._admit(rt, candidate, old)
+        self._admit_by_policies(rt, "UPDATE", candidate, old, user, subresource)
         if rt.key == CRD_KEY:
             candidate = self._accept_crd(candidate)
         if candidate == old:
@@ -447,7 +557,8 @@ class Store:
         if _spec_part(candidate) != _spec_part(old):
             candidate["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
         ns = candidate["metadata"].get("namespace")
-        if candidate["metadata"].get("deletionTimestamp") and not candidate["metadata"].get("finalizers"):
+        meta = candidate["metadata"]
+        if meta.get("deletionTimestamp") and not meta.get("finalizers") and not meta.get("deletionGracePeriodSeconds"):
             self._remove(rt, candidate, cascade=True)
         else:
             self._put(rt, ns, candidate, "MODIFIED")
@@ -556,6 +667,17 @@ class Store:
             for obj in list(storage.items(None)):
                 self._remove(rt, obj, cascade=True)
             del self._storages[rt.storage]
+
+
+def _check_policy(policy: Obj, _old: Obj | None) -> Obj:
+    """A ValidatingAdmissionPolicy whose expressions do not all compile is refused, as the server refuses it."""
+    try:
+        compile_policy(policy)
+    except PolicyError as exc:
+        rt = ResourceType("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies",
+                          "ValidatingAdmissionPolicy", False)
+        raise invalid(rt, str(policy["metadata"].get("name", "")), [(exc.field, exc.message)]) from None
+    return policy
 
 
 def _invalid(rt: ResourceType, name: str, path: str, message: str) -> ApiError:

@@ -196,35 +196,25 @@ class KubeApi:
 
     async def get_lease(self, namespace: str, name: str, timeout: float) -> dict[str, Any] | None:
         """The Lease, or None when there is none; `timeout` bounds the request (the elector's deadlines)."""
-        try:
-            response = await self._call("get lease", self.coordination.read_namespaced_lease, name, namespace,
-                                        _request_timeout=timeout)
-        except KubeError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        lease: dict[str, Any] = json.loads(response.data)
-        return lease
+        return await self._lease("get lease", 404, timeout, self.coordination.read_namespaced_lease, name, namespace)
 
     async def create_lease(self, namespace: str, body: Mapping[str, Any], timeout: float) -> dict[str, Any] | None:
         """Create the Lease; None when another replica created it first (409)."""
-        try:
-            response = await self._call("create lease", self.coordination.create_namespaced_lease, namespace,
-                                        dict(body), _request_timeout=timeout)
-        except KubeError as exc:
-            if exc.status == 409:
-                return None
-            raise
-        lease: dict[str, Any] = json.loads(response.data)
-        return lease
+        return await self._lease("create lease", 409, timeout, self.coordination.create_namespaced_lease,
+                                 namespace, dict(body))
 
     async def update_lease(self, namespace: str, body: Mapping[str, Any], timeout: float) -> dict[str, Any] | None:
         """Replace the Lease at the resourceVersion `body` carries; None when it changed since (409)."""
+        return await self._lease("update lease", 409, timeout, self.coordination.replace_namespaced_lease,
+                                 body["metadata"]["name"], namespace, dict(body))
+
+    async def _lease(self, verb: str, none_on: int, timeout: float, fn: Callable[..., Any], *args: Any
+                     ) -> dict[str, Any] | None:
+        """One Lease call, bounded by `timeout`; None when the server answers `none_on` (absent, or lost a race)."""
         try:
-            response = await self._call("update lease", self.coordination.replace_namespaced_lease,
-                                        body["metadata"]["name"], namespace, dict(body), _request_timeout=timeout)
+            response = await self._call(verb, fn, *args, _request_timeout=timeout)
         except KubeError as exc:
-            if exc.status == 409:
+            if exc.status == none_on:
                 return None
             raise
         lease: dict[str, Any] = json.loads(response.data)

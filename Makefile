@@ -11,19 +11,20 @@ TORCH ?= torch==2.13.0
 venv: $(STAMP)
 
 # The operator's runtime dependencies at the versions the image ships (requirements.lock), then the rest.
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml simulator/pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q '$(TORCH)'
 	$(PY) -m pip install -q --require-hashes --no-deps -r requirements.lock
-	$(PY) -m pip install -q -e '.[sim,dev]'
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e ./simulator
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/torchproof simulate --fleet examples/fleet.yaml --profile profiles/pytorch-20.06.yaml
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff check operator simulator tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/vermin -q --no-tips --violations -t=3.6- operator/torchproof/probe/probe.py
 

@@ -16,10 +16,10 @@ from torchproof import labels as L
 from torchproof.plan import PlanInput, PlanMemo, compute_plan
 from torchproof.podspec import build_pod
 from torchproof.profile import parse_profile
-from torchproof.sim.fleet import build_node, parse_fleet
-from torchproof.simulate import ROOT
 from torchproof.views import node_view, pod_view
+from torchproof_sim.fleet import build_node, parse_fleet
 
+from bench import ROOT
 from bench.scale.fleet import fleet_data
 
 PASSES = 20

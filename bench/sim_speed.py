@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
-from torchproof.sim import EmbeddedCluster
+from torchproof_sim import EmbeddedCluster
 
 IN_FLIGHT = 8
 

@@ -16,8 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from torchproof.simulate import ROOT
-
+from bench import ROOT
 from bench.scale.report import update_doc
 from bench.scale.run import BenchError, Config, run
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torchproof import labels as L
-from torchproof.sim.store import Store
+from torchproof_sim.store import Store
 
 FINISHED = ("Succeeded", "Failed")
 

@@ -22,11 +22,12 @@ from typing import Any
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from torchproof.sim.cluster import EmbeddedCluster
-from torchproof.sim.fleet import parse_fleet
-from torchproof.sim.kubelet import SimKubelet
-from torchproof.simulate import CRD_PATH, NAMESPACE, PROFILES, ROOT, settled
+from torchproof_sim.cluster import EmbeddedCluster
+from torchproof_sim.fleet import parse_fleet
+from torchproof_sim.kubelet import SimKubelet
+from torchproof_sim.simulate import CRD_PATH, NAMESPACE, PROFILES, settled
 
+from bench import ROOT
 from bench.scale import fleet as F
 from bench.scale.record import Recorder, min_gap, percentile
 

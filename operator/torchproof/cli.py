@@ -1,4 +1,4 @@
-"""`torchproof run | status | simulate | probe | cleanup`."""
+"""`torchproof run | status | probe | cleanup`, and `simulate` where the embedded cluster is installed."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from pathlib import Path
+from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported where used: `torchproof --version` and `probe` need none of the operator
     from torchproof.election import Timings
     from torchproof.kube import KubeApi
+
+BUILTIN = frozenset({"run", "status", "probe", "cleanup"})
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -154,24 +156,6 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _simulate(args: argparse.Namespace) -> int:
-    from torchproof import simulate as sim
-
-    try:
-        report = asyncio.run(sim.simulate(
-            fleet=Path(args.fleet),
-            profiles=[Path(p) for p in args.profile],
-            timeout=args.timeout,
-            serve=args.serve,
-            probe_seconds=args.probe_seconds,
-            kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
-        ))
-    except sim.SimulationError as exc:
-        return _fail("simulate", str(exc), 2)
-    print(json.dumps(report.as_json(), indent=2) if args.json else report.table())
-    return 0 if report.converged else 1
-
-
 def _probe(rest: list[str]) -> int:
     from torchproof import localprobe
 
@@ -209,6 +193,12 @@ def _version() -> str:
         return version("torchproof")
     except PackageNotFoundError:
         return "unknown (not installed)"
+
+
+def plugins() -> dict[str, EntryPoint]:
+    """Subcommands other distributions add (`torchproof.commands` entry points), by name, not yet imported:
+    the operator never imports the simulator; `torchproof simulate` loads it only when it is the command."""
+    return {ep.name: ep for ep in entry_points(group="torchproof.commands") if ep.name not in BUILTIN}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -250,14 +240,9 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--profile", action="append", help="only this profile (repeatable); default: every profile")
     st.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
-    s = command("simulate", help="embedded cluster + simulated GPU fleet + the operator, in one process")
-    s.add_argument("--fleet", required=True, help="fleet file (YAML)")
-    s.add_argument("--profile", action="append", required=True, help="profile YAML (repeatable)")
-    s.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for convergence")
-    s.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    s.add_argument("--serve", action="store_true", help="keep the cluster up for kubectl after converging")
-    s.add_argument("--kubeconfig", default=None, help="with --serve: where to write the kubeconfig")
-    s.add_argument("--probe-seconds", type=float, default=0.2, help="simulated probe run time")
+    for name, entry in sorted(plugins().items()):  # e.g. `simulate`, from the torchproof-sim distribution
+        command(name, help=f"(from {entry.dist.name if entry.dist else entry.value}; `torchproof {name} --help`)",
+                add_help=False)
 
     command("probe", help="run the probe here and print its findings (see `torchproof probe --help`)",
             add_help=False)
@@ -274,14 +259,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from torchproof import logs
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "simulate" in argv and "simulate" not in plugins() and not {"-h", "--help"} & set(argv[:argv.index("simulate")]):
+        return _fail("simulate", "the embedded cluster is not installed: pip install ./simulator (make demo does)", 2)
     p = parser()
     args, rest = p.parse_known_args(argv)
     logs.configure(args)
     if args.command == "probe":  # its own options: localprobe's parser
         return _probe(rest)
+    if args.command in plugins():  # its own options too: the plugin's parser
+        return int(plugins()[args.command].load()(rest))
     if rest:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
-    commands = {"run": _run, "status": _status, "cleanup": _cleanup, "simulate": _simulate}
+    commands = {"run": _run, "status": _status, "cleanup": _cleanup}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:  # Ctrl-C: stop quietly, as the shell expects

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from torchproof.sim.cluster import EmbeddedCluster
-from torchproof.simulate import CRD_PATH
+from torchproof_sim.cluster import EmbeddedCluster
+from torchproof_sim.simulate import CRD_PATH
 
 from bench.scale import fleet as F
 from bench.scale.record import Recorder, min_gap, percentile

@@ -11,8 +11,8 @@ from typing import Any
 import yaml
 from torchproof.profile import Profile
 from torchproof.result import RESULT_SCHEMA
-from torchproof.sim.fleet import build_node, parse_fleet
 from torchproof.views import NodeView, node_view
+from torchproof_sim.fleet import build_node, parse_fleet
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE_PATH = ROOT / "profiles" / "pytorch-20.06.yaml"

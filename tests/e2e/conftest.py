@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from harness import MIXED_FLEET, Env, assert_nothing_denied
-from torchproof.sim.cluster import EmbeddedCluster
-from torchproof.sim.fleet import parse_fleet
-from torchproof.sim.kubelet import SimKubelet
-from torchproof.simulate import CRD_PATH
+from torchproof_sim.cluster import EmbeddedCluster
+from torchproof_sim.fleet import parse_fleet
+from torchproof_sim.kubelet import SimKubelet
+from torchproof_sim.simulate import CRD_PATH
 
 
 def make_env_fixture(nodes: list[dict[str, Any]], probe_seconds: float = 0.05) -> Any:

@@ -9,9 +9,9 @@ from typing import Any
 
 import yaml
 from torchproof import labels as L
-from torchproof.sim.cluster import EmbeddedCluster
-from torchproof.sim.kubelet import SimKubelet
-from torchproof.simulate import PROFILES, install_operator_identity
+from torchproof_sim.cluster import EmbeddedCluster
+from torchproof_sim.kubelet import SimKubelet
+from torchproof_sim.simulate import PROFILES, install_operator_identity
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = yaml.safe_load((ROOT / "profiles" / "pytorch-20.06.yaml").read_text())

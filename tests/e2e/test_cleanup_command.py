@@ -17,7 +17,7 @@ from torchproof import labels as L
 from torchproof.cleanup import FINALIZER, OPERATOR_LABELS
 from torchproof.controller import POD_SELECTOR
 from torchproof.podspec import CONFIGMAP_PREFIX
-from torchproof.simulate import NAMESPACE, embedded_operator, wait_for
+from torchproof_sim.simulate import NAMESPACE, embedded_operator, wait_for
 
 HAND_MADE = "torchproof.dev/hand-made"  # in torchproof's domain, but set by a person: not torchproof's to remove
 

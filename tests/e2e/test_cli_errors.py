@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from harness import NAME, Env, profile
 from test_run_command import free_port
-from torchproof.sim.cluster import EmbeddedCluster
-from torchproof.simulate import embedded_operator, wait_for, wait_settled
+from torchproof_sim.cluster import EmbeddedCluster
+from torchproof_sim.simulate import embedded_operator, wait_for, wait_settled
 
 NO_CLUSTER = {"KUBERNETES_SERVICE_HOST": "", "PYTHONUNBUFFERED": "1"}
 

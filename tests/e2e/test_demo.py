@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchproof.simulate import simulate
+from torchproof_sim.simulate import simulate
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from harness import KEY, Env, profile
 from torchproof.cli import parser
-from torchproof.simulate import wait_for
+from torchproof_sim.simulate import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}

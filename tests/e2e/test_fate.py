@@ -18,10 +18,10 @@ from torchproof import labels as L
 from torchproof.kube import KubeError
 from torchproof.plan import validation_order
 from torchproof.result import ProbeResult
-from torchproof.sim.cluster import EmbeddedCluster
-from torchproof.sim.fleet import parse_fleet
-from torchproof.sim.store import ApiError
-from torchproof.simulate import embedded_operator, wait_for
+from torchproof_sim.cluster import EmbeddedCluster
+from torchproof_sim.fleet import parse_fleet
+from torchproof_sim.simulate import embedded_operator, wait_for
+from torchproof_sim.store import ApiError
 
 T4 = {"product": "Tesla T4", "count": 1, "driver": "450.51.06"}
 V100 = {"product": "Tesla V100-SXM2-16GB", "count": 1, "driver": "450.51.06"}

@@ -8,7 +8,7 @@ import time
 import pytest
 from harness import FAST, NAME, Env, profile
 from torchproof import labels as L
-from torchproof.simulate import PROFILES, embedded_operator, wait_for
+from torchproof_sim.simulate import PROFILES, embedded_operator, wait_for
 
 T4 = {"product": "Tesla T4", "count": 1, "driver": "450.51.06"}
 FAULTS = {

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from torchproof.informer import Informer
 from torchproof.kube import KubeApi, load_api_client
-from torchproof.sim.cluster import EmbeddedCluster
-from torchproof.sim.emulator import ApiFaults
-from torchproof.simulate import wait_for
 from torchproof.views import PodView, pod_view
+from torchproof_sim.cluster import EmbeddedCluster
+from torchproof_sim.emulator import ApiFaults
+from torchproof_sim.simulate import wait_for
 
 NAMESPACE = "torchproof"
 PODS = "v1/pods"

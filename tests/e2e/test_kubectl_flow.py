@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from harness import FAST, KEY, MIXED_FLEET, NAME, ROOT, Env, assert_nothing_denied
-from torchproof.sim.cluster import EmbeddedCluster
-from torchproof.sim.fleet import parse_fleet
-from torchproof.sim.kubelet import SimKubelet
-from torchproof.simulate import embedded_operator, wait_for
+from torchproof_sim.cluster import EmbeddedCluster
+from torchproof_sim.fleet import parse_fleet
+from torchproof_sim.kubelet import SimKubelet
+from torchproof_sim.simulate import embedded_operator, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 

@@ -25,9 +25,9 @@ from test_run_command import free_port
 from torchproof import cli
 from torchproof.election import Elector, Timings
 from torchproof.kube import KubeApi, load_api_client
-from torchproof.sim.emulator import ApiFaults
-from torchproof.sim.rbac import kustomize_namespace, service_account_user
-from torchproof.simulate import NAMESPACE, RBAC_PATH, install_operator_identity, wait_for
+from torchproof_sim.emulator import ApiFaults
+from torchproof_sim.rbac import kustomize_namespace, service_account_user
+from torchproof_sim.simulate import NAMESPACE, RBAC_PATH, install_operator_identity, wait_for
 
 LEASES = "coordination.k8s.io/v1/leases"
 LEASE = "torchproof-operator"

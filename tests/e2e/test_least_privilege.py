@@ -16,9 +16,16 @@ from torchproof import labels as L
 from torchproof.election import Elector, Timings
 from torchproof.kube import KubeApi, load_api_client
 from torchproof.podspec import CONFIGMAP_LABELS, CONFIGMAP_PREFIX
-from torchproof.sim.emulator import ApiFaults
-from torchproof.sim.rbac import DISCOVERY_URLS, Attributes, Call, granted, rule_allows
-from torchproof.simulate import NAMESPACE, PROFILES, embedded_operator, install_operator_identity, simulate, wait_for
+from torchproof_sim.emulator import ApiFaults
+from torchproof_sim.rbac import DISCOVERY_URLS, Attributes, Call, granted, rule_allows
+from torchproof_sim.simulate import (
+    NAMESPACE,
+    PROFILES,
+    embedded_operator,
+    install_operator_identity,
+    simulate,
+    wait_for,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders the kustomization")
 Grant = tuple[str, str, str, str | None]

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from harness import FAST, MIXED_FLEET, Env, profile
 from torchproof.podspec import CONFIGMAP_LABELS, CONFIGMAP_PREFIX
-from torchproof.sim.cluster import EmbeddedCluster
-from torchproof.sim.fleet import parse_fleet
-from torchproof.sim.kubelet import SimKubelet
-from torchproof.simulate import CRD_PATH, embedded_operator, wait_for
+from torchproof_sim.cluster import EmbeddedCluster
+from torchproof_sim.fleet import parse_fleet
+from torchproof_sim.kubelet import SimKubelet
+from torchproof_sim.simulate import CRD_PATH, embedded_operator, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = yaml.safe_load((ROOT / "deploy" / "manager" / "namespace.yaml").read_text())

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from harness import FAST, KEY, NAME, Env, profile
 from torchproof import labels as L
-from torchproof.sim.fleet import parse_fleet
-from torchproof.simulate import PROFILES, embedded_operator, wait_for
+from torchproof_sim.fleet import parse_fleet
+from torchproof_sim.simulate import PROFILES, embedded_operator, wait_for
 
 EXPECTED = {
     "t4-a": "passed",          # datacenter board on the 418 forward-compatible branch
@@ -203,7 +203,7 @@ async def test_invalid_spec_sets_a_condition_and_labels_nothing(env: Env) -> Non
     ("release", "twenty"),
 ])
 async def test_schema_invalid_profiles_are_refused(env: Env, field: str, value: Any) -> None:
-    from torchproof.sim.store import ApiError
+    from torchproof_sim.store import ApiError
 
     with pytest.raises(ApiError) as refused:
         await env.apply(profile(**{field: value}))

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from harness import NAME, Env, profile
-from torchproof.simulate import wait_for
+from torchproof_sim.simulate import wait_for
 
 FAST_ENV = {"PYTHONUNBUFFERED": "1"}
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from harness import FAST, KEY, NAME, Env, profile
-from torchproof.simulate import embedded_operator, wait_for
+from torchproof_sim.simulate import embedded_operator, wait_for
 
 
 async def status(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:

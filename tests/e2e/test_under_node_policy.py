@@ -14,7 +14,7 @@ import yaml
 from harness import Env
 from test_deployed import render
 from test_least_privilege import exercise_everything
-from torchproof.sim.store import MERGE_PATCH
+from torchproof_sim.store import MERGE_PATCH
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders the kustomization")

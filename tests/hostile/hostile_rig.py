@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from torchproof.sim.cluster import EmbeddedCluster
-from torchproof.sim.fleet import parse_fleet
-from torchproof.sim.kubelet import SimKubelet
-from torchproof.simulate import CRD_PATH, PROFILES, RunningOperator, embedded_operator, settled, wait_for
+from torchproof_sim.cluster import EmbeddedCluster
+from torchproof_sim.fleet import parse_fleet
+from torchproof_sim.kubelet import SimKubelet
+from torchproof_sim.simulate import CRD_PATH, PROFILES, RunningOperator, embedded_operator, settled, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = yaml.safe_load((ROOT / "profiles" / "pytorch-20.06.yaml").read_text())

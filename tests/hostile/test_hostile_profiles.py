@@ -15,8 +15,8 @@ import pytest
 from hostile_rig import NAME, Rig, profile, rig
 from torchproof import labels as L
 from torchproof.profile import InvalidSpec, parse_profile
-from torchproof.sim.store import ApiError
-from torchproof.simulate import wait_for
+from torchproof_sim.simulate import wait_for
+from torchproof_sim.store import ApiError
 
 Edit = Callable[[dict[str, Any]], None]
 

@@ -12,7 +12,7 @@ import pytest
 from hostile_rig import FOREIGN, NAME, T4, profile, rig
 from torchproof import labels as L
 from torchproof.result import UntrustedResult, parse_result
-from torchproof.sim import kubelet as sim_kubelet
+from torchproof_sim import kubelet as sim_kubelet
 
 Mangle = Callable[[str], str]
 

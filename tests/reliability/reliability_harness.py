@@ -23,12 +23,12 @@ import yaml
 from torchproof import labels as L
 from torchproof.controller import OperatorConfig, build_registry
 from torchproof.kube import KubeApi, load_api_client
-from torchproof.sim.cluster import EmbeddedCluster
-from torchproof.sim.emulator import ApiFaults
-from torchproof.sim.fleet import parse_fleet
-from torchproof.sim.kubelet import SimKubelet
-from torchproof.sim.store import ApiError
-from torchproof.simulate import CRD_PATH, PROFILES, install_operator_identity, settled, wait_for
+from torchproof_sim.cluster import EmbeddedCluster
+from torchproof_sim.emulator import ApiFaults
+from torchproof_sim.fleet import parse_fleet
+from torchproof_sim.kubelet import SimKubelet
+from torchproof_sim.simulate import CRD_PATH, PROFILES, install_operator_identity, settled, wait_for
+from torchproof_sim.store import ApiError
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = yaml.safe_load((ROOT / "profiles" / "pytorch-20.06.yaml").read_text())

@@ -27,7 +27,7 @@ from reliability_harness import (
     truth_of,
     wait_for,
 )
-from torchproof.simulate import PROFILES
+from torchproof_sim.simulate import PROFILES
 
 BODY = profile(maxConcurrent=3)
 

@@ -9,7 +9,7 @@ import kubernetes.client
 import pytest
 import yaml
 from gadgets import GADGET_CRD
-from torchproof.sim import BackgroundCluster, EmbeddedCluster, run_in_thread
+from torchproof_sim import BackgroundCluster, EmbeddedCluster, run_in_thread
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ import kubernetes_validate
 import pytest
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
-from torchproof.sim import BackgroundCluster, run_in_thread
-from torchproof.sim.admissionpolicy import Request, compile_policy, denial
-from torchproof.sim.store import MERGE_PATCH, ApiError, apply_merge_patch
+from torchproof_sim import BackgroundCluster, run_in_thread
+from torchproof_sim.admissionpolicy import Request, compile_policy, denial
+from torchproof_sim.store import MERGE_PATCH, ApiError, apply_merge_patch
 
 ROOT = Path(__file__).resolve().parents[2]
 MINIMUM_KUBERNETES = "1.30.0"  # admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy is GA from 1.30

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 from gadgets import GROUP, PLURAL, VERSION
-from torchproof.sim import BackgroundCluster
-from torchproof.sim.rbac import Attributes, Call, kustomize_namespace, rule_allows, service_account_user
-from torchproof.simulate import RBAC_PATH
+from torchproof_sim import BackgroundCluster
+from torchproof_sim.rbac import Attributes, Call, kustomize_namespace, rule_allows, service_account_user
+from torchproof_sim.simulate import RBAC_PATH
 
 NS = "testns"
 BOT = service_account_user(NS, "bot").name

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 import yaml
-from torchproof.sim.celrules import (
+from torchproof_sim.celrules import (
     STATIC_ESTIMATED_COST_LIMIT,
     STATIC_ESTIMATED_CRD_COST_LIMIT,
     compile_rule,
     walk_rules,
 )
-from torchproof.sim.schema import check_crd, resource_types_of_crd
-from torchproof.sim.store import CRD_KEY, ApiError, Store
+from torchproof_sim.schema import check_crd, resource_types_of_crd
+from torchproof_sim.store import CRD_KEY, ApiError, Store
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD: dict[str, Any] = yaml.safe_load((ROOT / "crds" / "pytorchreleaseprofiles.yaml").read_text())

@@ -16,9 +16,9 @@ import kubernetes.client
 import pytest
 import yaml
 from gadgets import GADGETS, GROUP, PLURAL, VERSION
-from torchproof.sim import ApiError, ApiFaults, BackgroundCluster, EmbeddedCluster
-from torchproof.sim.emulator import Encodings
-from torchproof.sim.store import LabelSelector, apply_json_patch, apply_merge_patch, apply_strategic_merge_patch
+from torchproof_sim import ApiError, ApiFaults, BackgroundCluster, EmbeddedCluster
+from torchproof_sim.emulator import Encodings
+from torchproof_sim.store import LabelSelector, apply_json_patch, apply_merge_patch, apply_strategic_merge_patch
 
 NS = "testns"
 

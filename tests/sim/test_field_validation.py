@@ -13,9 +13,9 @@ import pytest
 from gadgets import GADGETS, GROUP, VERSION
 from torchproof.podspec import build_pod
 from torchproof.profile import parse_profile
-from torchproof.sim import BackgroundCluster, run_in_thread
-from torchproof.sim.fields import builtin_unknown_fields
-from torchproof.sim.store import JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH
+from torchproof_sim import BackgroundCluster, run_in_thread
+from torchproof_sim.fields import builtin_unknown_fields
+from torchproof_sim.store import JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH
 
 NS = "testns"
 GADGET_PATH = f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/gadgets"

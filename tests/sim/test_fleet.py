@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 from torchproof.result import parse_result
-from torchproof.sim.fleet import FleetError, build_node, load_fleet, parse_fleet
-from torchproof.sim.hardware import (
+from torchproof.versions import ComputeCapability, DriverVersion
+from torchproof_sim.fleet import FleetError, build_node, load_fleet, parse_fleet
+from torchproof_sim.hardware import (
     ProbeSetting,
     board,
     cuda_for_driver,
@@ -17,8 +18,7 @@ from torchproof.sim.hardware import (
     parse_driver,
     probe_result,
 )
-from torchproof.sim.images import IMAGES, driver_runs, has_kernels, lookup_image
-from torchproof.versions import ComputeCapability, DriverVersion
+from torchproof_sim.images import IMAGES, driver_runs, has_kernels, lookup_image
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fleet.yaml"
 T4 = {"product": "Tesla T4", "driver": "450.51.06"}

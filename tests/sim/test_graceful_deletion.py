@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from torchproof.sim import BackgroundCluster, EmbeddedCluster, run_in_thread
-from torchproof.sim.fleet import parse_fleet
-from torchproof.sim.kubelet import SimKubelet
-from torchproof.sim.podadmission import grace_period
-from torchproof.sim.store import ApiError
+from torchproof_sim import BackgroundCluster, EmbeddedCluster, run_in_thread
+from torchproof_sim.fleet import parse_fleet
+from torchproof_sim.kubelet import SimKubelet
+from torchproof_sim.podadmission import grace_period
+from torchproof_sim.store import ApiError
 
 NS = "tp"
 IMAGE = "nvcr.io/nvidia/pytorch:20.06-py3"

@@ -9,9 +9,9 @@ from pathlib import Path
 import yaml
 from torchproof.compat import Hardware, evaluate
 from torchproof.profile import parse_profile
-from torchproof.sim.hardware import board
-from torchproof.sim.images import driver_runs, lookup_image
 from torchproof.versions import DriverVersion
+from torchproof_sim.hardware import board
+from torchproof_sim.images import driver_runs, lookup_image
 
 ROOT = Path(__file__).resolve().parents[2]
 BODY = yaml.safe_load((ROOT / "profiles" / "pytorch-20.06.yaml").read_text())

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from gadgets import GADGETS, GROUP, VERSION
-from torchproof.sim import BackgroundCluster
+from torchproof_sim import BackgroundCluster
 
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 Kubectl = Callable[..., str]

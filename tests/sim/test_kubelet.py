@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from torchproof.result import parse_result
-from torchproof.sim import EmbeddedCluster
-from torchproof.sim.fleet import parse_fleet
-from torchproof.sim.hardware import NO_KERNEL
-from torchproof.sim.kubelet import SimKubelet, schedule
+from torchproof_sim import EmbeddedCluster
+from torchproof_sim.fleet import parse_fleet
+from torchproof_sim.hardware import NO_KERNEL
+from torchproof_sim.kubelet import SimKubelet, schedule
 
 NS = "tp"
 IMAGE = "nvcr.io/nvidia/pytorch:20.06-py3"

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from torchproof.podspec import build_pod
 from torchproof.profile import parse_profile
-from torchproof.sim import EmbeddedCluster
-from torchproof.sim.podadmission import default_pod
-from torchproof.sim.store import ApiError
+from torchproof_sim import EmbeddedCluster
+from torchproof_sim.podadmission import default_pod
+from torchproof_sim.store import ApiError
 
 NS = "tp"
 ROOT = Path(__file__).resolve().parents[2]

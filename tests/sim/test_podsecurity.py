@@ -14,8 +14,8 @@ import pytest
 import yaml
 from torchproof.podspec import build_pod
 from torchproof.profile import parse_profile
-from torchproof.sim import run_in_thread
-from torchproof.sim.podsecurity import ENFORCE_LABEL, VERSION_LABEL, enforced, forbidden_message, violations
+from torchproof_sim import run_in_thread
+from torchproof_sim.podsecurity import ENFORCE_LABEL, VERSION_LABEL, enforced, forbidden_message, violations
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE: dict[str, Any] = yaml.safe_load((ROOT / "profiles" / "pytorch-20.06.yaml").read_text())

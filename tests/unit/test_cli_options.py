@@ -12,7 +12,7 @@ import pytest
 from torchproof import cli, logs
 from torchproof.connection import until_reachable
 from torchproof.kube import KubeError
-from torchproof.simulate import progress_line
+from torchproof_sim.simulate import progress_line
 
 
 @pytest.fixture(autouse=True)

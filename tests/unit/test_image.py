@@ -135,11 +135,14 @@ def test_the_lock_is_exactly_the_runtime_dependencies_and_their_requirements() -
         assert canonicalize_name(name) not in entries
 
 
-def test_the_simulator_and_the_test_tools_are_extras() -> None:
+def test_the_simulator_is_its_own_distribution_and_the_test_tools_an_extra() -> None:
     runtime = {canonicalize_name(Requirement(r).name) for r in PYPROJECT["project"]["dependencies"]}
-    extras = PYPROJECT["project"]["optional-dependencies"]
-    assert {canonicalize_name(Requirement(r).name) for r in extras["sim"]} == set(SIMULATOR)
-    assert not runtime & {canonicalize_name(Requirement(r).name) for r in extras["sim"] + extras["dev"]}
+    simulator = tomllib.loads((ROOT / "simulator" / "pyproject.toml").read_text())["project"]
+    assert {canonicalize_name(Requirement(r).name) for r in simulator["dependencies"]} == {
+        "torchproof", *map(canonicalize_name, SIMULATOR)}
+    assert set(PYPROJECT["project"]["optional-dependencies"]) == {"probe", "dev"}
+    dev = PYPROJECT["project"]["optional-dependencies"]["dev"]
+    assert not runtime & {canonicalize_name(Requirement(r).name) for r in simulator["dependencies"] + dev}
 
 
 def run_path_imports() -> list[str]:
@@ -164,7 +167,7 @@ class Guard(importlib.machinery.PathFinder):
     @classmethod
     def find_spec(cls, name, path=None, target=None):
         parts = name.split(".")
-        if parts[0] not in allowed or parts[:2] in (["torchproof", "sim"], ["torchproof", "simulate"]):
+        if parts[0] not in allowed:
             refused.append(name)
             return None
         return super().find_spec(name, path, target)
@@ -184,7 +187,7 @@ def test_the_run_path_imports_only_what_the_image_installs() -> None:
     found = json.loads(out.stdout.splitlines()[-1])
     modules = set(found["modules"])
     assert {"kopf", "kubernetes", "prometheus_client", "torchproof.controller", "torchproof.election"} <= modules
-    for name in ("torchproof.sim", "torchproof.simulate", "kmock", "cel", "jsonschema"):
+    for name in ("torchproof_sim", "torchproof_sim.simulate", "kmock", "cel", "jsonschema"):
         assert name not in modules
     # What the image lacks is at most tried, optionally: the kubernetes client tries kubernetes_validate (a dev
     # tool, installed here, and hidden: the guard works), which would import jsonschema.

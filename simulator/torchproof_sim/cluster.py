@@ -1,9 +1,9 @@
 """An embedded cluster on loopback: the emulator behind `kmock.Server`, a kubeconfig, YAML apply.
 
-HTTP requests are authenticated and authorised by RBAC (`sim/rbac.py`) unless `authorize=False`: the
+HTTP requests are authenticated and authorised by RBAC (`rbac.py`) unless `authorize=False`: the
 kubeconfig carries the admin's token (`system:masters`); `service_account_token` mints one for a
 ServiceAccount, which may do what the Roles and bindings stored in the cluster grant it. The cluster
-listens twice: `url` (plain HTTP, for in-process clients) and `secure_url` (HTTPS, `sim/tls.py`), which
+listens twice: `url` (plain HTTP, for in-process clients) and `secure_url` (HTTPS, `tls.py`), which
 the kubeconfig names, since kubectl sends credentials only over TLS.
 
 `run_in_thread()` serves one from a background event loop for synchronous callers (kubectl, the sync
@@ -25,10 +25,10 @@ import aiohttp.test_utils
 import kmock
 import yaml
 
-from torchproof.sim.emulator import ClusterEmulator
-from torchproof.sim.rbac import Access, bootstrap_policy
-from torchproof.sim.store import ApiError, Obj
-from torchproof.sim.tls import loopback_certificate
+from torchproof_sim.emulator import ClusterEmulator
+from torchproof_sim.rbac import Access, bootstrap_policy
+from torchproof_sim.store import ApiError, Obj
+from torchproof_sim.tls import loopback_certificate
 
 T = TypeVar("T")
 SYSTEM_NAMESPACES = ("default", "kube-system")

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchproof import catalogue
-from torchproof.sim.images import Image, driver_runs, has_kernels
 from torchproof.versions import ComputeCapability, DriverVersion
+
+from torchproof_sim.images import Image, driver_runs, has_kernels
 
 # Driver branch → the newest CUDA version it supports (what cuDriverGetVersion reports).
 _CUDA_BY_BRANCH: tuple[tuple[int, str], ...] = (

@@ -22,9 +22,9 @@ import attrs
 import kmock
 from multidict import CIMultiDict
 
-from torchproof.sim import fields as fv
-from torchproof.sim.rbac import Access, Attributes
-from torchproof.sim.store import (
+from torchproof_sim import fields as fv
+from torchproof_sim.rbac import Access, Attributes
+from torchproof_sim.store import (
     JSON_PATCH,
     MERGE_PATCH,
     ApiError,

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from torchproof.sim.hardware import Board, board, cuda_for_driver, gfd_family, parse_driver
 from torchproof.versions import DriverVersion
+
+from torchproof_sim.hardware import Board, board, cuda_for_driver, gfd_family, parse_driver
 
 FAULTS = frozenset(
     {"imagePull", "pending", "oomKilled", "timeout", "crash", "garbageResult", "ampNaN", "slowTensorCores",

@@ -18,7 +18,7 @@ from typing import Any
 
 import cel
 
-from torchproof.sim.celrules import KUBERNETES_FUNCTIONS
+from torchproof_sim.celrules import KUBERNETES_FUNCTIONS
 
 Obj = dict[str, Any]
 _CEL_ERRORS = (RuntimeError, TypeError, KeyError, ValueError, IndexError, OverflowError)

@@ -7,30 +7,34 @@ kubelet and the GPUs are simulated.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import kopf
 import yaml
-
 from torchproof import report
 from torchproof.controller import OperatorConfig, Reconciler, build_registry
 from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, load_api_client
-from torchproof.sim.cluster import EmbeddedCluster
-from torchproof.sim.fleet import FleetError, load_fleet
-from torchproof.sim.kubelet import SimKubelet
-from torchproof.sim.rbac import kustomize_namespace, service_account_user
+from torchproof.resources import crd_path
 
-ROOT = Path(__file__).resolve().parents[2]
-CRD_PATH = ROOT / "crds" / "pytorchreleaseprofiles.yaml"
-RBAC_PATH = ROOT / "deploy" / "rbac"
+from torchproof_sim.cluster import EmbeddedCluster
+from torchproof_sim.fleet import FleetError, load_fleet
+from torchproof_sim.kubelet import SimKubelet
+from torchproof_sim.rbac import kustomize_namespace, service_account_user
+
+# Both packaged (so that `simulate` works from wheels); tests hold them equal to crds/ and deploy/rbac.
+CRD_PATH = crd_path()
+RBAC_PATH = Path(str(files("torchproof_sim") / "data" / "rbac"))
 PROFILES = f"{GROUP}/{VERSION}/{PLURAL}"
 NAMESPACE = "torchproof"
 PROGRESS_SECONDS = 3.0
@@ -222,3 +226,36 @@ async def simulate(
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.Event().wait()
         return result
+
+
+def parser() -> argparse.ArgumentParser:
+    s = argparse.ArgumentParser(prog="torchproof simulate",
+                                description="embedded cluster + simulated GPU fleet + the operator, in one process")
+    s.add_argument("--fleet", required=True, help="fleet file (YAML)")
+    s.add_argument("--profile", action="append", required=True, help="profile YAML (repeatable)")
+    s.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for convergence")
+    s.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    s.add_argument("--serve", action="store_true", help="keep the cluster up for kubectl after converging")
+    s.add_argument("--kubeconfig", default=None, help="with --serve: where to write the kubeconfig")
+    s.add_argument("--probe-seconds", type=float, default=0.2, help="simulated probe run time")
+    return s
+
+
+def main(argv: Sequence[str]) -> int:
+    """`torchproof simulate ...`: the operator's CLI finds this through the `torchproof.commands` entry point,
+    sets up logging (`-v`, `--log-level`, `--log-format`) and passes the rest of the arguments."""
+    args = parser().parse_args(list(argv))
+    try:
+        result = asyncio.run(simulate(
+            fleet=Path(args.fleet),
+            profiles=[Path(p) for p in args.profile],
+            timeout=args.timeout,
+            serve=args.serve,
+            probe_seconds=args.probe_seconds,
+            kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
+        ))
+    except SimulationError as exc:
+        print(f"torchproof simulate: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.as_json(), indent=2) if args.json else result.table())
+    return 0 if result.converged else 1

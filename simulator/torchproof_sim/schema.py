@@ -16,7 +16,7 @@ from typing import Any
 
 import jsonschema
 
-from torchproof.sim.celrules import (
+from torchproof_sim.celrules import (
     STATIC_ESTIMATED_COST_LIMIT,
     STATIC_ESTIMATED_CRD_COST_LIMIT,
     Rule,
@@ -26,8 +26,8 @@ from torchproof.sim.celrules import (
     schema_path,
     walk_rules,
 )
-from torchproof.sim.fields import Path
-from torchproof.sim.store import Obj, ResourceType, invalid
+from torchproof_sim.fields import Path
+from torchproof_sim.store import Obj, ResourceType, invalid
 
 Schema = dict[str, Any]
 

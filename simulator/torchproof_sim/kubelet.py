@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 
-from torchproof.sim.emulator import ClusterEmulator
-from torchproof.sim.fleet import (
+from torchproof_sim.emulator import ClusterEmulator
+from torchproof_sim.fleet import (
     GPU_RESOURCE,
     NOT_READY_TAINT,
     UNSCHEDULABLE_TAINT,
@@ -26,9 +26,9 @@ from torchproof.sim.fleet import (
     build_node,
     host_address,
 )
-from torchproof.sim.hardware import ProbeSetting, encode_result, parse_driver, probe_result
-from torchproof.sim.images import lookup_image
-from torchproof.sim.store import MERGE_PATCH, ApiError, Event, Obj
+from torchproof_sim.hardware import ProbeSetting, encode_result, parse_driver, probe_result
+from torchproof_sim.images import lookup_image
+from torchproof_sim.store import MERGE_PATCH, ApiError, Event, Obj
 
 log = logging.getLogger(__name__)
 

@@ -17,14 +17,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from torchproof.sim.admissionpolicy import Policy, PolicyError, Request, compile_policy, denial
-from torchproof.sim.fields import FieldCheck, UnknownFields, builtin_unknown_fields
-from torchproof.sim.podadmission import (
+from torchproof_sim.admissionpolicy import Policy, PolicyError, Request, compile_policy, denial
+from torchproof_sim.fields import FieldCheck, UnknownFields, builtin_unknown_fields
+from torchproof_sim.podadmission import (
     default_pod,
     grace_period,
     service_account_refusal,
 )
-from torchproof.sim.podsecurity import forbidden_message
+from torchproof_sim.podsecurity import forbidden_message
 
 Obj = dict[str, Any]
 Event = dict[str, Any]
@@ -172,7 +172,7 @@ class Store:
         self._dependents: dict[str, set[tuple[str, str | None, str]]] = {}  # owner uid → dependents
         self._policies: dict[tuple[str, str], Policy] = {}  # compiled, by (uid, resourceVersion)
         self.policy_denials: list[str] = []  # every write an admission policy refused, by its message
-        from torchproof.sim.schema import check_crd
+        from torchproof_sim.schema import check_crd
 
         admits: dict[str, Admit] = {CRD_KEY: check_crd, POLICY_KEY: _check_policy}
         for rt in BUILTINS:
@@ -506,7 +506,7 @@ class Store:
             self.create(rt, namespace, {"metadata": {"name": "default", "namespace": namespace}})
 
     def _admit_pod_security(self, pod: Obj) -> None:
-        """Pod Security admission on create, by the labels of the pod's namespace (sim/podsecurity.py)."""
+        """Pod Security admission on create, by the labels of the pod's namespace (podsecurity.py)."""
         namespaces = self._storage(self.resolve("v1/namespaces")).objects.get(None, {})
         namespace = namespaces.get(pod["metadata"]["namespace"])
         message = forbidden_message(pod, ((namespace or {}).get("metadata") or {}).get("labels") or {})
@@ -645,7 +645,7 @@ class Store:
         return {**crd, "status": status}
 
     def _serve_crd(self, crd: Obj) -> None:
-        from torchproof.sim.schema import resource_types_of_crd
+        from torchproof_sim.schema import resource_types_of_crd
 
         self._unserve_crd(crd)
         for rt in resource_types_of_crd(crd):
@@ -658,7 +658,7 @@ class Store:
 
     def _drop_custom_resources(self, crd: Obj) -> None:
         """Deleting a CRD deletes its objects (each with a DELETED event) and stops serving them."""
-        from torchproof.sim.schema import resource_types_of_crd
+        from torchproof_sim.schema import resource_types_of_crd
 
         for rt in resource_types_of_crd(crd)[:1]:
             storage = self._storages.get(rt.storage)

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from torchproof.sim.store import ApiError, Obj, Store
+from torchproof_sim.store import ApiError, Obj, Store
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 ROLES = f"{RBAC_GROUP}/v1/roles"

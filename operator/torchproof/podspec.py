@@ -65,7 +65,7 @@ def build_plan(profile: Profile) -> dict[str, Any]:
     return {
         "schema": PLAN_SCHEMA,
         "profile": profile.name,
-        "device": "cuda",
+        "device": profile.validation.device,
         "timeBudgetSeconds": c.time_budget_seconds,
         "resultPath": TERMINATION_LOG,
         "checks": checks,
@@ -132,9 +132,10 @@ def build_pod(
     configmap: str,
 ) -> dict[str, Any]:
     v = profile.validation
-    gpus = str(v.gpus_per_probe)
-    limits: dict[str, str] = {**v.resources.get("limits", {}), v.gpu_resource: gpus}
-    requests: dict[str, str] = {**v.resources.get("requests", {}), v.gpu_resource: gpus}
+    gpu = v.device == "cuda"  # a CPU dry run asks for no GPU and needs no GPU node's toleration
+    devices = {v.gpu_resource: str(v.gpus_per_probe)} if gpu else {}
+    limits: dict[str, str] = {**v.resources.get("limits", {}), **devices}
+    requests: dict[str, str] = {**v.resources.get("requests", {}), **devices}
     pod_security, container_security = security_contexts(profile)
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -151,7 +152,7 @@ def build_pod(
                 }
             }
         },
-        "tolerations": [dict(t) for t in GPU_TOLERATIONS] + [dict(t) for t in v.tolerations],
+        "tolerations": [dict(t) for t in GPU_TOLERATIONS if gpu] + [dict(t) for t in v.tolerations],
         "containers": [
             {
                 "name": "probe",

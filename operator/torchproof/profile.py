@@ -27,6 +27,7 @@ SEVERITIES: Final = ("info", "warning", "critical")
 SELECTOR_OPERATORS: Final = ("In", "NotIn", "Exists", "DoesNotExist")
 COMPONENTS: Final = ("cuda", "pytorch", "python", "ubuntu", "cudnn", "nccl", "tensorrt")
 TAINT_EFFECTS: Final = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+DEVICES: Final = ("cuda", "cpu")
 
 _NAME = re.compile(r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -63,6 +64,7 @@ START_MARGIN_SECONDS: Final = 30  # container and CUDA start, outside the probe'
 ROOT_NEEDS_RUN_AS_ROOT: Final = "runAsUser 0 (root) needs runAsNonRoot: false"
 ONE_MIG_DEVICE: Final = ("a MIG resource gives a container one usable MIG device: gpusPerProbe must be 1 unless "
                          f"gpuResource is {GPU_RESOURCE}")
+CPU_NEEDS_SELECTOR: Final = "validation.device cpu needs a nodeSelector (the default selects GPU nodes)"
 BUDGET_OVER_TIMEOUT: Final = (f"checks.timeBudgetSeconds plus {START_MARGIN_SECONDS}s (container and CUDA start) "
                               "must not exceed validation.runtimeTimeoutSeconds, or the pod's deadline cuts the "
                               "probe off")
@@ -230,6 +232,7 @@ DEFAULT_SHM_SIZE: Final = "1Gi"  # NGC's containers ask for --shm-size=1g
 
 @dataclass(frozen=True)
 class ValidationSettings:
+    device: str = "cuda"  # cpu: a dry run of the whole flow on nodes without GPUs, never proof of a GPU node
     gpus_per_probe: int = 1
     gpu_resource: str = GPU_RESOURCE
     runtime_class_name: str | None = None
@@ -287,7 +290,7 @@ class Profile:
 
 def _pod_environment(v: ValidationSettings) -> dict[str, Any]:
     """What the probe runs on and as; sizes as bytes, so that 1Gi and 1024Mi are the same spec."""
-    return {"gpuResource": v.gpu_resource, "runtimeClassName": v.runtime_class_name,
+    return {"device": v.device, "gpuResource": v.gpu_resource, "runtimeClassName": v.runtime_class_name,
             "shmBytes": format(_quantity(v.shm_size).normalize(), "f"), "securityContext": v.security}
 
 
@@ -687,7 +690,7 @@ def _shm_size(m: Mapping[str, Any], path: str, resources: Mapping[str, Mapping[s
 
 
 def _validation(value: Any, path: str) -> ValidationSettings:
-    allowed = ("gpusPerProbe", "gpuResource", "runtimeClassName", "shmSize", "securityContext",
+    allowed = ("device", "gpusPerProbe", "gpuResource", "runtimeClassName", "shmSize", "securityContext",
                "runtimeTimeoutSeconds", "pendingTimeoutSeconds", "priorityClassName", "tolerations", "resources")
     m = _object(value, path, allowed)
     gpus = _int(m, "gpusPerProbe", path, default=1, lo=1, hi=8)
@@ -696,6 +699,7 @@ def _validation(value: Any, path: str) -> ValidationSettings:
         raise InvalidSpec(f"{path}.gpusPerProbe", ONE_MIG_DEVICE)
     resources = _resources(m.get("resources"), f"{path}.resources")
     return ValidationSettings(
+        device=_str(m, "device", path, max_length=4, choices=DEVICES, default="cuda"),
         gpus_per_probe=gpus,
         gpu_resource=gpu_resource,
         runtime_class_name=_opt_str(m, "runtimeClassName", path, max_length=253, pattern=_DNS_SUBDOMAIN),
@@ -761,6 +765,8 @@ def parse_profile(obj: Mapping[str, Any]) -> Profile:
         max_concurrent=_int(spec, "maxConcurrent", "spec", default=10, lo=1, hi=1000),
         revalidate_after_seconds=revalidate_seconds,
     )
+    if profile.validation.device == "cpu" and profile.node_selector is None:
+        raise InvalidSpec("spec.nodeSelector", CPU_NEEDS_SELECTOR)
     if profile.checks.time_budget_seconds + START_MARGIN_SECONDS > profile.validation.runtime_timeout_seconds:
         raise InvalidSpec("spec.checks.timeBudgetSeconds", BUDGET_OVER_TIMEOUT)
     return profile

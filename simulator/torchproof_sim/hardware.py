@@ -263,15 +263,26 @@ def _gpu_check(name: str, s: ProbeSetting, gpu: Board, plan: Mapping[str, Any]) 
     return {"status": "ok", "seconds": seconds, "devices": s.visible, "peerAccess": True, "allReduceOk": True}
 
 
+def _cpu_amp(s: ProbeSetting, plan: Mapping[str, Any]) -> dict[str, Any]:
+    """As the probe on a CPU: native autocast in bf16 (the CPU has no fp16 autocast), no apex, bf16."""
+    steps = int(plan.get("steps", 8))
+    out: dict[str, Any] = {"status": "ok", "seconds": 3.5}
+    if plan.get("native"):
+        out["native"] = _amp_run("torch.autocast+torch.amp.GradScaler", "bfloat16", steps, 0.012, s.amp_nan)
+    if plan.get("apex"):
+        out["apex"] = {"skipped": "apex amp needs cuda"}
+    if plan.get("bf16"):
+        out["bf16"] = _amp_run("torch.autocast", "bfloat16", steps, 0.012, s.amp_nan)
+    return out
+
+
 def _cpu_checks(s: ProbeSetting, checks: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, plan in checks.items():
         if name in ("environment", "gpu"):
             out[name] = {"status": "ok", "seconds": _SECONDS[name]}
         elif name == "amp":
-            steps = int(plan.get("steps", 8))
-            out[name] = {"status": "ok", "seconds": 3.5,
-                         "bf16": _amp_run("torch.autocast", "bfloat16", steps, 0.012, s.amp_nan)}
+            out[name] = _cpu_amp(s, plan)
         elif name == "tensorCores":
             out[name] = {"status": "ok", "seconds": 4.0, "size": int(plan.get("size", 4096)), "fp32": 1.2,
                          "fp16": None, "bf16": 1.5, "tf32": None, "fp16Speedup": None, "bf16Speedup": 1.25,

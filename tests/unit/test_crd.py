@@ -271,6 +271,9 @@ CEL: dict[str, Callable[[Any], bool]] = {
         lambda s: s["gpuResource"] == "nvidia.com/gpu" or s["gpusPerProbe"] == 1,
     "!has(self.runAsUser) || self.runAsUser != 0 || (has(self.runAsNonRoot) && !self.runAsNonRoot)":
         lambda s: s["runAsUser"] != 0 or not s["runAsNonRoot"],
+    "!has(self.validation) || !has(self.validation.device) || self.validation.device != 'cpu' || "
+    "has(self.nodeSelector)":
+        lambda s: s["validation"]["device"] != "cpu" or "nodeSelector" in s,
 }
 
 
@@ -326,6 +329,9 @@ BREAKING: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
      "spec.validation.gpusPerProbe"),
     ("!has(self.runAsUser)", lambda o: o["spec"]["validation"].update(securityContext={"runAsUser": 0}),
      "spec.validation.securityContext.runAsUser"),
+    ("!has(self.validation)",
+     lambda o: (o["spec"]["validation"].update(device="cpu"), o["spec"].pop("nodeSelector", None)),
+     "spec.nodeSelector"),
 ]
 
 

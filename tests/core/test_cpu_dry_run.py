@@ -84,7 +84,8 @@ def test_a_gpu_result_is_no_cpu_dry_run_and_a_cpu_result_no_gpu_pass() -> None:
     assert ev.verdict == "error" and any("ran on the cuda, not on cpu" in r.message for r in ev.reasons)
 
 
-def test_apex_skipped_is_allowed_on_the_cpu_only() -> None:
+def test_apex_skipped_is_allowed_on_the_cpu() -> None:
+    """On a GPU the same skip is IncompleteResult (tests/core/test_evidence.py, apex-not-importable)."""
     apex = parse_profile({**EXAMPLE, "spec": {**EXAMPLE["spec"], "checks": {"amp": {"apex": True}}}})
     ev = judge(apex, parse_result(encode_result(sim_result(apex))), WORKER.labels)
     assert ev.verdict == "passed"

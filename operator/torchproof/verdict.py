@@ -151,8 +151,7 @@ def judge(profile: Profile, result: ProbeResult, node_labels: Mapping[str, str])
         return Evaluation("incompatible", tuple(blocking[:MAX_REASONS]), (), numbers, tuple(findings))
     issues = _known_issues(profile, found)
     speed_judged = not all(b.tensor_cores is False for b in found)
-    cpu = profile.validation.device == "cpu"
-    if cpu:
+    if profile.validation.device == "cpu":
         findings.append(Reason("CpuDryRun", "the probe ran on the CPU (validation.device cpu): the flow works "
                                             "here, but nothing about a GPU is proven"))
     elif not speed_judged and "tensorCores" in result.checks:

@@ -149,9 +149,31 @@ def crd() -> dict[str, Any]:
     }
 
 
+class _Dumper(yaml.SafeDumper):
+    """Leaf schemas and lists of scalars on one line, as a hand-written CRD has them."""
+
+
+def _is_scalar(value: Any) -> bool:
+    return not isinstance(value, dict | list) and not (isinstance(value, str) and len(value) > 60)
+
+
+def _represent_dict(dumper: yaml.SafeDumper, data: dict[str, Any]) -> yaml.Node:
+    flow = bool(data) and all(_is_scalar(v) or (isinstance(v, list) and all(map(_is_scalar, v)))
+                              for v in data.values())
+    return dumper.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=flow)
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=all(map(_is_scalar, data)))
+
+
+_Dumper.add_representer(dict, _represent_dict)
+_Dumper.add_representer(list, _represent_list)
+
+
 def crd_text() -> str:
     """The CRD as the committed files hold it."""
-    return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=120, allow_unicode=True)
+    return HEADER + yaml.dump(crd(), Dumper=_Dumper, sort_keys=False, width=120, allow_unicode=True)
 
 
 def targets(root: Path) -> tuple[Path, Path]:

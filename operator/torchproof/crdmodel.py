@@ -2,10 +2,10 @@
 
 A model is a frozen dataclass; each wire field is declared once with `prop()`: its JSON name, bounds,
 pattern, enum, default and description. `schema_of` writes the openAPIV3Schema from that declaration and
-`decode` reads a JSON value into the model against the same declaration, so no bound or default is
+`decode_object` reads a JSON value into the model against the same declaration, so no bound or default is
 written twice. CEL rules travel with their model (`validations`): the API server evaluates them, the
-operator does not. Fields declared without `prop()` are not on the wire; `decode` takes them from its
-caller.
+operator does not. Fields declared without `prop()` are not on the wire; `decode_object` takes them
+from its caller.
 """
 
 from __future__ import annotations
@@ -222,11 +222,6 @@ def decode_object(cls: type[Any], value: Any, path: str, given: Mapping[str, Any
     """A JSON object → ``cls``, checked against the declaration of each field; ``given`` supplies the
     fields that are not on the wire."""
     return _object_decoder(cls)(value, path, given or {})
-
-
-def decode(hint: Any, value: Any, path: str, p: Prop | Items = Prop()) -> Any:
-    """A JSON value → the typed value ``hint`` names, or InvalidSpec at ``path``."""
-    return _decoder(hint, p)(value, path)
 
 
 _ObjectDecoder = Callable[[Any, str, Mapping[str, Any]], Any]

@@ -22,10 +22,9 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from torchproof.catalogue import ARCHITECTURES
-from torchproof.crdmodel import InvalidSpec, Items, Rule, decode_object, prop, validations, wire_name
+from torchproof.crdmodel import InvalidSpec as InvalidSpec  # where the operator has always found it
+from torchproof.crdmodel import Items, Rule, decode_object, prop, validations, wire_name
 from torchproof.versions import ComputeCapability, DriverVersion
-
-__all__ = ["InvalidSpec", "Profile", "parse_duration", "parse_profile"]
 
 PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
 PRECISIONS: Final = ("fp32", "fp16", "amp", "tf32", "bf16")

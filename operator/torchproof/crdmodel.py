@@ -367,9 +367,18 @@ def _number_decoder(hint: type[Any], p: Prop) -> Decoder:
     return run
 
 
+def schema_pattern(pattern: str) -> re.Pattern[str]:
+    """A schema `pattern` as the API server reads it (Go's regexp): `\\d` and `\\w` are ASCII only, and a final
+    `$` is the end of the text — Python's would also take a trailing newline ("168h\\n") or an Arabic-Indic
+    digit, values a real server refuses."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + "\\Z"
+    return re.compile(pattern, re.ASCII)
+
+
 def _string_decoder(hint: Any, p: Prop | Items) -> Decoder:
     converted = isinstance(p, Prop) and p.convert is not None
-    pattern = re.compile(p.pattern) if p.pattern is not None and not converted else None
+    pattern = schema_pattern(p.pattern) if p.pattern is not None and not converted else None
 
     def run(value: Any, path: str) -> Any:
         if not isinstance(value, str):

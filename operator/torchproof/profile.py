@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from torchproof.catalogue import ARCHITECTURES
 from torchproof.crdmodel import InvalidSpec as InvalidSpec  # where the operator has always found it
-from torchproof.crdmodel import Items, Rule, decode_object, prop, validations, wire_name
+from torchproof.crdmodel import Items, Rule, decode_object, prop, schema_pattern, validations, wire_name
 from torchproof.versions import ComputeCapability, DriverVersion
 
 PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
@@ -35,18 +35,19 @@ DEVICES: Final = ("cuda", "cpu")
 
 NAME_MAX_LENGTH: Final = 63  # the name part of the node label torchproof.dev/<name>
 LABEL_KEY_MAX_LENGTH: Final = 317  # a DNS subdomain prefix (253), a slash and a name (63)
-_NAME = re.compile(r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+_NAME = schema_pattern(r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _COMPONENT: Final = r"^[0-9][0-9A-Za-z.+-]*$"
 _DRIVER: Final = r"^\d{1,4}(\.\d{1,4}){0,2}$"
 _CC: Final = r"^\d{1,2}\.\d$"
 # Label syntax, which a structural schema cannot ask of map keys; _check holds keys and values to it.
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+_LABEL_KEY = schema_pattern(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
                         r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 LABEL_VALUE: Final = r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
 DURATION: Final = r"^(\d{1,6}[hms])+$"
-_DURATION_PART = re.compile(r"(\d+)([hms])")
+_DURATION_PART = re.compile(r"(\d+)([hms])", re.ASCII)
 QUANTITY: Final = r"^\d+(\.\d+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+_DURATION_RE, _QUANTITY_RE, _LABEL_VALUE_RE = (schema_pattern(p) for p in (DURATION, QUANTITY, LABEL_VALUE))
 _QUANTITY_SCALE: Final = {
     None: Decimal(1), "m": Decimal("0.001"), "k": Decimal(10) ** 3, "M": Decimal(10) ** 6,
     "G": Decimal(10) ** 9, "T": Decimal(10) ** 12, "P": Decimal(10) ** 15, "E": Decimal(10) ** 18,
@@ -75,13 +76,13 @@ BUDGET_OVER_TIMEOUT: Final = (f"checks.timeBudgetSeconds plus {START_MARGIN_SECO
 
 def parse_duration(text: str) -> int:
     """Seconds in a duration such as ``168h``, ``30m``, ``90s`` or ``1h30m``."""
-    if not isinstance(text, str) or not re.search(DURATION, text):
+    if not isinstance(text, str) or not _DURATION_RE.search(text):
         raise ValueError(f"invalid duration {text!r}: expected numbers with units h, m or s: 168h, 1h30m")
     return sum(int(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(text))
 
 
 def _quantity(text: str) -> Decimal:
-    match = re.search(QUANTITY, text)
+    match = _QUANTITY_RE.search(text)
     if match is None:
         raise ValueError(f"invalid quantity {text!r}: expected a number and an optional unit, like 500m, 4Gi")
     unit = match.group(2)
@@ -531,7 +532,7 @@ def _check_selector(s: LabelSelector, path: str) -> None:
         if not _LABEL_KEY.match(e.key):
             raise InvalidSpec(f"{where}.key", f"{e.key!r} is not a valid label key")
         for j, value in enumerate(e.values):
-            if not re.search(LABEL_VALUE, value):
+            if not _LABEL_VALUE_RE.search(value):
                 raise InvalidSpec(f"{where}.values[{j}]", f"{value!r} is not a valid label value")
         if e.operator in ("In", "NotIn") and not e.values:
             raise InvalidSpec(f"{where}.values", f"must not be empty for operator {e.operator}")
@@ -548,7 +549,7 @@ def _check_validation(v: ValidationSettings, path: str) -> None:
         where = f"{path}.tolerations[{i}]"
         if "key" in t and not _LABEL_KEY.match(t["key"]):
             raise InvalidSpec(f"{where}.key", f"{t['key']!r} is not a valid label key")
-        if "value" in t and not re.search(LABEL_VALUE, t["value"]):
+        if "value" in t and not _LABEL_VALUE_RE.search(t["value"]):
             raise InvalidSpec(f"{where}.value", f"{t['value']!r} is not a valid label value")
         if not t.get("key") and t["operator"] != "Exists":
             raise InvalidSpec(f"{where}.operator", TOLERATION_KEY_RULE.message)

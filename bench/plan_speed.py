@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from typing import Any
 
 import yaml
 from torchproof import labels as L
+from torchproof.contract import NodeRecord, parse_time
 from torchproof.plan import PlanInput, PlanMemo, compute_plan
 from torchproof.podspec import build_pod
 from torchproof.profile import parse_profile
@@ -34,11 +34,8 @@ def state(n: int) -> PlanInput:
     for i, sim in enumerate(parse_fleet(fleet_data(n)).nodes):
         view = node_view(build_node(sim))
         if i % 2 == 0:
-            record: dict[str, Any] = {
-                "verdict": "passed", "reasons": [], "findings": [], "knownIssues": [], "numbers": {},
-                "at": "2026-11-29T00:00:00Z", "generation": 1, "specHash": profile.spec_hash,
-                "fingerprint": view.fingerprint, "revalidate": "/", "image": profile.image,
-            }
+            record = NodeRecord("passed", parse_time("2026-11-29T00:00:00Z"), 1, spec_hash=profile.spec_hash,
+                                fingerprint=view.fingerprint, revalidate="/", image=profile.image)
             patch = L.verdict_patch(profile.name, view.annotations, "passed", record)["metadata"]
             view = node_view(build_node(sim) | {"metadata": {
                 **build_node(sim)["metadata"],

@@ -7,9 +7,11 @@ patches computed here, apart from the API.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from torchproof.contract import NodeRecord
 
 DOMAIN = "torchproof.dev"
 OWNED_LABELS_ANNOTATION = f"{DOMAIN}/owned-labels"
@@ -45,7 +47,7 @@ def verdict_patch(
     profile: str,
     annotations: Mapping[str, str],
     verdict: Verdict,
-    record: Mapping[str, Any],
+    record: NodeRecord,
     resource_version: str | None = None,
 ) -> dict[str, Any]:
     """Set the profile's label and result record on a node, and list the label as owned.
@@ -58,7 +60,7 @@ def verdict_patch(
     meta: dict[str, Any] = {
         "labels": {key: verdict},
         "annotations": {
-            result_annotation_key(profile): json.dumps(record, sort_keys=True, separators=(",", ":")),
+            result_annotation_key(profile): record.to_annotation(),
         },
     }
     if key not in owned:

@@ -15,16 +15,15 @@ becomes that node's `error` verdict, listed in `failures` for the shell to log (
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from torchproof import labels as L
 from torchproof.compat import CompatResult
+from torchproof.contract import NodeRecord, iso
 from torchproof.podspec import build_pod
 from torchproof.profile import Profile
 from torchproof.reasons import Reason
@@ -100,7 +99,7 @@ class NodeUpdate:
     previous: str | None
     evaluation: Evaluation | None = None
     profile: str = ""
-    record: Mapping[str, Any] | None = None
+    record: NodeRecord | None = None
 
     def rebase(self, node: NodeView) -> Mapping[str, Any] | None:
         """The same change against a fresher read of the node, after a conflict (409) on the owned-labels list:
@@ -170,10 +169,6 @@ class Plan:
     failures: tuple[NodeFailure, ...] = ()
 
 
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def selects(profile: Profile, node: NodeView) -> bool:
     if profile.node_selector is not None:
         return profile.node_selector.matches(node.labels)
@@ -196,29 +191,22 @@ def _image_pull_blocked(inp: PlanInput) -> bool:
     )
 
 
-def _record(inp: PlanInput, node: NodeView, evaluation: Evaluation, token: str) -> dict[str, Any]:
-    return {
-        "verdict": evaluation.verdict,
-        "reasons": [str(r) for r in evaluation.reasons],
-        "findings": [str(r) for r in evaluation.findings],
-        "knownIssues": [issue.id for issue in evaluation.known_issues],
-        "numbers": dict(evaluation.numbers),
-        "at": iso(inp.now),
-        "generation": inp.profile.generation,
-        "specHash": inp.profile.spec_hash,
-        "fingerprint": node.fingerprint,
-        "revalidate": token,
-        "image": inp.profile.image,
-    }
-
-
-RECORD_IDENTITY = frozenset({"at", "generation", "specHash", "fingerprint", "revalidate", "image"})
-
-
-def _clean_record(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The record with its text cleaned (text.py), but what identifies the verdict verbatim: a later pass
-    compares it with the live values."""
-    return {key: value if key in RECORD_IDENTITY else clean_tree(value) for key, value in record.items()}
+def _record(inp: PlanInput, node: NodeView, evaluation: Evaluation, token: str) -> NodeRecord:
+    """The verdict's record with its text cleaned (text.py), but what identifies the verdict verbatim: a
+    later pass compares it with the live values."""
+    return NodeRecord(
+        verdict=evaluation.verdict,
+        at=inp.now,
+        generation=inp.profile.generation,
+        spec_hash=inp.profile.spec_hash,
+        fingerprint=node.fingerprint,
+        revalidate=token,
+        image=inp.profile.image,
+        reasons=tuple(clean_tree([str(r) for r in evaluation.reasons])),
+        findings=tuple(clean_tree([str(r) for r in evaluation.findings])),
+        known_issues=tuple(clean_tree([issue.id for issue in evaluation.known_issues])),
+        numbers=clean_tree(dict(evaluation.numbers)),
+    )
 
 
 class _Builder:
@@ -253,7 +241,7 @@ class _Builder:
         return f"{self.inp.profile_revalidate}/{node.annotations.get(L.REVALIDATE_ANNOTATION, '')}"
 
     def label(self, node: NodeView, evaluation: Evaluation) -> None:
-        record = _clean_record(_record(self.inp, node, evaluation, self.token(node)))
+        record = _record(self.inp, node, evaluation, self.token(node))
         patch = L.verdict_patch(
             self.inp.profile.name, node.annotations, evaluation.verdict, record, node.resource_version
         )
@@ -545,11 +533,10 @@ def _failing(
         if evaluation is not None:
             reasons = [str(r) for r in evaluation.reasons]
         else:
-            raw = matched[name].annotations.get(L.result_annotation_key(inp.profile.name), "{}")
-            try:
-                reasons = [str(r)[:200] for r in json.loads(raw).get("reasons", [])][:4]
-            except (ValueError, AttributeError):
-                reasons = []
+            record = NodeRecord.from_annotation(
+                matched[name].annotations.get(L.result_annotation_key(inp.profile.name), "{}")
+            )
+            reasons = [r[:200] for r in record.reasons[:4]] if record is not None else []
         out.append({"node": name, "verdict": verdicts[name], "reasons": reasons[:4]})
     return out
 

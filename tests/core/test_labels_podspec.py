@@ -8,26 +8,27 @@ import re
 
 from builders import make_node, pod_body
 from torchproof import labels as L
+from torchproof.contract import PLAN_SCHEMA, NodeRecord
 from torchproof.expectations import Expectations
 from torchproof.podspec import build_plan, build_pod, build_probe_configmap, configmap_name, pod_name
 from torchproof.profile import PodSecurity, Profile
-from torchproof.result import PLAN_SCHEMA
 from torchproof.sweep import plan_removal, plan_sweep
 from torchproof.views import NodeView, pod_view
 
 
 def test_verdict_patch_sets_label_record_and_owned_list_guarded_by_resource_version() -> None:
     owned = {L.OWNED_LABELS_ANNOTATION: "torchproof.dev/p0"}
-    patch = L.verdict_patch("p1", owned, "passed", {"verdict": "passed"}, "42")
+    patch = L.verdict_patch("p1", owned, "passed", NodeRecord("passed", None, None), "42")
     meta = patch["metadata"]
     assert meta["labels"] == {"torchproof.dev/p1": "passed"}
     assert meta["annotations"][L.OWNED_LABELS_ANNOTATION] == "torchproof.dev/p0,torchproof.dev/p1"
-    assert json.loads(meta["annotations"]["result.torchproof.dev/p1"]) == {"verdict": "passed"}
+    assert json.loads(meta["annotations"]["result.torchproof.dev/p1"])["verdict"] == "passed"
     assert meta["resourceVersion"] == "42"
 
 
 def test_verdict_patch_leaves_owned_list_alone_when_already_owned() -> None:
-    patch = L.verdict_patch("p1", {L.OWNED_LABELS_ANNOTATION: "torchproof.dev/p1"}, "failed", {}, "42")
+    owned = {L.OWNED_LABELS_ANNOTATION: "torchproof.dev/p1"}
+    patch = L.verdict_patch("p1", owned, "failed", NodeRecord("failed", None, None), "42")
     assert L.OWNED_LABELS_ANNOTATION not in patch["metadata"]["annotations"]
     assert "resourceVersion" not in patch["metadata"]
 
@@ -144,7 +145,7 @@ def test_expectations_hide_the_watch_lag(profile: Profile) -> None:
     expect.pod_deleted(observed.name, now=2)
     assert expect.overlay_pods([observed], now=3)[0].deleting
     assert expect.overlay_pods([], now=4) == []
-    patch = L.verdict_patch("p", {}, "passed", {"v": 1})
+    patch = L.verdict_patch("p", {}, "passed", NodeRecord("passed", 0.0, 1))
     expect.node_patched("t4-a", patch, now=5)
     seen = expect.overlay_nodes([node], now=6)[0]
     assert seen.labels["torchproof.dev/p"] == "passed"
@@ -164,7 +165,7 @@ def test_a_pod_seen_to_go_after_its_create_settles_the_create_expectation(profil
 
 def test_the_sweep_removes_only_what_profiles_that_are_gone_left(profile: Profile) -> None:
     keep, gone = "pytorch-20.06", "old"
-    patch = L.verdict_patch(keep, {}, "passed", {"v": 1})
+    patch = L.verdict_patch(keep, {}, "passed", NodeRecord("passed", 0.0, 1))
     annotations = dict(patch["metadata"]["annotations"])
     labels = {L.label_key(keep): "passed", L.label_key(gone): "failed", "team": "web", "torchproof.dev/other": "x"}
     annotations[L.OWNED_LABELS_ANNOTATION] = f"{L.label_key(gone)},{L.label_key(keep)}"

@@ -98,15 +98,6 @@ class NodeUpdate:
     verdict: L.Verdict | None
     previous: str | None
     evaluation: Evaluation | None = None
-    profile: str = ""
-    record: NodeRecord | None = None
-
-    def rebase(self, node: NodeView) -> Mapping[str, Any] | None:
-        """The same change against a fresher read of the node, after a conflict (409) on the owned-labels list:
-        set this verdict and record, or remove the profile's marks. None when nothing is left to do."""
-        if self.verdict is not None and self.record is not None:
-            return L.verdict_patch(self.profile, node.annotations, self.verdict, self.record, node.resource_version)
-        return L.removal_patch(self.profile, node.labels, node.annotations, node.resource_version)
 
 
 @dataclass(frozen=True)
@@ -176,9 +167,9 @@ def selects(profile: Profile, node: NodeView) -> bool:
 
 
 def validation_order(profile: str, node: str) -> tuple[int, str]:
-    """Each profile walks the fleet in its own fixed order: in one shared order, profiles would label the
-    same node at the same moment and their owned-labels writes would conflict. Every pass walks its nodes
-    in this order, so candidates, and labels written in one pass (the pre-check's), follow it."""
+    """Each profile walks the fleet in its own fixed order: in one shared order, profiles would all run pods
+    on the same few nodes at the same moment. Every pass walks its nodes in this order, so candidates, and
+    labels written in one pass (the pre-check's), follow it."""
     return zlib.crc32(f"{profile}\0{node}".encode()), node
 
 
@@ -242,17 +233,23 @@ class _Builder:
 
     def label(self, node: NodeView, evaluation: Evaluation) -> None:
         record = _record(self.inp, node, evaluation, self.token(node))
-        patch = L.verdict_patch(
-            self.inp.profile.name, node.annotations, evaluation.verdict, record, node.resource_version
-        )
+        patch = L.verdict_patch(self.inp.profile.name, node.labels, node.annotations, evaluation.verdict, record)
         previous = node.labels.get(L.label_key(self.inp.profile.name))
-        self.update.append(NodeUpdate(
-            node.name, patch, evaluation.verdict, previous, evaluation, self.inp.profile.name, record
-        ))
+        self.update.append(NodeUpdate(node.name, patch, evaluation.verdict, previous, evaluation))
         self.labels[node.name] = evaluation.verdict
         self.state[node.name] = evaluation.verdict
         if self.inp.profile.revalidate_after_seconds is not None:
             self.wakes.append(self.inp.now + self.inp.profile.revalidate_after_seconds)
+
+    def migrate(self) -> None:
+        """Drop the legacy owned-labels list from the nodes this pass does not patch, once nothing needs it
+        (labels.py): a validated node may not be written again for a long time."""
+        patched = {u.node for u in self.update}
+        for node in self.inp.nodes:
+            if L.LEGACY_OWNED_ANNOTATION in node.annotations and node.name not in patched:
+                patch = L.migration_patch(node.labels, node.annotations)
+                if patch is not None:
+                    self.update.append(NodeUpdate(node.name, patch, None, None))
 
     def static(self, node: NodeView) -> CompatResult:
         """The pre-check, once per set of GPU labels: a fleet has few hardware kinds and many nodes."""
@@ -470,9 +467,9 @@ def compute_plan(inp: PlanInput) -> Plan:
     for node in inp.nodes:
         if node.name in matched:
             continue
-        patch = L.removal_patch(p.name, node.labels, node.annotations, node.resource_version)
+        patch = L.removal_patch(p.name, node.labels, node.annotations)
         if patch is not None:
-            b.update.append(NodeUpdate(node.name, patch, None, node.labels.get(key), profile=p.name))
+            b.update.append(NodeUpdate(node.name, patch, None, node.labels.get(key)))
     steady = p.revalidate_after_seconds is None
     for name in _ordered(inp, matched):
         node = matched[name]
@@ -487,6 +484,7 @@ def compute_plan(inp: PlanInput) -> Plan:
         else:
             b.without_pod(node)
     b.schedule(matched)
+    b.migrate()
     if inp.memo is not None:
         inp.memo.context, inp.memo.idle = b.context, b.idle
     status = _status(inp, b, matched)

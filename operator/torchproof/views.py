@@ -41,7 +41,6 @@ class NodeView:
     unschedulable: bool
     gpus: int
     fingerprint: str
-    resource_version: str | None = None
     gpu_labels: tuple[tuple[str, str], ...] = field(init=False, compare=False, repr=False)
     kind: tuple[str, str] = field(init=False, compare=False, repr=False)  # (GPU product, driver)
 
@@ -113,7 +112,7 @@ def node_view(body: Mapping[str, Any]) -> NodeView:
     labels = dict(meta.get("labels") or {})
     annotations = {
         key: value for key, value in (meta.get("annotations") or {}).items()
-        if key in (L.OWNED_LABELS_ANNOTATION, L.REVALIDATE_ANNOTATION) or key.startswith(L.RESULT_ANNOTATION_PREFIX)
+        if key in (L.LEGACY_OWNED_ANNOTATION, L.REVALIDATE_ANNOTATION) or key.startswith(L.RESULT_ANNOTATION_PREFIX)
     }
     ready = any(
         c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
@@ -127,7 +126,6 @@ def node_view(body: Mapping[str, Any]) -> NodeView:
         unschedulable=bool(spec.get("unschedulable")),
         gpus=_quantity(allocatable.get("nvidia.com/gpu", 0)),
         fingerprint=fingerprint(labels, status.get("nodeInfo") or {}),
-        resource_version=meta.get("resourceVersion"),
     )
 
 

@@ -176,6 +176,7 @@ class Reconciler:
             create_backoff=loop.create_backoff,
             lost_grace=self.cfg.lost_grace,
         ))
+        loop.memo = plan.memo
         await self.apply(body, loop, plan, pods, now)
         self.cfg.metrics.reconcile_seconds.labels(name).observe(time.monotonic() - started)
         retries = [b.retry_at for b in loop.create_backoff.values() if b.retry_at > now]  # this pass's refusals

@@ -73,7 +73,9 @@ class World:
             retry_after=self.retry, profile_revalidate=self.revalidate, create_backoff=self.backoff,
         )
         plan = compute_plan(inp)
-        assert compute_plan(dataclasses.replace(inp, memo=self.memo)) == plan
+        remembered = compute_plan(dataclasses.replace(inp, memo=self.memo))
+        assert remembered == plan
+        self.memo = remembered.memo
         return plan
 
     def step(self) -> Plan:
@@ -479,7 +481,7 @@ def test_a_running_pod_whose_handling_raises_is_labelled_error_and_deleted_after
     def lost(*_: Any) -> bool:
         raise KeyError("startTime")
 
-    monkeypatch.setattr("torchproof.plan._Builder.lost", lost)
+    monkeypatch.setattr("torchproof.classify.Classifier.lost", lost)
     plan = w.step()
     assert [(d.reason, d.after_label) for d in plan.delete] == [("EvaluationFailed", True)]
     assert w.label("t4-a") == "error"

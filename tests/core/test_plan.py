@@ -627,3 +627,25 @@ def test_a_pod_stuck_terminating_frees_its_slot_after_the_grace(case: str) -> No
     assert all(d.node != node for d in plan.delete), "already being deleted"
     if state == "error":
         assert w.label(node) == "error" and plan.status["counts"]["error"] == 1
+
+
+def test_the_memo_is_an_input_and_an_output_never_changed_in_place() -> None:
+    w = World(fleet())
+    for _ in range(3):
+        w.step()
+        w.finish_all()
+    w.step()
+    nodes = [node_view(n) for n in w.nodes.values()]
+    inp = PlanInput(profile=w.profile, nodes=nodes, pods=[], now=w.now, namespace="torchproof", configmap="cm",
+                    status=w.status)
+    first = compute_plan(inp)
+    memo = first.memo
+    assert memo.idle and memo.order, "a validated fleet leaves its standing records in the memo"
+    before = (memo.context, dict(memo.idle), memo.order)
+    second = compute_plan(dataclasses.replace(inp, memo=memo))
+    assert second == first
+    assert (memo.context, dict(memo.idle), memo.order) == before
+    assert second.memo is not memo and second.memo.order is memo.order
+    assert all(second.memo.idle[name] is hit for name, hit in memo.idle.items()), "unchanged views: entries reused"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        memo.order = ()

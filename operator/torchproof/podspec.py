@@ -12,12 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchproof import labels as L
+from torchproof.contract import PLAN_ENV, PLAN_SCHEMA, RESULT_PATH
 from torchproof.profile import Profile
-from torchproof.result import PLAN_SCHEMA
 
 PROBE_MOUNT = "/opt/torchproof"
-TERMINATION_LOG = "/dev/termination-log"
-PLAN_ENV = "TORCHPROOF_PLAN"
 SCRATCH = "/tmp"  # an emptyDir: the only writable place when the root filesystem is read-only
 # Where torch and its libraries write caches, all pointed into the scratch volume; USER because
 # getpass.getuser() (torch.compile's cache names) raises KeyError for a uid without a passwd entry.
@@ -67,7 +65,7 @@ def build_plan(profile: Profile) -> dict[str, Any]:
         "profile": profile.name,
         "device": profile.validation.device,
         "timeBudgetSeconds": c.time_budget_seconds,
-        "resultPath": TERMINATION_LOG,
+        "resultPath": RESULT_PATH,
         "checks": checks,
     }
 
@@ -167,7 +165,7 @@ def build_pod(
                     *({"name": name, "value": value} for name, value in SCRATCH_ENV),
                 ],
                 "resources": {"limits": limits, "requests": requests},
-                "terminationMessagePath": TERMINATION_LOG,
+                "terminationMessagePath": RESULT_PATH,
                 "terminationMessagePolicy": "File",
                 "volumeMounts": [
                     {"name": "probe", "mountPath": PROBE_MOUNT, "readOnly": True},

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torchproof import catalogue, compat
+from torchproof.contract import MAX_DEVICES
 from torchproof.labels import Verdict
 from torchproof.podspec import build_plan
 from torchproof.profile import KnownIssue, Profile
 from torchproof.reasons import Reason
-from torchproof.result import AMP_RUNS, MAX_DEVICES, CheckOutcome, Device, ProbeResult, UntrustedResult, parse_result
+from torchproof.result import AMP_RUNS, CheckOutcome, Device, ProbeResult, UntrustedResult, parse_result
 from torchproof.versions import ComputeCapability, DriverVersion
 from torchproof.views import PodView, Terminated
 

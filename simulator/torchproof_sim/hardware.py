@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchproof import catalogue
+from torchproof.contract import MAX_RESULT_BYTES, PROBE_VERSION, RESULT_SCHEMA
 from torchproof.versions import ComputeCapability, DriverVersion
 
 from torchproof_sim.images import Image, driver_runs, has_kernels
@@ -170,8 +171,6 @@ def throughput(gpu: Board) -> Throughput:
 
 # -- what the probe reports ---------------------------------------------------------------------------
 
-RESULT_SCHEMA = "torchproof.dev/probe-result/v1"
-MAX_RESULT_BYTES = 4096
 DRIVER_TOO_OLD = "RuntimeError: CUDA driver version is insufficient for CUDA runtime version"
 NO_KERNEL = "RuntimeError: CUDA error: no kernel image is available for execution on the device"
 NO_DRIVER = "RuntimeError: Found no NVIDIA driver on your system"
@@ -335,7 +334,7 @@ def probe_result(s: ProbeSetting, plan: Mapping[str, Any]) -> dict[str, Any]:
         gpu = {"source": "none", "count": 0, "devices": [], "note": "device cpu: NVML not queried"}
     return {
         "schema": RESULT_SCHEMA,
-        "probe": "1.0",
+        "probe": PROBE_VERSION,
         "device": device,
         "seconds": round(2.5 + sum(c.get("seconds", 0.0) for c in body.values()), 2),
         "env": {"python": image.python, "torch": image.torch, "cuda": image.cuda_short, "cudnn": image.cudnn,

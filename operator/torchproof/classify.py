@@ -3,10 +3,13 @@ its record, pre-checked incompatible, skipped, or a candidate for a new pod (sch
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from torchproof import history as H
 from torchproof import labels as L
+from torchproof.breaker import FAILING, Rollout
 from torchproof.compat import CompatResult
 from torchproof.contract import NodeRecord, iso
 from torchproof.plantypes import CreateBackoff, DeletePod, EventSpec, Idle, NodeFailure, NodeUpdate, PlanInput
@@ -14,7 +17,7 @@ from torchproof.reasons import Reason
 from torchproof.result import UntrustedResult
 from torchproof.text import clean_tree
 from torchproof.verdict import Evaluation, evaluate_pod, static_evaluation
-from torchproof.views import NodeView, PodView, parse_record
+from torchproof.views import NodeView, PodView, parse_record, raw_record
 
 IMAGE_PULL_ERRORS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 PENDING_RETRY_SECONDS = 300.0
@@ -29,9 +32,10 @@ def _image_pull_blocked(inp: PlanInput) -> bool:
     )
 
 
-def _record(inp: PlanInput, node: NodeView, evaluation: Evaluation, token: str) -> NodeRecord:
+def _record(inp: PlanInput, node: NodeView, evaluation: Evaluation, token: str,
+            previous: NodeRecord | None) -> NodeRecord:
     """The verdict's record with its text cleaned (text.py), but what identifies the verdict verbatim: a
-    later pass compares it with the live values."""
+    later pass compares it with the live values. It carries the node's performance history on."""
     return NodeRecord(
         verdict=evaluation.verdict,
         at=inp.now,
@@ -44,14 +48,23 @@ def _record(inp: PlanInput, node: NodeView, evaluation: Evaluation, token: str) 
         findings=tuple(clean_tree([str(r) for r in evaluation.findings])),
         known_issues=tuple(clean_tree([issue.id for issue in evaluation.known_issues])),
         numbers=clean_tree(dict(evaluation.numbers)),
+        history=H.extended(previous, inp.now, evaluation.verdict, evaluation.numbers, _product(node, evaluation)),
     )
+
+
+def _product(node: NodeView, evaluation: Evaluation) -> str:
+    """GPU Feature Discovery's product label, the same for every node of a kind; else what the probe saw."""
+    return node.kind[0] or str(evaluation.numbers.get("gpu") or "")
 
 
 class Classifier:
     """Accumulates one plan's decisions; each node is classified exactly once."""
 
-    def __init__(self, inp: PlanInput) -> None:
+    def __init__(self, inp: PlanInput, rollout: Rollout) -> None:
         self.inp = inp
+        self.rollout = rollout
+        self.records: dict[str, NodeRecord] = {}  # written by this pass
+        self._medians: dict[str, float] | None = None
         self._static: dict[tuple[tuple[str, str], ...], CompatResult] = {}
         self.create: list[Mapping[str, Any]] = []
         self.delete: list[DeletePod] = []
@@ -78,8 +91,32 @@ class Classifier:
     def token(self, node: NodeView) -> str:
         return f"{self.inp.profile_revalidate}/{node.annotations.get(L.REVALIDATE_ANNOTATION, '')}"
 
+    def medians(self) -> dict[str, float]:
+        """Each GPU product's median key number over the nodes' records, once per pass that needs it."""
+        if self._medians is None:
+            name = self.inp.profile.name
+            self._medians = H.medians(H.by_product(raw_record(node, name) for node in self.inp.nodes))
+        return self._medians
+
+    def holds(self, node: NodeView, evaluation: Evaluation) -> bool:
+        """The breaker holds a passed node's flip to failed: the label and the finished pod stay."""
+        if evaluation.verdict not in FAILING or node.labels.get(L.label_key(self.inp.profile.name)) != "passed":
+            return False
+        if not self.rollout.hold_flip():
+            return False
+        self.state[node.name] = "waiting"
+        self.waiting_reason[node.name] = f"RolloutPaused: its {evaluation.verdict} verdict is held"
+        return True
+
     def label(self, node: NodeView, evaluation: Evaluation) -> None:
-        record = _record(self.inp, node, evaluation, self.token(node))
+        before = raw_record(node, self.inp.profile.name)
+        if evaluation.verdict == "passed":
+            found = H.regression(H.number(evaluation.numbers.get(H.METRIC)), before, _product(node, evaluation),
+                                 self.medians())
+            if found is not None:
+                evaluation = dataclasses.replace(evaluation, findings=(*evaluation.findings, found))
+        record = _record(self.inp, node, evaluation, self.token(node), before)
+        self.records[node.name] = record
         patch = L.verdict_patch(self.inp.profile.name, node.labels, node.annotations, evaluation.verdict, record)
         previous = node.labels.get(L.label_key(self.inp.profile.name))
         self.update.append(NodeUpdate(node.name, patch, evaluation.verdict, previous, evaluation))
@@ -159,7 +196,10 @@ class Classifier:
             self.state[node.name] = "pending"
             return
         if pod.finished:
-            self.label(node, evaluate_pod(p, pod, node.labels))
+            evaluation = evaluate_pod(p, pod, node.labels)
+            if self.holds(node, evaluation):
+                return
+            self.label(node, evaluation)
             self.delete.append(DeletePod(pod.name, node.name, "Completed"))
             return
         if pod.waiting_reason in IMAGE_PULL_ERRORS:

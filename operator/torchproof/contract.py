@@ -26,6 +26,7 @@ RESULT_PATH = "/dev/termination-log"  # the plan's resultPath: the pod's termina
 MAX_RESULT_BYTES = 4096  # the kubelet's limit on a termination message
 MAX_STRING = 200  # characters in any result string
 MAX_DEVICES = 8  # GPUs listed in a result
+HISTORY_LENGTH = 5  # the validations a record keeps the key numbers of (history.py)
 
 
 def iso(ts: float) -> str:
@@ -62,6 +63,7 @@ class NodeRecord:
     findings: tuple[str, ...] = ()
     known_issues: tuple[str, ...] = ()
     numbers: Mapping[str, Any] = field(default_factory=dict)
+    history: tuple[Mapping[str, Any], ...] = ()  # the last validations' key numbers, oldest first
 
     @property
     def standing(self) -> bool:
@@ -82,6 +84,8 @@ class NodeRecord:
             "revalidate": self.revalidate,
             "image": self.image,
         }
+        if self.history:
+            fields["history"] = [dict(entry) for entry in self.history]
         return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -96,6 +100,7 @@ class NodeRecord:
             return None
         generation = fields.get("generation")
         numbers = fields.get("numbers")
+        history = fields.get("history")
         return cls(
             verdict=str(fields.get("verdict", "")),
             at=parse_time(fields.get("at")),
@@ -108,4 +113,6 @@ class NodeRecord:
             findings=_strings(fields.get("findings")),
             known_issues=_strings(fields.get("knownIssues")),
             numbers=numbers if isinstance(numbers, dict) else {},
+            history=tuple(e for e in history if isinstance(e, dict))[-HISTORY_LENGTH:]
+            if isinstance(history, list) else (),
         )

@@ -22,7 +22,10 @@ import kopf
 import pynvml
 
 from torchproof import labels as L
+from torchproof.breaker import RESUME_ANNOTATION
 from torchproof.expectations import Expectations
+from torchproof.gating import GateUpdate
+from torchproof.history import REGRESSION
 from torchproof.informer import Informer
 from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, KubeError, connection_info
 from torchproof.metrics import Metrics
@@ -172,6 +175,7 @@ class Reconciler:
             status=previous,
             retry_after=loop.retry_after,
             profile_revalidate=str((meta.get("annotations") or {}).get(L.REVALIDATE_ANNOTATION, "")),
+            profile_resume=str((meta.get("annotations") or {}).get(RESUME_ANNOTATION, "")),
             memo=loop.memo,
             create_backoff=loop.create_backoff,
             lost_grace=self.cfg.lost_grace,
@@ -248,6 +252,9 @@ class Reconciler:
                 m.evaluation_failures.labels(name).inc()
             if u.evaluation is not None:
                 m.validations.labels(name, u.evaluation.verdict).inc()
+                for finding in u.evaluation.findings:
+                    if finding.code == REGRESSION:
+                        m.steering.regressions.labels(name).inc()
                 for reason in u.evaluation.reasons:
                     m.reasons.labels(name, reason.code).inc()
 
@@ -276,8 +283,20 @@ class Reconciler:
             loop.expect.pod_created(manifest, now)
             m.pods_created.labels(name).inc()
 
+        async def gate(g: GateUpdate) -> None:
+            """The claim before an added taint, after a removed one: never a taint without its claim."""
+            steps = [partial(api.patch_node, g.node, g.claim)]
+            if g.ops:
+                steps.append(partial(api.patch_node_taints, g.node, g.ops))
+            for step in steps if g.add else reversed(steps):
+                if not await self._safely(step()):
+                    return
+            loop.expect.node_patched(g.node, {**g.claim, "spec": {"taints": list(g.taints)}}, now)
+            m.steering.gating_taints.labels(name, "add" if g.add else "remove").inc()
+
         async def label_then_delete() -> None:
             await _gather(update(u) for u in plan.update)
+            await _gather(gate(g) for g in plan.gates)
             await _gather(delete(d) for d in plan.delete)
 
         async def start() -> None:

@@ -76,6 +76,29 @@ class ImagePull:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Rollout:
+    paused: bool | None = prop(None)
+    spec_hash: str | None = prop(None, max_length=64)
+    reason: str | None = prop(None, max_length=64)
+    message: str | None = prop(None, max_length=1024)
+    since: str | None = prop(None, fmt="date-time")
+    resumed: str | None = prop(None, max_length=256, description="The resume-rollout annotation last honoured.")
+    resumed_at: str | None = prop(None, fmt="date-time")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuPerformance:
+    gpu: str = prop(max_length=256)
+    metric: str = prop(max_length=64)
+    nodes: int = prop(minimum=0)
+    median: float = prop()
+    min: float = prop()
+    max: float = prop()
+    spread_percent: float = prop()
+    regressions: int = prop(minimum=0)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Status:
     observed_generation: int | None = prop(None, fmt="int64", minimum=0)
     conditions: tuple[Condition, ...] | None = prop(None, max_items=16, list_type="map", map_keys=("type",))
@@ -87,6 +110,11 @@ class Status:
     image_pull: ImagePull | None = prop(
         None, description="Set while the release image cannot be pulled; holds until the image or the validated "
                           "spec changes.")
+    rollout: Rollout | None = prop(None, description="The circuit breaker of the validation wave (docs/steering.md).")
+    performance: tuple[GpuPerformance, ...] | None = prop(
+        None, max_items=16, list_type="atomic",
+        description="Per GPU product: the median and spread of the nodes' latest fp16 tensor-core TFLOP/s.")
+    performance_summary: str | None = prop(None, max_length=256)
 
 
 # The name is the name part of the node label torchproof.dev/<name>, which allows 63 characters; the API
@@ -101,6 +129,9 @@ PRINTER_COLUMNS: Final[tuple[dict[str, Any], ...]] = (
     *({"name": name.capitalize(), "type": "integer", "jsonPath": f".status.counts.{name}"}
       for name in ("passed", "failed", "incompatible", "error", "pending")),
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {"name": "Paused", "type": "string", "jsonPath": '.status.conditions[?(@.type=="RolloutPaused")].status',
+     "priority": 1},
+    {"name": "Performance", "type": "string", "jsonPath": ".status.performanceSummary", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 )
 

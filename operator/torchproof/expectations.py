@@ -28,6 +28,9 @@ def _merge(base: Mapping[str, str], patch: Mapping[str, str | None]) -> dict[str
 
 def _applied(node: NodeView, patch: Mapping[str, Any]) -> bool:
     meta = patch.get("metadata") or {}
+    taints = (patch.get("spec") or {}).get("taints")
+    if taints is not None and [dict(t) for t in node.taints] != [dict(t) for t in taints]:
+        return False
     return all(node.labels.get(k) == v for k, v in (meta.get("labels") or {}).items()) and all(
         node.annotations.get(k) == v for k, v in (meta.get("annotations") or {}).items()
     )
@@ -49,6 +52,14 @@ class Expectations:
         self.deleted[name] = now
 
     def node_patched(self, node: str, patch: Mapping[str, Any], now: float) -> None:
+        """`patch`: a merge patch's labels and annotations, and `spec.taints` as written whole (gating.py).
+        Patches of one node in one pass (its verdict, its gating taint) are expected together."""
+        pending = self.patched.get(node)
+        if pending is not None and now - pending[0] <= self.ttl:
+            old, new = pending[1].get("metadata") or {}, patch.get("metadata") or {}
+            meta = {part: {**(old.get(part) or {}), **(new.get(part) or {})} for part in ("labels", "annotations")}
+            spec = {**(pending[1].get("spec") or {}), **(patch.get("spec") or {})}
+            patch = {"metadata": meta, **({"spec": spec} if spec else {})}
         self.patched[node] = (now, patch)
 
     def overlay_pods(
@@ -84,6 +95,7 @@ class Expectations:
                         node,
                         labels=_merge(node.labels, meta.get("labels") or {}),
                         annotations=_merge(node.annotations, meta.get("annotations") or {}),
+                        taints=tuple((patch.get("spec") or {}).get("taints", node.taints)),
                     )
             out.append(node)
         return out

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +29,7 @@ GROUP = "torchproof.dev"
 VERSION = "v1alpha1"
 PLURAL = "pytorchreleaseprofiles"
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,11 @@ class KubeApi:
 
     async def patch_node(self, name: str, patch: Mapping[str, Any]) -> None:
         await self._call("patch node", self.core.patch_node, name, dict(patch), _content_type=MERGE_PATCH)
+
+    async def patch_node_taints(self, name: str, ops: Sequence[Mapping[str, Any]]) -> None:
+        """A JSON patch (RFC 6902) of the node's taints: its `test` makes a concurrent change fail it (422)."""
+        await self._call("patch node", self.core.patch_node, name, [dict(op) for op in ops],
+                         _content_type=JSON_PATCH)
 
     async def patch_profile_status(self, name: str, status: Mapping[str, Any]) -> None:
         await self._call(

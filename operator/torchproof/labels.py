@@ -24,6 +24,7 @@ DOMAIN = "torchproof.dev"
 LEGACY_OWNED_ANNOTATION = f"{DOMAIN}/owned-labels"  # read, and removed once nothing needs it
 REVALIDATE_ANNOTATION = f"{DOMAIN}/revalidate"
 RESULT_ANNOTATION_PREFIX = f"result.{DOMAIN}/"
+GATE_ANNOTATION_PREFIX = f"gate.{DOMAIN}/"  # a profile's claim on its gating taint (gating.py)
 PROFILE_LABEL = f"{DOMAIN}/profile"
 NODE_ANNOTATION = f"{DOMAIN}/node"
 SPEC_ANNOTATION = f"{DOMAIN}/validates"
@@ -39,6 +40,10 @@ def label_key(profile: str) -> str:
 
 def result_annotation_key(profile: str) -> str:
     return f"{RESULT_ANNOTATION_PREFIX}{profile}"
+
+
+def gate_annotation_key(profile: str) -> str:
+    return f"{GATE_ANNOTATION_PREFIX}{profile}"
 
 
 def legacy_owned(annotations: Mapping[str, str]) -> frozenset[str]:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from torchproof.labels import VERDICTS
+from torchproof.steermetrics import SteeringMetrics
 
 
 class Metrics:
@@ -63,6 +64,7 @@ class Metrics:
         self.pending_nodes = Gauge(
             "torchproof_pending_nodes", "Nodes awaiting a verdict.", ["profile"], registry=r,
         )
+        self.steering = SteeringMetrics(r)
 
     def observe_status(self, profile: str, status: Mapping[str, object]) -> None:
         counts = status.get("counts")
@@ -74,8 +76,10 @@ class Metrics:
         pending = counts.get("pending", 0)
         self.pending_nodes.labels(profile).set(float(pending) if isinstance(pending, int) else 0.0)
         self.image_pull_failing.labels(profile).set(1.0 if status.get("imagePull") else 0.0)
+        self.steering.observe_status(profile, status)
 
     def forget(self, profile: str) -> None:
+        self.steering.forget(profile)
         series: list[tuple[Gauge, tuple[str, ...]]] = [
             (self.nodes, (profile, state)) for state in (*VERDICTS, "running", "skipped")
         ]

@@ -21,7 +21,9 @@ listed in `failures` for the shell to log (the core does not log).
 
 from __future__ import annotations
 
+from torchproof import gating
 from torchproof import labels as L
+from torchproof.breaker import Rollout
 from torchproof.classify import Classifier
 from torchproof.contract import iso
 from torchproof.planstatus import invalid_spec_status, pass_failed_status, plan_events, plan_status
@@ -47,6 +49,7 @@ from torchproof.schedule import (
     validation_order,
 )
 from torchproof.text import clean_text, clean_tree
+from torchproof.views import raw_record
 
 __all__ = [
     "CREATE_BACKOFF_BASE",
@@ -70,10 +73,15 @@ __all__ = [
 
 
 def compute_plan(inp: PlanInput) -> Plan:
-    b = Classifier(inp)
     p = inp.profile
     key = L.label_key(p.name)
     matched = {node.name: node for node in inp.nodes if selects(p, node)}
+    before = {name: raw_record(node, p.name) for name, node in matched.items()}
+    claims = (gating.claimed_at(node, p.name) for node in matched.values())
+    rollout = Rollout.read(p, before.values(), len(matched), (at for at in claims if at is not None),
+                           inp.status.get("rollout") or {}, inp.profile_resume, inp.now)
+    b = Classifier(inp, rollout)
+    gates = []
     pods = {pod.node: pod for pod in inp.pods}
     for pod in inp.pods:
         if pod.node not in matched and not pod.deleting:
@@ -84,6 +92,9 @@ def compute_plan(inp: PlanInput) -> Plan:
         patch = L.removal_patch(p.name, node.labels, node.annotations)
         if patch is not None:
             b.update.append(NodeUpdate(node.name, patch, None, node.labels.get(key)))
+        released = gating.release(node, p.name)
+        if released is not None:
+            gates.append(released)
     steady = p.revalidate_after_seconds is None
     order = ordered(p.name, matched, inp.memo)
     for name in order:
@@ -98,7 +109,9 @@ def compute_plan(inp: PlanInput) -> Plan:
             b.state[name] = node.labels[key]
         else:
             b.without_pod(node)
-    if not b.blocked and b.pull_failure is None:
+    records = {**before, **b.records}
+    rollout.judge(records, {name: node.kind for name, node in matched.items()})
+    if not b.blocked and b.pull_failure is None and not rollout.paused:
         for node in fill_slots(p, matched, b.state, b.candidates, b.retrying, b.running):
             b.create.append(build_pod(
                 p, node=node.name, fingerprint=node.fingerprint, namespace=inp.namespace, configmap=inp.configmap,
@@ -106,7 +119,9 @@ def compute_plan(inp: PlanInput) -> Plan:
             if node.name not in b.backoff:  # a refused node stays waiting until its pod exists
                 b.state[node.name] = "running"
     b.migrate()
-    status = plan_status(inp, b, matched)
+    verdicts = {name: b.labels[name] if name in b.labels else node.labels.get(key) for name, node in matched.items()}
+    gates += gating.gate_updates(p.name, p.gate, [matched[name] for name in order], verdicts, records, rollout)
+    status = plan_status(inp, b, matched, records)
     b.events.extend(plan_events(inp, b, status))
     return Plan(
         create=tuple(b.create),
@@ -118,5 +133,6 @@ def compute_plan(inp: PlanInput) -> Plan:
         wake_at=min(b.wakes) if b.wakes else None,
         create_backoff={n: backoff for n, backoff in b.backoff.items() if n in matched},
         failures=tuple(b.failures),
+        gates=tuple(gates),
         memo=PlanMemo(b.context, b.idle, order),
     )

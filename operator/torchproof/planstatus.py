@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from torchproof import history as H
 from torchproof import labels as L
 from torchproof.classify import Classifier
 from torchproof.contract import NodeRecord, iso
@@ -102,7 +103,19 @@ def pass_failed_status(
     }
 
 
-def plan_status(inp: PlanInput, b: Classifier, matched: Mapping[str, NodeView]) -> dict[str, Any]:
+def _performance(records: Mapping[str, NodeRecord | None]) -> list[dict[str, Any]]:
+    regressed: Counter[str] = Counter()
+    for record in records.values():
+        if record is not None and any(f.startswith(H.REGRESSION) for f in record.findings):
+            found = H.latest(record)
+            regressed[found[0] if found is not None else ""] += 1
+    return H.summary(H.by_product(records.values()), regressed)
+
+
+def plan_status(
+    inp: PlanInput, b: Classifier, matched: Mapping[str, NodeView], records: Mapping[str, NodeRecord | None],
+) -> dict[str, Any]:
+    """`records`: each selected node's record once the plan is applied."""
     labelled = _verdicts(inp, b, matched)
     counts = _counts(b, matched, labelled)
     pull = b.pull_failure or (inp.status.get("imagePull") if b.blocked else None)
@@ -122,8 +135,11 @@ def plan_status(inp: PlanInput, b: Classifier, matched: Mapping[str, NodeView]) 
                  f"{counts['waiting']} of {counts['total']} nodes waiting{skipped} (see waitingNodes)")
     else:
         ready = (False, "Validating", f"{counts['pending']} of {counts['total']} nodes awaiting a verdict")
+    rollout = b.rollout
     if pull:
         progressing = (False, "Blocked", "waiting for the image or the spec to change")
+    elif rollout.paused and not converged:
+        progressing = (False, "RolloutPaused", f"{rollout.reason}: {rollout.message}")
     elif converged:
         progressing = (False, "Converged", verdicts)
     elif counts["pending"] == counts["waiting"]:
@@ -142,6 +158,11 @@ def plan_status(inp: PlanInput, b: Classifier, matched: Mapping[str, NodeView]) 
         _condition(previous, inp.now, gen, t, *spec)
         for t, spec in zip(CONDITION_TYPES, (ready, progressing, degraded), strict=True)
     ]
+    paused = (True, rollout.reason, f"{rollout.message}; resume: annotate the profile "
+                                    f"torchproof.dev/resume-rollout=<new value>") if rollout.paused else (
+        False, "Running", "")
+    conditions.append(_condition(previous, inp.now, gen, "RolloutPaused", *paused))
+    performance = _performance(records)
     status: dict[str, Any] = {
         "observedGeneration": gen,
         "conditions": conditions,
@@ -152,6 +173,9 @@ def plan_status(inp: PlanInput, b: Classifier, matched: Mapping[str, NodeView]) 
             for node, reason in sorted(b.waiting_reason.items())[:MAX_FAILING_NODES]
         ],
         "imagePull": dict(pull) if pull else None,
+        "rollout": rollout.status(),
+        "performance": performance,
+        "performanceSummary": H.summary_text(performance),
     }
     return status
 
@@ -168,6 +192,12 @@ def plan_events(inp: PlanInput, b: Classifier, status: Mapping[str, Any]) -> Ite
         yield EventSpec("Normal", "NodesPassed", f"{passed} node(s) passed validation")
     previous = {c.get("type"): c.get("status") for c in inp.status.get("conditions") or [] if isinstance(c, Mapping)}
     for cond in status["conditions"]:
-        if previous.get(cond["type"]) != cond["status"] and (cond["type"] != "Degraded" or cond["status"] == "True"):
+        was = previous.get(cond["type"])
+        if cond["type"] == "RolloutPaused":  # an Event when it pauses and when it resumes, not when it starts
+            if was != cond["status"] and (cond["status"] == "True" or was == "True"):
+                yield EventSpec("Warning" if cond["status"] == "True" else "Normal",
+                                f"RolloutPaused{cond['status']}", f"{cond['reason']}: {cond['message']}"[:1000])
+            continue
+        if was != cond["status"] and (cond["type"] != "Degraded" or cond["status"] == "True"):
             kind = "Warning" if cond["type"] == "Degraded" or cond["reason"] == "ImagePullFailed" else "Normal"
             yield EventSpec(kind, f"{cond['type']}{cond['status']}", f"{cond['reason']}: {cond['message']}"[:1000])

@@ -8,6 +8,7 @@ from typing import Any
 
 from torchproof import labels as L
 from torchproof.compat import CompatResult
+from torchproof.gating import GateUpdate
 from torchproof.profile import Profile
 from torchproof.verdict import Evaluation
 from torchproof.views import NodeView, PodView
@@ -101,6 +102,7 @@ class PlanInput:
     status: Mapping[str, Any] = field(default_factory=dict)
     retry_after: Mapping[str, float] = field(default_factory=dict)
     profile_revalidate: str = ""
+    profile_resume: str = ""  # the profile's resume-rollout annotation (breaker.py)
     memo: PlanMemo | None = None
     create_backoff: Mapping[str, CreateBackoff] = field(default_factory=dict)
     lost_grace: float = LOST_GRACE_SECONDS
@@ -117,4 +119,5 @@ class Plan:
     wake_at: float | None
     create_backoff: Mapping[str, CreateBackoff] = field(default_factory=dict)
     failures: tuple[NodeFailure, ...] = ()
+    gates: tuple[GateUpdate, ...] = ()  # gating taints to add or remove (gating.py)
     memo: PlanMemo = field(default_factory=PlanMemo, compare=False)  # for the next pass's input

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from torchproof import gating
 from torchproof import labels as L
 from torchproof.contract import PLAN_ENV, PLAN_SCHEMA, RESULT_PATH
 from torchproof.profile import Profile
@@ -150,7 +151,8 @@ def build_pod(
                 }
             }
         },
-        "tolerations": [dict(t) for t in GPU_TOLERATIONS if gpu] + [dict(t) for t in v.tolerations],
+        "tolerations": [dict(t) for t in GPU_TOLERATIONS if gpu] + [dict(t) for t in v.tolerations]
+        + ([gating.toleration(profile.name)] if profile.gate else []),
         "containers": [
             {
                 "name": "probe",

@@ -399,6 +399,32 @@ def _revalidate_seconds(text: str) -> int:
     return seconds
 
 
+@dataclass(frozen=True)
+class RolloutSettings:
+    """The circuit breaker of a validation wave (docs/steering.md): how many failures pause it, and how
+    many nodes may lose their `passed` label or get a gating taint within a window."""
+
+    max_failure_percent: int = prop(
+        50, minimum=0, maximum=100,
+        description="Pause the wave once more than this share of the nodes judged for the current spec failed "
+                    "(counted once one node of each hardware kind has a verdict).")
+    max_flip_percent: int = prop(
+        20, minimum=0, maximum=100,
+        description="Hold passed-to-failed label flips beyond this share of the selected nodes within the window "
+                    "(at least one node may flip), and pause.")
+    max_taint_percent: int = prop(
+        20, minimum=0, maximum=100,
+        description="With gate, add gating taints to at most this share of the selected nodes within the window "
+                    "(at least one node).")
+    window: str = prop(
+        "1h", max_length=32, pattern=DURATION,
+        description="The window of the flip and taint limits and of the failure ratio (1h, 30m).")
+
+    @property
+    def window_seconds(self) -> int:
+        return parse_duration(self.window)
+
+
 # The probe's budget plus 30 s for the container and CUDA to start must fit inside the pod's deadline; absent
 # values are their defaults.
 BUDGET_RULE: Final = Rule(
@@ -440,6 +466,12 @@ class Profile:
     revalidate_after_seconds: int | None = prop(
         None, name="revalidateAfter", wire=str, max_length=32, pattern=DURATION, convert=_revalidate_seconds,
         description="Re-prove a passed node after this long (168h, 30m, 90s, 1h30m); absent means never.")
+    gate: bool = prop(
+        False, description="Taint new or changed GPU nodes torchproof.dev/<profile>=unvalidated:NoSchedule until "
+                           "they pass (the validation pod tolerates it); off by default.")
+    rollout: RolloutSettings = prop(
+        RolloutSettings(), server_default=True,
+        description="The canary and circuit breaker of a validation wave (docs/steering.md).")
 
     @cached_property
     def spec_hash(self) -> str:

@@ -490,6 +490,8 @@ def _key_numbers(result: ProbeResult, found: Iterable[Board]) -> dict[str, Any]:
     tc = result.checks.get("tensorCores")
     if tc is not None and tc.number("fp16Speedup") is not None:
         numbers["fp16Speedup"] = round(tc.number("fp16Speedup") or 0.0, 2)
+    if tc is not None and tc.number("fp16") is not None:
+        numbers["fp16Tflops"] = round(tc.number("fp16") or 0.0, 1)  # performance history (history.py)
     amp = result.checks.get("amp")
     native = amp.data.get("native") if amp else None
     if isinstance(native, Mapping) and isinstance(native.get("maxRelError"), float):

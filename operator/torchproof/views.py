@@ -41,6 +41,7 @@ class NodeView:
     unschedulable: bool
     gpus: int
     fingerprint: str
+    taints: tuple[Mapping[str, Any], ...] = ()
     gpu_labels: tuple[tuple[str, str], ...] = field(init=False, compare=False, repr=False)
     kind: tuple[str, str] = field(init=False, compare=False, repr=False)  # (GPU product, driver)
 
@@ -112,7 +113,8 @@ def node_view(body: Mapping[str, Any]) -> NodeView:
     labels = dict(meta.get("labels") or {})
     annotations = {
         key: value for key, value in (meta.get("annotations") or {}).items()
-        if key in (L.LEGACY_OWNED_ANNOTATION, L.REVALIDATE_ANNOTATION) or key.startswith(L.RESULT_ANNOTATION_PREFIX)
+        if key in (L.LEGACY_OWNED_ANNOTATION, L.REVALIDATE_ANNOTATION)
+        or key.startswith((L.RESULT_ANNOTATION_PREFIX, L.GATE_ANNOTATION_PREFIX))
     }
     ready = any(
         c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
@@ -126,6 +128,7 @@ def node_view(body: Mapping[str, Any]) -> NodeView:
         unschedulable=bool(spec.get("unschedulable")),
         gpus=_quantity(allocatable.get("nvidia.com/gpu", 0)),
         fingerprint=fingerprint(labels, status.get("nodeInfo") or {}),
+        taints=tuple(dict(t) for t in spec.get("taints") or () if isinstance(t, Mapping)),
     )
 
 
@@ -198,6 +201,12 @@ def parse_record(node: NodeView, profile: str) -> NodeRecord | None:
     if record is None or not record.standing or node.labels.get(L.label_key(profile)) != record.verdict:
         return None
     return record
+
+
+def raw_record(node: NodeView, profile: str) -> NodeRecord | None:
+    """The node's record for a profile as written, whether or not it still stands (history, breaker)."""
+    raw = node.annotations.get(L.result_annotation_key(profile))
+    return _record(raw) if isinstance(raw, str) else None
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -35,13 +35,18 @@ def flipped(record: NodeRecord) -> bool:
     return record.verdict in FAILING and len(record.history) >= 2 and record.history[-2].get("verdict") == "passed"
 
 
+def _counts(record: NodeRecord, window_start: float, resumed_at: float | None) -> bool:
+    """Written within the window and after the last resume (a verdict of the resume's second is older)."""
+    return record.at is not None and record.at >= window_start and (resumed_at is None or record.at > resumed_at)
+
+
 @dataclass
 class Rollout:
     """One pass's breaker: what the records say so far, updated as the pass judges nodes."""
 
     profile: Profile
     now: float
-    since: float  # verdicts older than this do not count: the window's start, or the last resume
+    window_start: float  # verdicts older than this do not count, nor those not after the last resume
     paused: bool
     reason: str
     message: str
@@ -61,11 +66,10 @@ class Rollout:
         latched = bool(previous.get("paused")) and previous.get("specHash") == profile.spec_hash
         if resume and resume != resumed:
             resumed, resumed_at, latched = resume, now, False
-        since = max(now - window, resumed_at if resumed_at is not None else now - window)
-        flips = sum(1 for r in records if r is not None and r.at is not None and r.at >= since and flipped(r))
+        flips = sum(1 for r in records if r is not None and _counts(r, now - window, resumed_at) and flipped(r))
         claims = sum(1 for at in gate_claims if at >= now - window)
         return cls(
-            profile, now, since, latched,
+            profile, now, now - window, latched,
             str(previous.get("reason") or "") if latched else "",
             str(previous.get("message") or "") if latched else "",
             parse_time(previous.get("since")) if latched else None,
@@ -101,7 +105,7 @@ class Rollout:
         """Pause when the canary is complete (a verdict on every hardware kind) and too many failed."""
         spec = self.profile.spec_hash
         current = {n: r for n, r in records.items()
-                   if r is not None and r.spec_hash == spec and r.at is not None and r.at >= self.since}
+                   if r is not None and r.spec_hash == spec and _counts(r, self.window_start, self.resumed_at)}
         judged = {n: r for n, r in current.items() if r.verdict != "incompatible"}
         incompatible = {n for n, r in current.items() if r.verdict == "incompatible"}
         wanted = {kind for n, kind in kinds.items() if n not in incompatible}

@@ -1,4 +1,4 @@
-"""`torchproof run | status | probe | cleanup`, and `simulate` where the embedded cluster is installed."""
+"""`torchproof run | status | probe | cleanup | webhook`, and `simulate` where the embedded cluster is installed."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # imported where used: `torchproof --version` and `probe` nee
     from torchproof.election import Timings
     from torchproof.kube import KubeApi
 
-BUILTIN = frozenset({"run", "status", "probe", "cleanup"})
+BUILTIN = frozenset({"run", "status", "probe", "cleanup", "webhook"})
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -156,6 +156,20 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _webhook(args: argparse.Namespace) -> int:
+    """The mutating admission webhook (webhook.py), with the profiles read as its ServiceAccount."""
+    from torchproof.connection import NoCluster, connect
+    from torchproof.kube import KubeApi
+    from torchproof.webhook import Profiles, serve
+
+    try:
+        api = KubeApi(connect(args.kubeconfig))
+    except NoCluster as exc:
+        return _fail("webhook", f"no cluster to read: {exc}", 2)
+    serve(Profiles(api.list_profiles, args.refresh), args.address, args.port, args.tls_cert, args.tls_key)
+    return 0
+
+
 def _probe(rest: list[str]) -> int:
     from torchproof import localprobe
 
@@ -240,6 +254,14 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--profile", action="append", help="only this profile (repeatable); default: every profile")
     st.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
+    wh = command("webhook", help="serve the mutating admission webhook that steers pods to passed nodes")
+    wh.add_argument("--kubeconfig", default=None)
+    wh.add_argument("--address", default="0.0.0.0")
+    wh.add_argument("--port", type=int, default=8443)
+    wh.add_argument("--tls-cert", default="/etc/torchproof/tls/tls.crt", help="PEM certificate (cert-manager's)")
+    wh.add_argument("--tls-key", default="/etc/torchproof/tls/tls.key")
+    wh.add_argument("--refresh", type=float, default=10.0, metavar="SECONDS", help="how often profiles are listed")
+
     for name, entry in sorted(plugins().items()):  # e.g. `simulate`, from the torchproof-sim distribution
         command(name, help=f"(from {entry.dist.name if entry.dist else entry.value}; `torchproof {name} --help`)",
                 add_help=False)
@@ -270,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(plugins()[args.command].load()(rest))
     if rest:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
-    commands = {"run": _run, "status": _status, "cleanup": _cleanup}
+    commands = {"run": _run, "status": _status, "cleanup": _cleanup, "webhook": _webhook}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:  # Ctrl-C: stop quietly, as the shell expects

@@ -34,6 +34,8 @@ from torchproof_sim.store import (
     Store,
     json_copy,
 )
+from torchproof_sim.webhooks import KEY as WEBHOOKS_KEY
+from torchproof_sim.webhooks import Webhooks
 
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
 VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
@@ -353,6 +355,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     faults: ApiFaults | None = None
     access: Access | None = None  # authentication and RBAC of HTTP requests; None: every request is allowed
     field_validation: str = fv.WARN  # for writes that name no `fieldValidation`: the real server's default
+    webhooks: Webhooks = attrs.field(factory=Webhooks)  # mutating admission webhooks' caller
     _counts: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
     _resource_counts: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
     _encode: Encodings = attrs.field(factory=Encodings, init=False)
@@ -493,6 +496,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if verb == "create":
             if route.name is not None:
                 raise ApiError(405, "MethodNotAllowed", f"POST is not supported on {raw_request.path}")
+            if isinstance(data, dict):
+                data = await self._mutate(rt, namespace, data, user or ("system:anonymous", ()))
             return self._stored(self.store.create(rt, namespace, data, owned=True, fields=check, user=user), 201, check)
         if route.name is None:
             if verb == "delete":
@@ -525,6 +530,21 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 options["gracePeriodSeconds"] = query["gracePeriodSeconds"]
             return self._stored(self.store.delete(rt, namespace, route.name, options))
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {raw_request.path}")
+
+    async def _mutate(self, rt: ResourceType, namespace: str | None, obj: Obj,
+                      user: tuple[str, tuple[str, ...]]) -> Obj:
+        """Mutating admission webhooks (webhooks.py) of a create that came over HTTP."""
+        configurations = self.store.list_items(self.store.resolve(WEBHOOKS_KEY))
+        if not configurations:
+            return obj
+        namespace_labels = None
+        if rt.namespaced:
+            meta = obj.setdefault("metadata", {})
+            if isinstance(meta, dict):
+                meta.setdefault("namespace", namespace or "default")
+            found = self.get_object("v1/namespaces", None, str(namespace or "default"))
+            namespace_labels = ((found or {}).get("metadata") or {}).get("labels") or {}
+        return await self.webhooks.admit(configurations, rt, "CREATE", obj, namespace_labels, user)
 
     def _stored(self, obj: Obj, status: int = 200, check: fv.FieldCheck | None = None) -> aiohttp.web.Response:
         """A response with an object the store holds (or held), encoded once for all who send it; the

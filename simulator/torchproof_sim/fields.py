@@ -42,6 +42,8 @@ BUILTIN_DEFINITIONS = {
         "io.k8s.api.admissionregistration.v1.ValidatingAdmissionPolicy",
     ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicyBinding"):
         "io.k8s.api.admissionregistration.v1.ValidatingAdmissionPolicyBinding",
+    ("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration"):
+        "io.k8s.api.admissionregistration.v1.MutatingWebhookConfiguration",
     ("apiextensions.k8s.io", "v1", "CustomResourceDefinition"):
         "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinition",
 }

@@ -119,6 +119,8 @@ BUILTINS = (
              False, status=True),
     _builtin("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings",
              "ValidatingAdmissionPolicyBinding", False),
+    _builtin("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations",
+             "MutatingWebhookConfiguration", False),
 )
 CRD_KEY = "apiextensions.k8s.io/v1/customresourcedefinitions"
 POLICY_KEY = "admissionregistration.k8s.io/v1/validatingadmissionpolicies"

@@ -104,6 +104,8 @@ def test_printer_columns() -> None:
         "Error": (".status.counts.error", 0),
         "Pending": (".status.counts.pending", 0),
         "Ready": ('.status.conditions[?(@.type=="Ready")].status', 0),
+        "Paused": ('.status.conditions[?(@.type=="RolloutPaused")].status', 1),
+        "Performance": (".status.performanceSummary", 1),
         "Age": (".metadata.creationTimestamp", 0),
     }
 

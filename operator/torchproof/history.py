@@ -19,7 +19,7 @@ from torchproof.reasons import Reason
 
 METRIC = "fp16Tflops"  # the key number kept (verdict._key_numbers)
 REGRESSION_PERCENT = 20.0
-REGRESSION = "PerformanceRegression"
+REGRESSION = "PerformanceRegression"  # the finding's code, as `regression` spells it
 MAX_PRODUCTS = 16  # rows of the status summary
 
 
@@ -68,7 +68,7 @@ def regression(value: float | None, previous: NodeRecord | None, product: str,
     for what, reference in references:
         if reference and value < reference * (1 - REGRESSION_PERCENT / 100):
             below = 100 * (reference - value) / reference
-            return Reason(REGRESSION, f"fp16 tensor cores {value:g} TFLOP/s, {below:.0f}% below {what} "
+            return Reason("PerformanceRegression", f"fp16 tensor cores {value:g} TFLOP/s, {below:.0f}% below {what} "
                                       f"{reference:g} TFLOP/s")
     return None
 

@@ -41,7 +41,8 @@ class Cleanup:
 
     @property
     def empty(self) -> bool:
-        return not (self.removal.patches or self.removal.pods or self.configmaps or self.finalizers)
+        return not (self.removal.patches or self.removal.pods or self.removal.gates or self.configmaps
+                    or self.finalizers)
 
 
 def _name(obj: Mapping[str, Any]) -> str:
@@ -96,7 +97,8 @@ def describe_patch(node: str, patch: Mapping[str, Any]) -> str:
 
 def describe(plan: Cleanup, namespace: str) -> list[str]:
     """One line per change, in the order they are made."""
-    lines = [describe_patch(node, patch) for node, patch in plan.removal.patches]
+    lines = [f"node {g.node}: remove the gating taint {L.label_key(g.profile)}" for g in plan.removal.gates]
+    lines += [describe_patch(node, patch) for node, patch in plan.removal.patches]
     lines += [f"pod {namespace}/{name}: delete" for name in plan.removal.pods]
     lines += [f"configmap {namespace}/{name}: delete" for name in plan.configmaps]
     lines += [f"profile {name}: remove finalizer {FINALIZER} (being deleted)" for name in plan.finalizers]
@@ -137,6 +139,10 @@ async def execute(api: KubeApi, namespace: str, *, dry_run: bool, force: bool) -
     profiles = await api.list_profiles()
     plan = plan_cleanup(nodes, pods, configmaps, profiles)
     if not dry_run:
+        for gate in plan.removal.gates:  # the taint before its claim: never a taint left unowned
+            if gate.ops:
+                await api.patch_node_taints(gate.node, gate.ops)
+            await api.patch_node(gate.node, gate.claim)
         for node, patch in plan.removal.patches:
             await api.patch_node(node, patch)
         for name in plan.removal.pods:

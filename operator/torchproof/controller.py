@@ -420,8 +420,15 @@ class Reconciler:
         await _gather(self._safely(api.delete_configmap(ns, name)) for name in stale)
 
     async def _remove(self, removal: Removal) -> bool:
-        """Node patches first, then pods; True when every write landed."""
+        """Gating taints first (each before its claim), then node patches, then pods; True when every write
+        landed."""
         api, failures = self.cfg.api, self.failures
+
+        async def ungate(g: GateUpdate) -> None:
+            if not g.ops or await self._safely(api.patch_node_taints(g.node, g.ops)):
+                await self._safely(api.patch_node(g.node, g.claim))
+
+        await _gather(ungate(g) for g in removal.gates)
         await _gather(self._safely(api.patch_node(node, patch)) for node, patch in removal.patches)
         await _gather(self._safely(api.delete_pod(self.cfg.namespace, pod)) for pod in removal.pods)
         return self.failures == failures

@@ -39,6 +39,7 @@ class GateUpdate:
     """Add or remove a profile's gating taint: the claim (a merge patch) and the taints (a JSON patch)."""
 
     node: str
+    profile: str
     add: bool
     claim: Mapping[str, Any]
     taints: tuple[Mapping[str, Any], ...]
@@ -67,9 +68,9 @@ def release(node: NodeView, profile: str) -> GateUpdate | None:
         return None
     claim = {"metadata": {"annotations": {key: None}}}
     if not has_taint(node, profile):
-        return GateUpdate(node.name, False, claim, node.taints, ())
+        return GateUpdate(node.name, profile, False, claim, node.taints, ())
     kept = [dict(t) for t in node.taints if t.get("key") != L.label_key(profile)]
-    return GateUpdate(node.name, False, claim, tuple(kept), _ops(node, kept))
+    return GateUpdate(node.name, profile, False, claim, tuple(kept), _ops(node, kept))
 
 
 def gate_updates(
@@ -90,6 +91,6 @@ def gate_updates(
             key = L.gate_annotation_key(profile)
             at = node.annotations.get(key) or iso(rollout.now)
             taints = [*(dict(t) for t in node.taints), taint(profile)]
-            out.append(GateUpdate(node.name, True, {"metadata": {"annotations": {key: at}}}, tuple(taints),
+            out.append(GateUpdate(node.name, profile, True, {"metadata": {"annotations": {key: at}}}, tuple(taints),
                                   _ops(node, taints)))
     return out

@@ -121,8 +121,10 @@ def migration_patch(labels: Mapping[str, str], annotations: Mapping[str, str]) -
 
 
 def profiles_on(annotations: Mapping[str, str]) -> frozenset[str]:
-    """Every profile that left a mark on a node: a record, or a label the legacy list names."""
+    """Every profile that left a mark on a node: a record, a gating taint's claim, or a label the legacy list
+    names."""
     prefix = f"{DOMAIN}/"
     owned = {key[len(prefix):] for key in legacy_owned(annotations) if key.startswith(prefix)}
     records = {key[len(RESULT_ANNOTATION_PREFIX):] for key in annotations if key.startswith(RESULT_ANNOTATION_PREFIX)}
-    return frozenset(owned | records)
+    gates = {key[len(GATE_ANNOTATION_PREFIX):] for key in annotations if key.startswith(GATE_ANNOTATION_PREFIX)}
+    return frozenset(owned | records | gates)

@@ -1,4 +1,5 @@
-"""Removing profiles' marks: their labels, records, the legacy owned-labels list and validation pods.
+"""Removing profiles' marks: their labels, records, gating taints, the legacy owned-labels list and validation
+pods.
 
 The deletion handler removes one profile's marks (`plan_removal`), but only when it runs: a profile
 deleted before its finalizer was added, or while the operator was down with the finalizer removed by
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchproof import labels as L
+from torchproof.gating import GateUpdate, release
 from torchproof.podspec import CONFIGMAP_LABELS, CONFIGMAP_PREFIX
 from torchproof.views import NodeView, PodView
 
@@ -28,17 +30,22 @@ FINISHED_PHASES = ("Succeeded", "Failed")  # such a pod's containers never start
 class Removal:
     patches: tuple[tuple[str, Mapping[str, Any]], ...]
     pods: tuple[str, ...]
+    gates: tuple[GateUpdate, ...] = ()  # gating taints and their claims (gating.py), removed before the rest
 
 
 def plan_removal(nodes: Iterable[NodeView], pods: Iterable[PodView], profiles: Collection[str]) -> Removal:
     """Node patches and pod deletions that remove exactly these profiles' marks."""
     gone = set(profiles)
     patches = []
+    gates = []
     for node in nodes:
         mine = L.profiles_on(node.annotations) & gone
         if mine and (patch := L.removal_patch(mine, node.labels, node.annotations)):
             patches.append((node.name, patch))
-    return Removal(tuple(patches), tuple(sorted(pod.name for pod in pods if pod.profile in gone)))
+        for profile in sorted(mine):
+            if (gate := release(node, profile)) is not None:
+                gates.append(gate)
+    return Removal(tuple(patches), tuple(sorted(pod.name for pod in pods if pod.profile in gone)), tuple(gates))
 
 
 def plan_sweep(nodes: Iterable[NodeView], pods: Iterable[PodView], existing: Collection[str]) -> Removal:

@@ -232,3 +232,21 @@ def test_a_product_median_flags_a_node_without_its_own_history() -> None:
     w.step()
     finding = next(f for f in w.record("t4-new").findings if f.startswith("PerformanceRegression"))
     assert "below the Tesla-T4 median 52.1" in finding
+
+
+def test_a_deleted_profiles_gating_taint_is_removed_before_its_claim_and_a_foreign_one_kept() -> None:
+    from torchproof.cleanup import describe, plan_cleanup
+    from torchproof.sweep import plan_removal
+
+    w = Gated([make_node_body("t4-a"), make_node_body("t4-b")], gate=True, rollout={"maxTaintPercent": 100})
+    w.step()
+    assert w.taints("t4-a") == w.taints("t4-b") == [GATE]
+    foreign = w.nodes["t4-b"]
+    foreign["metadata"]["annotations"].pop(L.gate_annotation_key("pytorch-20.06"))
+    removal = plan_removal([node_view(n) for n in w.nodes.values()], [], {"pytorch-20.06"})
+    (gate,) = removal.gates
+    assert (gate.node, gate.profile, gate.add) == ("t4-a", "pytorch-20.06", False)
+    assert [dict(op) for op in gate.ops][-1] == {"op": "replace", "path": "/spec/taints", "value": []}
+    assert gate.claim == {"metadata": {"annotations": {L.gate_annotation_key("pytorch-20.06"): None}}}
+    plan = plan_cleanup(list(w.nodes.values()), [], [], [])
+    assert describe(plan, "torchproof")[0] == "node t4-a: remove the gating taint torchproof.dev/pytorch-20.06"

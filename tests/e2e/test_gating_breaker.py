@@ -62,3 +62,17 @@ async def test_a_failing_canary_pauses_the_wave_until_resumed(failing_env: Env) 
                        "the resumed wave to judge the next node")
         await wait_for(lambda: env.condition("RolloutPaused").get("status") == "True"
                        and env.status()["rollout"].get("resumed") == "1", 20, "the next failure to pause it again")
+
+
+gated_failing_env = make_env_fixture([{"name": "t4-a", "gpu": T4, "faults": ["ampNaN"]}])
+
+
+async def test_a_failed_node_stays_gated_and_deleting_the_profile_removes_the_taint(gated_failing_env: Env) -> None:
+    env = gated_failing_env
+    async with embedded_operator(env.cluster, **FAST):
+        await env.apply(profile(gate=True))
+        await wait_for(lambda: env.label("t4-a") == "failed", 20, "t4-a judged")
+        assert taints(env, "t4-a") == [GATE] and claimed(env, "t4-a")
+        await env.cluster.emulator.delete_object(PROFILES, None, NAME)
+        await wait_for(lambda: env.profile() is None, 20, "the profile's cleanup")
+        assert taints(env, "t4-a") == [] and not claimed(env, "t4-a") and env.label("t4-a") is None

@@ -15,6 +15,7 @@ from torchproof import labels as L
 from torchproof.catalogue import display_name
 from torchproof.compat import hardware_from_labels
 from torchproof.contract import NodeRecord
+from torchproof.history import REGRESSION
 
 MAX_REASONS_WIDTH = 110
 Obj = Mapping[str, Any]
@@ -58,7 +59,8 @@ def node_row(node: Obj, profile: str) -> NodeRow:
     gpu, driver = _gpu_and_driver(labels, record.numbers)
     return NodeRow(
         node=str(meta.get("name", "")), gpu=gpu, driver=driver, verdict=labels.get(L.label_key(profile)),
-        reasons=record.reasons, known_issues=len(record.known_issues),
+        reasons=(*record.reasons, *(f for f in record.findings if f.startswith(REGRESSION))),
+        known_issues=len(record.known_issues),
     )
 
 
@@ -71,8 +73,22 @@ def _condition(profile: Obj, type_: str) -> Mapping[str, Any]:
     return next((c for c in conditions if isinstance(c, Mapping) and c.get("type") == type_), {})
 
 
+def _steering(profile: Obj) -> list[str]:
+    """The breaker's pause, and per GPU product the median and spread of the key number (history.py)."""
+    lines = []
+    paused = _condition(profile, "RolloutPaused")
+    if paused.get("status") == "True":
+        lines.append(f"RolloutPaused ({paused.get('reason', '?')}): {paused.get('message', '')}")
+    for row in (profile.get("status") or {}).get("performance") or []:
+        regressions = f", {row.get('regressions')} regressed" if row.get("regressions") else ""
+        lines.append(f"  fp16 TFLOP/s {row.get('gpu')}: median {row.get('median')} ({row.get('min')}-{row.get('max')}, "
+                     f"spread {row.get('spreadPercent')}%) over {row.get('nodes')} node(s){regressions}")
+    return lines
+
+
 def table(nodes: Sequence[Obj], profiles: Sequence[Obj]) -> str:
-    """One block per profile: the node rows, the Ready condition, and the nodes that wait and why."""
+    """One block per profile: the node rows, the Ready condition, the nodes that wait and why, a paused
+    rollout, and each GPU product's performance."""
     lines: list[str] = []
     for profile in profiles:
         name = str((profile.get("metadata") or {}).get("name", ""))
@@ -88,6 +104,7 @@ def table(nodes: Sequence[Obj], profiles: Sequence[Obj]) -> str:
         lines.append(f"Ready={ready.get('status', '?')} ({ready.get('reason', '?')}): {ready.get('message', '')}")
         for waiting in (profile.get("status") or {}).get("waitingNodes") or []:
             lines.append(f"  waiting: {waiting.get('node')}: {waiting.get('reason')}")
+        lines += _steering(profile)
         lines.append("")
     return "\n".join(lines).rstrip("\n")
 

@@ -58,3 +58,17 @@ def test_the_table_lists_each_profile_with_its_ready_condition_and_waiting_nodes
     assert lines[4:] == ["Ready=False (Waiting): 1 of 2 nodes waiting", "  waiting: t4-b: NodeCordoned"]
     (out,) = as_json(nodes, [profile])["profiles"]
     assert [n["node"] for n in out["nodes"]] == ["t4-a", "t4-b"] and out["status"] == profile["status"]
+
+
+def test_the_table_shows_a_paused_rollout_each_gpu_products_performance_and_a_regression() -> None:
+    profile = {"metadata": {"name": NAME}, "status": {
+        "conditions": [{"type": "Ready", "status": "False", "reason": "Validating", "message": "2 of 3"},
+                       {"type": "RolloutPaused", "status": "True", "reason": "FailureRatio", "message": "2 of 3"}],
+        "performance": [{"gpu": "Tesla-T4", "metric": "fp16Tflops", "nodes": 3, "median": 52.0, "min": 30.0,
+                         "max": 54.0, "spreadPercent": 46.2, "regressions": 1}]}}
+    record = {"verdict": "passed", "findings": ["PerformanceRegression: fp16 tensor cores 30 TFLOP/s, 42% below x",
+                                                "other finding"]}
+    lines = table([node("t4-a", {**T4_LABELS, KEY: "passed"}, record)], [profile]).splitlines()
+    assert lines[2].endswith("passed   PerformanceRegression: fp16 tensor cores 30 TFLOP/s, 42% below x")
+    assert lines[4:] == ["RolloutPaused (FailureRatio): 2 of 3",
+                         "  fp16 TFLOP/s Tesla-T4: median 52.0 (30.0-54.0, spread 46.2%) over 3 node(s), 1 regressed"]

@@ -93,8 +93,9 @@ def request(username: str = OPERATOR, operation: str = "UPDATE") -> Request:
 
 
 LABELS = "torchproof may change only torchproof.dev/* labels on Nodes"
-ANNOTATIONS = "torchproof may change only torchproof.dev/* and result.torchproof.dev/* annotations on Nodes"
-SPEC = "torchproof may not change a Node's spec, finalizers or owner references"
+ANNOTATIONS = ("torchproof may change only torchproof.dev/*, result.torchproof.dev/* and gate.torchproof.dev/* "
+               "annotations on Nodes")
+SPEC = "torchproof may not change a Node's spec but its own torchproof.dev/* taints, nor finalizers or owner references"
 PATCHES = [  # (case, merge patch the operator sends, the validation that refuses it or None)
     ("a verdict label, its record and the owned list", {"metadata": {
         "labels": {"torchproof.dev/pytorch-20.06": "passed"},
@@ -113,6 +114,8 @@ PATCHES = [  # (case, merge patch the operator sends, the validation that refuse
     ("an annotation of another owner added", {"metadata": {"annotations": {"team/owner": "me"}}}, ANNOTATIONS),
     ("an annotation of another owner removed",
      {"metadata": {"annotations": {"node.alpha.kubernetes.io/ttl": None}}}, ANNOTATIONS),
+    ("its gating taint and claim added", {"metadata": {"annotations": {"gate.torchproof.dev/p": "t"}}, "spec": {
+        "taints": [{"key": "torchproof.dev/p", "value": "unvalidated", "effect": "NoSchedule"}]}}, None),
     ("cordoning the node", {"spec": {"unschedulable": True}}, SPEC),
     ("a taint", {"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}, SPEC),
     ("the spec dropped", {"spec": None}, SPEC),
@@ -133,6 +136,28 @@ def test_the_operators_node_patches_by_table(documents: list[dict[str, Any]], ca
         "ValidatingAdmissionPolicy 'torchproof-node-marks' with binding 'torchproof-node-marks' denied request: "
         + refusal)
     assert message == expected
+
+
+@pytest.mark.parametrize(("case", "taints", "refusal"), [
+    ("its own taint added beside another owner's", [{"key": "other", "effect": "NoSchedule"},
+                                                    {"key": "torchproof.dev/p", "effect": "NoSchedule"}], None),
+    ("its own taint removed", [{"key": "other", "effect": "NoSchedule"}], None),
+    ("another owner's taint removed", [{"key": "torchproof.dev/p", "effect": "NoSchedule"}], SPEC),
+    ("another owner's taint changed", [{"key": "other", "effect": "NoExecute"},
+                                       {"key": "torchproof.dev/p", "effect": "NoSchedule"}], SPEC),
+])
+def test_the_operators_taint_patches(documents: list[dict[str, Any]], case: str, taints: list[dict[str, Any]],
+                                     refusal: str | None) -> None:
+    """Gating (gating.py) replaces the taint list: only its own torchproof.dev/* taints may differ."""
+    policy = compile_policy(documents[0])
+    old = node()
+    old["spec"]["taints"] = [{"key": "other", "effect": "NoSchedule"},
+                             {"key": "torchproof.dev/p", "effect": "NoSchedule"}]
+    new = copy.deepcopy(old)
+    new["spec"]["taints"] = taints
+    message = denial(policy, "b", request(), new, old)
+    assert message == (None if refusal is None else
+                       f"ValidatingAdmissionPolicy 'torchproof-node-marks' with binding 'b' denied request: {refusal}")
 
 
 @pytest.mark.parametrize(("case", "username", "operation"), [

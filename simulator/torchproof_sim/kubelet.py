@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 
+from torchproof.checks import default_payloads
+
 from torchproof_sim.emulator import ClusterEmulator
 from torchproof_sim.fleet import (
     GPU_RESOURCE,
@@ -36,8 +38,7 @@ PROFILE_LABEL = "torchproof.dev/profile"
 PLAN_ENV = "TORCHPROOF_PLAN"
 DEFAULT_PLAN: Mapping[str, Any] = {
     "device": "cuda",
-    "checks": {name: {"native": True, "apex": True, "bf16": True} if name == "amp" else {} for name in (
-        "environment", "gpu", "cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu")},
+    "checks": default_payloads(),
 }
 GARBAGE = '{"schema": "torchproof.dev/probe-result/v1", "probe": "1.0", "device": "cu'
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"

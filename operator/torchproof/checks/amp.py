@@ -12,6 +12,7 @@ from torchproof.checks.base import (
     Observed,
     SimulatedPod,
     Skipped,
+    cuda_failure,
     fmt,
     incomplete,
     torch_before,
@@ -131,7 +132,10 @@ class Amp(Check[AmpCheck]):
             )
         return "; ".join(parts)
 
-    def simulate_run(self, pod: SimulatedPod, payload: Mapping[str, Any]) -> dict[str, Any]:
+    def simulate(self, pod: SimulatedPod, payload: Mapping[str, Any]) -> dict[str, Any]:
+        failed = cuda_failure(pod)
+        if failed is not None:
+            return failed
         steps = int(payload.get("steps", 8))
         if pod.device == "cpu":
             return {"status": "ok", "seconds": 3.5,

@@ -4,12 +4,14 @@ A check is one object with every part the operator and the simulator need: its s
 profile, the payload it puts into the probe plan, the schema of its slice of the probe result, the rule
 that judges it (thresholds, proof fields, allowed skips, impossible numbers), its key numbers, its line in
 the local table, and what a simulated probe would report for it. The base class gives the common
-behaviour; a check module overrides only what is its own.
+behaviour; a check module overrides only what is its own, and must give its settings, its table line
+and its simulated outcome.
 """
 
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
@@ -163,7 +165,7 @@ class Enabled(Protocol):
 S = TypeVar("S", bound=Enabled)
 
 
-class Check(Generic[S]):
+class Check(ABC, Generic[S]):
     """One check; a subclass sets its name and settings and overrides the parts that are its own."""
 
     #: The check's key in the plan, the result and the profile's `checks`.
@@ -181,9 +183,9 @@ class Check(Generic[S]):
     #: How long the check takes in the simulator, in seconds.
     simulated_seconds: float = 0.0
 
+    @abstractmethod
     def settings(self, checks: Checks) -> S:
         """This check's section of the typed profile."""
-        raise NotImplementedError
 
     def payload(self, settings: S) -> dict[str, Any]:
         """What the plan passes to the probe's check function."""
@@ -217,23 +219,22 @@ class Check(Generic[S]):
         """Key numbers for the node record and the profile status."""
         return {}
 
+    @abstractmethod
     def describe(self, result: ProbeResult, outcome: CheckOutcome) -> str:
         """The numbers column of `torchproof probe`'s table for an `ok` outcome."""
-        return ", ".join(f"{key} {fmt(value)}" for key, value in outcome.data.items())
 
+    @abstractmethod
     def simulate(self, pod: SimulatedPod, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """The result object a probe would write: a CUDA failure stops the check, else `simulate_run`."""
-        if pod.failure == NO_KERNEL:
-            return {"status": "error", "seconds": 0.1, "error": NO_KERNEL}
-        if pod.failure is not None:
-            return skipped(0.0, "cuda unavailable")
-        return self.simulate_run(pod, payload)
+        """The result object a probe would write for this check in a simulated pod."""
 
-    def simulate_run(self, pod: SimulatedPod, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """The result object when CUDA works (or on a CPU dry run, which never needs it)."""
-        if pod.device == "cpu":
-            return skipped(0.0, "device cpu")
-        return {"status": "ok", "seconds": self.simulated_seconds}
+
+def cuda_failure(pod: SimulatedPod) -> dict[str, Any] | None:
+    """The outcome of a check that needs CUDA when CUDA cannot start in the pod; None when it can."""
+    if pod.failure == NO_KERNEL:
+        return {"status": "error", "seconds": 0.1, "error": NO_KERNEL}
+    if pod.failure is not None:
+        return skipped(0.0, "cuda unavailable")
+    return None
 
 
 def fmt(value: Any) -> str:

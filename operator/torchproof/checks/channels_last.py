@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from torchproof.checks.base import Check, CheckOutcome, Observed, SimulatedPod, fmt
+from torchproof.checks.base import Check, CheckOutcome, Observed, SimulatedPod, cuda_failure, fmt
 from torchproof.checks.fields import REL_ERROR, Validator, boolean, number, optional
 from torchproof.profile import ChannelsLastCheck, Checks
 from torchproof.reasons import Reason
@@ -36,7 +36,10 @@ class ChannelsLast(Check[ChannelsLastCheck]):
     def describe(self, result: ProbeResult, outcome: CheckOutcome) -> str:
         return f"finite {fmt(outcome.flag('finite'))}, rel err {fmt(outcome.number('maxRelError'))}"
 
-    def simulate_run(self, pod: SimulatedPod, payload: Mapping[str, Any]) -> dict[str, Any]:
+    def simulate(self, pod: SimulatedPod, payload: Mapping[str, Any]) -> dict[str, Any]:
+        failed = cuda_failure(pod)
+        if failed is not None:
+            return failed
         return {"status": "ok", "seconds": self.simulated_seconds, "finite": True, "maxRelError": 0.002}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from torchproof.checks.base import Check, CheckOutcome, Observed, SimulatedPod, fmt
+from torchproof.checks.base import Check, CheckOutcome, Observed, SimulatedPod, cuda_failure, fmt
 from torchproof.checks.fields import COUNT, STEPS, Validator, integer, optional
 from torchproof.profile import Checks, Conv3dCheck
 from torchproof.reasons import Reason
@@ -35,7 +35,10 @@ class Conv3d(Check[Conv3dCheck]):
     def describe(self, result: ProbeResult, outcome: CheckOutcome) -> str:
         return f"{fmt(outcome.data.get('nanCount'))} NaN in {fmt(outcome.data.get('iterations'))} iterations"
 
-    def simulate_run(self, pod: SimulatedPod, payload: Mapping[str, Any]) -> dict[str, Any]:
+    def simulate(self, pod: SimulatedPod, payload: Mapping[str, Any]) -> dict[str, Any]:
+        failed = cuda_failure(pod)
+        if failed is not None:
+            return failed
         return {"status": "ok", "seconds": self.simulated_seconds, "iterations": int(payload.get("iterations", 5)),
                 "nanCount": 0}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from torchproof.checks.base import AllowedSkip, Check, CheckOutcome, Observed, SimulatedPod, fmt, skipped
+from torchproof.checks.base import AllowedSkip, Check, CheckOutcome, Observed, SimulatedPod, cuda_failure, fmt, skipped
 from torchproof.checks.fields import DEVICE_COUNT, Validator, boolean, integer, optional
 from torchproof.profile import Checks, MultiGpuCheck
 from torchproof.reasons import Reason
@@ -39,7 +39,10 @@ class MultiGpu(Check[MultiGpuCheck]):
         return (f"{fmt(outcome.data.get('devices'))} GPUs, peer access {fmt(outcome.flag('peerAccess'))}, "
                 f"all-reduce ok {fmt(outcome.flag('allReduceOk'))}")
 
-    def simulate_run(self, pod: SimulatedPod, payload: Mapping[str, Any]) -> dict[str, Any]:
+    def simulate(self, pod: SimulatedPod, payload: Mapping[str, Any]) -> dict[str, Any]:
+        failed = cuda_failure(pod)
+        if failed is not None:
+            return failed
         if pod.device == "cpu":
             return skipped(0.0, "device cpu")
         if pod.visible < 2:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from torchproof import catalogue
-from torchproof.checks.base import AllowedSkip, Board, Check, CheckOutcome, Observed, SimulatedPod, fmt
+from torchproof.checks.base import AllowedSkip, Board, Check, CheckOutcome, Observed, SimulatedPod, cuda_failure, fmt
 from torchproof.checks.fields import MATMUL_SIZE, SPEEDUP, TFLOPS, Validator, integer, number, optional
 from torchproof.profile import Checks, TensorCoresCheck
 from torchproof.reasons import Reason
@@ -75,7 +75,10 @@ class TensorCores(Check[TensorCoresCheck]):
         return f"n={fmt(c.data.get('size'))}: " + ", ".join(rates) + " TFLOP/s" + (
             f" ({', '.join(speedups)})" if speedups else "")
 
-    def simulate_run(self, pod: SimulatedPod, payload: Mapping[str, Any]) -> dict[str, Any]:
+    def simulate(self, pod: SimulatedPod, payload: Mapping[str, Any]) -> dict[str, Any]:
+        failed = cuda_failure(pod)
+        if failed is not None:
+            return failed
         size = int(payload.get("size", 4096))
         if pod.device == "cpu":
             return {"status": "ok", "seconds": 4.0, "size": size, "fp32": 1.2, "fp16": None, "bf16": 1.5,

@@ -204,7 +204,7 @@ class Check(ABC, Generic[S]):
         return []
 
     def evidence(self, settings: S, outcome: CheckOutcome, observed: Observed, skip: Skipped) -> list[Reason]:
-        """Gaps inside an `ok` outcome that passed its thresholds (sub-runs missing or unproven)."""
+        """Gaps inside an `ok` outcome: planned sub-runs missing, skipped without leave, or unproven."""
         return []
 
     def implausible(self, outcome: CheckOutcome, boards: tuple[Board, ...]) -> list[str]:

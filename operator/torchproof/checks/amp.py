@@ -100,7 +100,8 @@ class Amp(Check[AmpCheck]):
 
     def evidence(self, settings: AmpCheck, outcome: CheckOutcome, observed: Observed, skip: Skipped) -> list[Reason]:
         gaps: list[Reason] = []
-        for run in (r for r in RUNS if self.payload(settings)[r]):
+        planned = self.payload(settings)
+        for run in (r for r in RUNS if planned[r]):
             data = outcome.data.get(run)
             if not isinstance(data, Mapping):
                 gaps.append(incomplete(f"amp.{run} missing from the result"))

@@ -144,10 +144,6 @@ class KubeApi:
     async def patch_node(self, name: str, patch: Mapping[str, Any]) -> None:
         await self._call("patch node", self.core.patch_node, name, dict(patch), _content_type=MERGE_PATCH)
 
-    async def get_node(self, name: str) -> dict[str, Any]:
-        node: dict[str, Any] = json.loads((await self._call("get node", self.core.read_node, name)).data)
-        return node
-
     async def patch_profile_status(self, name: str, status: Mapping[str, Any]) -> None:
         await self._call(
             "patch profile/status", self.custom.patch_cluster_custom_object_status,

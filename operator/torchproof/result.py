@@ -33,11 +33,8 @@ from torchproof.checks.fields import (
     string,
 )
 from torchproof.checks.fields import UntrustedResult as UntrustedResult
+from torchproof.contract import MAX_DEVICES, MAX_RESULT_BYTES, RESULT_SCHEMA
 
-RESULT_SCHEMA = "torchproof.dev/probe-result/v1"
-PLAN_SCHEMA = "torchproof.dev/probe-plan/v1"
-MAX_RESULT_BYTES = 4096
-MAX_DEVICES = 8
 MAX_DEPTH = 6
 STATUSES = frozenset({"ok", "error", "timeout", "skipped"})
 MAX_ENV_VARS = 32

@@ -15,11 +15,12 @@ from typing import Any
 from torchproof import catalogue, compat
 from torchproof.checks import BY_NAME, REGISTRY
 from torchproof.checks.base import AllowedSkip, Board, CheckOutcome, Observed, incomplete, torch_version
+from torchproof.contract import MAX_DEVICES
 from torchproof.labels import Verdict
 from torchproof.podspec import build_plan
 from torchproof.profile import KnownIssue, Profile
 from torchproof.reasons import Reason
-from torchproof.result import MAX_DEVICES, ProbeResult, UntrustedResult, parse_result
+from torchproof.result import ProbeResult, UntrustedResult, parse_result
 from torchproof.versions import ComputeCapability, DriverVersion
 from torchproof.views import PodView, Terminated
 
@@ -119,8 +120,12 @@ def judge(profile: Profile, result: ProbeResult, node_labels: Mapping[str, str])
         return Evaluation("incompatible", tuple(blocking[:MAX_REASONS]), (), numbers, tuple(findings))
     issues = _known_issues(profile, found)
     observed = _observed(profile, result, found)
-    for name, outcome in result.checks.items():
-        findings += BY_NAME[name].findings(outcome, observed)
+    if profile.validation.device == "cpu":
+        findings.append(Reason("CpuDryRun", "the probe ran on the CPU (validation.device cpu): the flow works "
+                                            "here, but nothing about a GPU is proven"))
+    else:
+        for name, outcome in result.checks.items():
+            findings += BY_NAME[name].findings(outcome, observed)
     failures: list[Reason] = []
     gaps: list[Reason] = []
     for name, outcome in result.checks.items():
@@ -320,5 +325,8 @@ def _same_version(expected: str, have: str) -> bool:
 
 
 def static_evaluation(profile: Profile, node_labels: Mapping[str, str]) -> compat.CompatResult:
-    """The pre-check from GPU Feature Discovery labels: spend no GPU on a node that certainly can't run it."""
+    """The pre-check from GPU Feature Discovery labels: spend no GPU on a node that certainly can't run it.
+    A CPU dry run skips it: its nodes have no GPU labels, and it spends no GPU."""
+    if profile.validation.device == "cpu":
+        return compat.CompatResult("compatible", (), None)
     return compat.evaluate(profile.requirements, compat.hardware_from_labels(node_labels))

@@ -20,6 +20,7 @@ from torchproof.checks.base import DRIVER_TOO_OLD as DRIVER_TOO_OLD
 from torchproof.checks.base import NO_DRIVER as NO_DRIVER
 from torchproof.checks.base import NO_KERNEL as NO_KERNEL
 from torchproof.checks.base import SimulatedPod, Throughput
+from torchproof.contract import MAX_RESULT_BYTES, PROBE_VERSION, RESULT_SCHEMA
 from torchproof.versions import ComputeCapability, DriverVersion
 
 from torchproof_sim.images import Image, driver_runs, has_kernels
@@ -170,8 +171,6 @@ def throughput(gpu: Board) -> Throughput:
 
 # -- what the probe reports ---------------------------------------------------------------------------
 
-RESULT_SCHEMA = "torchproof.dev/probe-result/v1"
-MAX_RESULT_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -236,7 +235,7 @@ def probe_result(s: ProbeSetting, plan: Mapping[str, Any]) -> dict[str, Any]:
         gpu = {"source": "none", "count": 0, "devices": [], "note": "device cpu: NVML not queried"}
     return {
         "schema": RESULT_SCHEMA,
-        "probe": "1.0",
+        "probe": PROBE_VERSION,
         "device": device,
         "seconds": round(2.5 + sum(c.get("seconds", 0.0) for c in body.values()), 2),
         "env": {"python": image.python, "torch": image.torch, "cuda": image.cuda_short, "cudnn": image.cudnn,

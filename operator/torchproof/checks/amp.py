@@ -54,6 +54,10 @@ def _below_ampere(o: Observed) -> bool:
     return all(b.compute_capability is not None and b.compute_capability < ComputeCapability(8, 0) for b in o.boards)
 
 
+def _cpu_dry_run(o: Observed) -> bool:
+    return o.profile.validation.device == "cpu"
+
+
 def failure(run: str, data: Any, tolerance: float) -> Reason | None:
     """What an amp sub-run that ran shows wrong; None for a good one, a skipped one or none at all."""
     if not isinstance(data, Mapping) or "skipped" in data:
@@ -78,6 +82,18 @@ def _simulated_run(api: str, dtype: str, steps: int, rel_error: float, nan: bool
             "maxRelError": None if nan else rel_error, "skippedSteps": 0}
 
 
+def _simulated_cpu(payload: Mapping[str, Any], steps: int, nan: bool) -> dict[str, Any]:
+    """As the probe on a CPU: native autocast in bf16 (the CPU has no fp16 autocast), no apex, bf16."""
+    out: dict[str, Any] = {"status": "ok", "seconds": 3.5}
+    if payload.get("native"):
+        out["native"] = _simulated_run("torch.autocast+torch.amp.GradScaler", "bfloat16", steps, 0.012, nan)
+    if payload.get("apex"):
+        out["apex"] = {"skipped": "apex amp needs cuda"}
+    if payload.get("bf16"):
+        out["bf16"] = _simulated_run("torch.autocast", "bfloat16", steps, 0.012, nan)
+    return out
+
+
 class Amp(Check[AmpCheck]):
     name = "amp"
     schema: ClassVar[Mapping[str, Validator]] = {run: optional(_run) for run in RUNS}
@@ -85,6 +101,7 @@ class Amp(Check[AmpCheck]):
         AllowedSkip("amp.bf16", "bf16 needs compute capability 8.0 and no GPU in the result has it", _below_ampere),
         AllowedSkip("amp.bf16", "the release's torch predates torch.autocast (PyTorch 1.10)", torch_before((1, 10))),
         AllowedSkip("amp.native", "the release's torch predates torch.cuda.amp (PyTorch 1.6)", torch_before((1, 6))),
+        AllowedSkip("amp.apex", "apex amp needs CUDA, which a CPU dry run does not have", _cpu_dry_run),
     )
     simulated_seconds = 2.1
 
@@ -139,8 +156,7 @@ class Amp(Check[AmpCheck]):
             return failed
         steps = int(payload.get("steps", 8))
         if pod.device == "cpu":
-            return {"status": "ok", "seconds": 3.5,
-                    "bf16": _simulated_run("torch.autocast", "bfloat16", steps, 0.012, pod.amp_nan)}
+            return _simulated_cpu(payload, steps, pod.amp_nan)
         out: dict[str, Any] = {"status": "ok", "seconds": self.simulated_seconds}
         if payload.get("native"):
             out["native"] = (_simulated_run("torch.cuda.amp", "float16", steps, 0.004, pod.amp_nan)

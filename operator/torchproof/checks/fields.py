@@ -10,7 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-MAX_STRING = 200
+from torchproof.contract import MAX_STRING
+
 MAX_INT = 2**53  # I-JSON (RFC 7493): the integers a double holds exactly
 
 

@@ -44,23 +44,24 @@ def _run(args: argparse.Namespace) -> int:
     identity = operator_identity(os.environ)
 
     async def operate(stopped: asyncio.Event | None = None) -> None:
-        await until_reachable(cfg.api.list_profiles)  # retry lines while the API server does not answer
-        if args.metrics_port:
-            start_http_server(args.metrics_port, addr=args.metrics_address, registry=cfg.metrics.registry)
-        await kopf.operator(
-            registry=registry,
-            namespaces=[args.namespace],
-            standalone=args.standalone or args.leader_elect,  # with a Lease, kopf's peering has nothing to add
-            identity=peering.Identity(identity),
-            liveness_endpoint=liveness_url(args.health_address, args.health_port),
-            stop_flag=stopped,
-        )
+        async with cfg.api:  # closed also when kopf never starts (its cleanup handler closes it otherwise)
+            await until_reachable(cfg.api.list_profiles)  # retry lines while the API server does not answer
+            if args.metrics_port:
+                start_http_server(args.metrics_port, addr=args.metrics_address, registry=cfg.metrics.registry)
+            await kopf.operator(
+                registry=registry,
+                namespaces=[args.namespace],
+                standalone=args.standalone or args.leader_elect,  # with a Lease, kopf's peering has nothing to add
+                identity=peering.Identity(identity),
+                liveness_endpoint=liveness_url(args.health_address, args.health_port),
+                stop_flag=stopped,
+            )
 
     try:
         if not args.leader_elect:
             asyncio.run(operate())
             return 0
-        return asyncio.run(_lead(args, KubeApi(configuration, cfg.metrics), identity, timings, operate))
+        return asyncio.run(_lead(args, cfg.api, identity, timings, operate))
     except KubeError as exc:
         hint = " (is the CRD installed? kubectl apply -k deploy/crd)" if exc.status == 404 else ""
         return _fail("run", f"{exc}{hint}", 1)

@@ -45,7 +45,7 @@ class Metrics:
             ["verb", "code"], registry=r,
         )
         self.api_requests = Counter(
-            "torchproof_api_requests_total", "Kubernetes API requests by verb, resource and HTTP status (0: no answer).",
+            "torchproof_api_requests_total", "Kubernetes API requests by verb, resource and HTTP status (0: none).",
             ["verb", "resource", "code"], registry=r,
         )
         self.reconcile_seconds = Histogram(

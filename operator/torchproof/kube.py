@@ -34,10 +34,12 @@ PLURAL = "pytorchreleaseprofiles"
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 PROFILES = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+UNAUTHORIZED = 401
 THROTTLED = 429
 RETRY_AFTER_ATTEMPTS = 5  # a 429 is waited on this many times before the call fails
 RETRY_AFTER_CAP_SECONDS = 30.0
 CONNECT_SECONDS = 10.0
+CREDENTIALS_SECONDS = 60.0  # how long a read bearer token is used before the loader's refresh runs again
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,8 @@ def load_configuration(kubeconfig: str | None = None, server: str | None = None,
 
 
 def _authorization(configuration: client.Configuration) -> str:
-    """The bearer header, read per request: an in-cluster token is rotated, and its refresh hook runs here."""
+    """The bearer header; the loader's refresh hook (a rotated in-cluster token, an expiring kubeconfig token)
+    runs here."""
     return str(configuration.get_api_key_with_prefix("BearerToken")
                or configuration.get_api_key_with_prefix("authorization") or "")
 
@@ -124,6 +127,9 @@ class KubeApi:
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._base = configuration.host.rstrip("/")
+        self._proxy = configuration.proxy
+        self._authorization = ""
+        self._authorized_at = -CREDENTIALS_SECONDS
 
     async def __aenter__(self) -> KubeApi:
         return self
@@ -153,9 +159,14 @@ class KubeApi:
         return self._session
 
     def _headers(self, content_type: str = JSON) -> dict[str, str]:
+        """Headers with the bearer token, read again once a minute (as client-go re-reads a projected token): the
+        kubeconfig loader's refresh hook rebuilds the whole Configuration, which cost 0.35 ms on every call."""
+        now = asyncio.get_running_loop().time()
+        if now - self._authorized_at >= CREDENTIALS_SECONDS:
+            self._authorization, self._authorized_at = _authorization(self.configuration), now
         headers = {"Content-Type": content_type, "Accept": JSON}
-        if authorization := _authorization(self.configuration):
-            headers["Authorization"] = authorization
+        if self._authorization:
+            headers["Authorization"] = self._authorization
         return headers
 
     def _count(self, verb: str, code: int) -> None:
@@ -194,6 +205,7 @@ class KubeApi:
             try:
                 async with self._http().request(
                     method, self._base + path, data=data, params=params, headers=self._headers(content_type),
+                    proxy=self._proxy,
                     timeout=aiohttp.ClientTimeout(total=left, sock_connect=CONNECT_SECONDS),
                 ) as response:
                     payload = await response.read()
@@ -205,6 +217,8 @@ class KubeApi:
             self._count(verb, status)
             if status < 300:
                 return payload
+            if status == UNAUTHORIZED:  # perhaps a rotated token: read it again on the next call
+                self._authorized_at = -CREDENTIALS_SECONDS
             if status in expected:
                 return None
             error = KubeError(verb, status, _message(payload, response.reason), retry_after)
@@ -241,7 +255,7 @@ class KubeApi:
                  "timeoutSeconds": str(seconds)}
         try:
             async with self._http().get(
-                self._base + path, params=query, headers=self._headers(),
+                self._base + path, params=query, headers=self._headers(), proxy=self._proxy,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_SECONDS, sock_read=seconds + 30),
             ) as response:
                 self._count(verb, response.status)

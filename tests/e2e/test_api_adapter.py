@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from torchproof.kube import KubeApi, KubeError, load_configuration
@@ -70,3 +71,24 @@ async def test_every_failure_is_a_kube_error_and_counted(cluster: EmbeddedCluste
     assert metrics.api_errors.labels("watch nodes", "401")._value.get() == 1
     assert metrics.api_errors.labels("patch node", "0")._value.get() == 1
     assert metrics.api_requests.labels("list", "nodes", "401")._value.get() == 1
+
+
+async def test_the_token_is_read_once_a_minute_and_again_after_a_401(cluster: EmbeddedCluster) -> None:
+    configuration = load_configuration(server=cluster.url, token="stale")
+    mounted = {"token": "stale"}
+    reads: list[str] = []
+
+    def refresh(c: Any) -> None:  # what the kubeconfig and in-cluster loaders install: the token read afresh
+        reads.append(mounted["token"])
+        c.api_key = {"authorization": mounted["token"]}
+
+    configuration.refresh_api_key_hook = refresh
+    async with KubeApi(configuration) as api:
+        with pytest.raises(KubeError) as refused:
+            await api.list_nodes()
+        assert refused.value.status == 401
+        first = len(reads)
+        mounted["token"] = cluster.admin_token  # rotated
+        for _ in range(5):
+            assert [n["metadata"]["name"] for n in await api.list_nodes()] == ["gpu-0"]
+    assert len(reads) == 2 * first, "read at the first call, and again after the 401 only"

@@ -18,7 +18,13 @@ import yaml
 from gadgets import GADGETS, GROUP, PLURAL, VERSION
 from torchproof_sim import ApiError, ApiFaults, BackgroundCluster, EmbeddedCluster
 from torchproof_sim.emulator import Encodings
-from torchproof_sim.store import LabelSelector, apply_json_patch, apply_merge_patch, apply_strategic_merge_patch
+from torchproof_sim.store import (
+    LabelSelector,
+    PatchError,
+    apply_json_patch,
+    apply_merge_patch,
+    apply_strategic_merge_patch,
+)
 
 NS = "testns"
 
@@ -231,6 +237,45 @@ def test_merge_json_and_strategic_patches_over_http(background: BackgroundCluste
     assert code == 422 and "test" in body["message"]
     assert http(background, "GET", f"{path}/c")[1]["data"] == {"b": "x", "d": "4"}
     assert http(background, "PATCH", f"{path}/c", {}, "application/apply-patch+yaml")[0] == 415
+
+
+# RFC 7386 appendix A: (target, patch, result).
+RFC7386_EXAMPLES = [
+    ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+    ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+    ({"a": "b"}, {"a": None}, {}),
+    ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
+    ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
+    ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
+    ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+    ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
+    (["a", "b"], ["c", "d"], ["c", "d"]),
+    ({"a": "b"}, ["c"], ["c"]),
+    ({"a": "foo"}, None, None),
+    ({"a": "foo"}, "bar", "bar"),
+    ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
+    ([1, 2], {"a": "b", "c": None}, {"a": "b"}),
+    ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
+]
+
+
+@pytest.mark.parametrize(("target", "patch", "result"), RFC7386_EXAMPLES)
+def test_merge_patch_follows_rfc7386_appendix_a(target: Any, patch: Any, result: Any) -> None:
+    assert apply_merge_patch(target, patch) == result
+
+
+def test_json_patch_refusals_say_which_kind() -> None:
+    with pytest.raises(PatchError) as failed:
+        apply_json_patch({"a": 1}, [{"op": "test", "path": "/a", "value": 2}])
+    assert failed.value.failed_test
+    for bad in ([{"op": "remove", "path": "/missing"}], [{"op": "nope", "path": "/a"}], [{"path": "/a"}],
+                [{"op": "add", "path": "a", "value": 1}], {"op": "add"}):
+        with pytest.raises(PatchError) as refused:
+            apply_json_patch({"a": 1}, bad)
+        assert not refused.value.failed_test
+    original = {"l": [1]}
+    assert apply_json_patch(original, [{"op": "add", "path": "/l/-", "value": 2}]) == {"l": [1, 2]}
+    assert original == {"l": [1]}  # all or nothing, and the stored object is never changed in place
 
 
 def test_patch_functions() -> None:

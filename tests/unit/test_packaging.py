@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -43,9 +44,17 @@ def test_simulate_without_the_simulator_says_what_to_install(monkeypatch: pytest
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Both wheels, built without network or build isolation, unpacked as an installer would lay them out."""
+    """Both wheels, built without network or build isolation from copies of the sources (a build writes
+    `build/` beside them), unpacked as an installer would lay them out."""
     out = tmp_path_factory.mktemp("wheels")
-    for source in (ROOT, ROOT / "simulator"):
+    junk = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    src = out / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for tree in ("operator", "simulator"):
+        shutil.copytree(ROOT / tree, src / tree, ignore=junk)
+    for source in (src, src / "simulator"):
         subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                         "-w", str(out / "dist"), str(source)], check=True, capture_output=True)
     site = out / "site"

@@ -29,10 +29,6 @@ TOMBSTONE_SECONDS = 60.0
 V = TypeVar("V")
 
 
-class _Expired(Exception):
-    """The watch's resourceVersion is too old: list again."""
-
-
 @dataclass(frozen=True)
 class Backoff:
     """Delays after consecutive failures: `first`, doubling up to `cap`, each drawn from [½, 1] of itself (jitter:
@@ -112,12 +108,12 @@ class Informer(Generic[V]):
                 while True:
                     version = await self._watch(version)
                     failures = 0  # a watch that ran its course: the server is back
-            except _Expired:
-                continue
-            except Exception as exc:  # any failure: log, back off, list again (level-triggered, nothing is lost)
+            except Exception as exc:  # any failure: back off, list again (level-triggered, nothing is lost)
+                kube = exc if isinstance(exc, KubeError) else None
+                if kube is not None and kube.status == GONE:
+                    continue  # the watch's resourceVersion is too old: list again at once
                 failures += 1
-                retry_after = exc.retry_after if isinstance(exc, KubeError) else None
-                delay = self.backoff.delay(failures, retry_after)
+                delay = self.backoff.delay(failures, kube.retry_after if kube is not None else None)
                 log.warning("%s watch failed, listing again in %.1fs: %s", self.what, delay, exc)
                 await asyncio.sleep(delay)
 
@@ -129,17 +125,14 @@ class Informer(Generic[V]):
         return str((document.get("metadata") or {}).get("resourceVersion") or "")
 
     async def _watch(self, version: str) -> str:
-        async for event in self.api.watch(self.what, self.source.path, self.source.params, version,
-                                          self.watch_seconds):
-            version = self._event(event) or version
+        events = self.api.watch(self.what, self.source.path, self.source.params, version, self.watch_seconds)
+        async with contextlib.aclosing(events):  # an event that ends the watch closes its request at once
+            async for event in events:
+                version = self._event(event) or version
         return version
 
     def _event(self, event: dict[str, Any]) -> str | None:
         kind, obj = event.get("type"), event.get("object") or {}
-        if kind == "ERROR":
-            if obj.get("code") == GONE:
-                raise _Expired()
-            raise KubeError(f"watch {self.what}", int(obj.get("code") or 0), str(obj.get("message"))[:300])
         meta = obj.get("metadata") or {}
         if kind in ("ADDED", "MODIFIED"):
             self._put((str(meta.get("name", "")), self.view(obj)))

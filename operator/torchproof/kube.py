@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -128,6 +128,7 @@ class KubeApi:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._base = configuration.host.rstrip("/")
         self._proxy = configuration.proxy
+        self._server_hostname = configuration.tls_server_name or None
         self._authorization = ""
         self._authorized_at = -CREDENTIALS_SECONDS
 
@@ -201,11 +202,13 @@ class KubeApi:
         deadline = None if timeout is None else loop.time() + timeout
         data = None if body is None else json.dumps(body)
         for attempt in range(RETRY_AFTER_ATTEMPTS + 1):
-            left = None if deadline is None else max(0.0, deadline - loop.time())
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:  # aiohttp reads a zero timeout as none
+                raise self._failed(KubeError(verb, 0, f"no time left of its {timeout}s"))
             try:
                 async with self._http().request(
                     method, self._base + path, data=data, params=params, headers=self._headers(content_type),
-                    proxy=self._proxy,
+                    proxy=self._proxy, server_hostname=self._server_hostname,
                     timeout=aiohttp.ClientTimeout(total=left, sock_connect=CONNECT_SECONDS),
                 ) as response:
                     payload = await response.read()
@@ -248,14 +251,16 @@ class KubeApi:
         return await self._json(f"list {what}", "GET", path, params=params) or {}
 
     async def watch(self, what: str, path: str, params: Mapping[str, str], version: str,
-                    seconds: int) -> AsyncIterator[dict[str, Any]]:
-        """The events of one watch from `version`, which the server ends after `seconds`; errors as `KubeError`."""
+                    seconds: int) -> AsyncGenerator[dict[str, Any], None]:
+        """The events of one watch from `version`, which the server ends after `seconds`; errors, an ERROR event
+        included, as `KubeError`."""
         verb = f"watch {what}"
         query = {**params, "watch": "true", "resourceVersion": version, "allowWatchBookmarks": "true",
                  "timeoutSeconds": str(seconds)}
         try:
             async with self._http().get(
                 self._base + path, params=query, headers=self._headers(), proxy=self._proxy,
+                server_hostname=self._server_hostname,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_SECONDS, sock_read=seconds + 30),
             ) as response:
                 self._count(verb, response.status)
@@ -264,8 +269,14 @@ class KubeApi:
                     raise self._failed(KubeError(verb, response.status, _message(payload, response.reason),
                                                  _retry_after(response.headers.get("Retry-After"))))
                 async for line in response.content:
-                    if line.strip():
-                        yield json.loads(line)
+                    if not line.strip():
+                        continue
+                    event: dict[str, Any] = json.loads(line)
+                    if event.get("type") == "ERROR":  # a Status; 410 Gone: the version is too old, list again
+                        status = event.get("object") or {}
+                        raise self._failed(KubeError(verb, int(status.get("code") or 0),
+                                                     str(status.get("message"))[:300]))
+                    yield event
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             raise self._failed(KubeError(verb, 0, (str(exc) or type(exc).__name__)[:300])) from None
 

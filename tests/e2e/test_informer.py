@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from torchproof.informer import Backoff, Informer, Source
-from torchproof.kube import KubeApi, load_configuration
+from torchproof.kube import KubeApi, KubeError, load_configuration
 from torchproof.views import PodView, pod_view
 from torchproof_sim.cluster import EmbeddedCluster
 from torchproof_sim.emulator import ApiFaults
@@ -86,6 +86,34 @@ async def test_an_outage_costs_a_bounded_number_of_lists(cluster: EmbeddedCluste
         cluster.emulator.faults = None
         await cluster.emulator.create_object(PODS, pod("after"))
         await wait_for(lambda: "after" in informer.items, timeout=10, what="the informer to recover")
+    finally:
+        await informer.stop()
+
+
+class ExpiringApi:
+    """Lists succeed; the first watch answers 410 Gone (its version too old), later ones stay open."""
+
+    def __init__(self) -> None:
+        self.lists = 0
+
+    async def list_raw(self, what: str, path: str, params: Any) -> dict[str, Any]:
+        self.lists += 1
+        return {"metadata": {"resourceVersion": str(self.lists)}, "items": [pod("kept")]}
+
+    async def watch(self, what: str, path: str, params: Any, version: str, seconds: int) -> AsyncIterator[Any]:
+        if self.lists == 1:
+            raise KubeError(f"watch {what}", 410, "too old resource version")
+        await asyncio.Event().wait()
+        yield {}
+
+
+async def test_an_expired_watch_lists_again_at_once_without_backing_off() -> None:
+    api = ExpiringApi()
+    informer: Informer[PodView] = Informer(api, SOURCE, pod_view, lambda _: None,  # type: ignore[arg-type]
+                                           clock=time.time, backoff=Backoff(first=60.0))
+    informer.start()
+    try:
+        await wait_for(lambda: api.lists >= 2, timeout=5, what="a second list at once, not after 30-60 s")
     finally:
         await informer.stop()
 

@@ -61,7 +61,8 @@ def _run(args: argparse.Namespace) -> int:
         if not args.leader_elect:
             asyncio.run(operate())
             return 0
-        return asyncio.run(_lead(args, cfg.api, identity, timings, operate))
+        # The Lease has its own session: a renewal never queues behind the operator's writes for a connection.
+        return asyncio.run(_lead(args, KubeApi(configuration, cfg.metrics), identity, timings, operate))
     except KubeError as exc:
         hint = " (is the CRD installed? kubectl apply -k deploy/crd)" if exc.status == 404 else ""
         return _fail("run", f"{exc}{hint}", 1)

@@ -94,13 +94,14 @@ def sync_pool(url: str, token: str) -> Client:
         return await asyncio.get_running_loop().run_in_executor(pool, fn)
 
     def listed() -> tuple[int, str]:
-        document = json.loads(core.list_node(_preload_content=False).data)
+        response: Any = core.list_node(_preload_content=False)  # raw urllib3 response, not a model
+        document = json.loads(response.data)
         return len(document["items"]), document["metadata"]["resourceVersion"]
 
     def watched(version: str, events: int) -> int:
-        response = core.list_node(watch=True, resource_version=version, _preload_content=False)
+        response: Any = core.list_node(watch=True, resource_version=version, _preload_content=False)
         seen = 0
-        for line in iter_resp_lines(response):
+        for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
             if line.strip():
                 json.loads(line)
                 seen += 1
@@ -110,7 +111,7 @@ def sync_pool(url: str, token: str) -> Client:
         return seen
 
     def patched(name: str) -> None:
-        response = core.patch_node(name, {"metadata": {"labels": {"torchproof.dev/x": "passed"}}},
+        response: Any = core.patch_node(name, {"metadata": {"labels": {"torchproof.dev/x": "passed"}}},
                                    _content_type=MERGE, _preload_content=False)
         _ = response.data
         response.release_conn()

@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from typing import Any
 
 import yaml
 from torchproof import labels as L
-from torchproof.plan import PlanInput, PlanMemo, compute_plan
+from torchproof.contract import NodeRecord, parse_time
+from torchproof.plan import PlanInput, compute_plan
 from torchproof.podspec import build_pod
 from torchproof.profile import parse_profile
 from torchproof.views import node_view, pod_view
@@ -34,12 +34,9 @@ def state(n: int) -> PlanInput:
     for i, sim in enumerate(parse_fleet(fleet_data(n)).nodes):
         view = node_view(build_node(sim))
         if i % 2 == 0:
-            record: dict[str, Any] = {
-                "verdict": "passed", "reasons": [], "findings": [], "knownIssues": [], "numbers": {},
-                "at": "2026-11-29T00:00:00Z", "generation": 1, "specHash": profile.spec_hash,
-                "fingerprint": view.fingerprint, "revalidate": "/", "image": profile.image,
-            }
-            patch = L.verdict_patch(profile.name, view.annotations, "passed", record)["metadata"]
+            record = NodeRecord("passed", parse_time("2026-11-29T00:00:00Z"), 1, spec_hash=profile.spec_hash,
+                                fingerprint=view.fingerprint, revalidate="/", image=profile.image)
+            patch = L.verdict_patch(profile.name, view.labels, view.annotations, "passed", record)["metadata"]
             view = node_view(build_node(sim) | {"metadata": {
                 **build_node(sim)["metadata"],
                 "labels": {**view.labels, **patch["labels"]},
@@ -63,11 +60,12 @@ def state(n: int) -> PlanInput:
 
 def main(sizes: list[int]) -> None:
     for n in sizes:
-        inp = dataclasses.replace(state(n), memo=PlanMemo())
-        compute_plan(inp)
+        inp = state(n)
+        memo = compute_plan(inp).memo
         started = time.perf_counter()
         for _ in range(PASSES):
-            plan = compute_plan(inp)
+            plan = compute_plan(dataclasses.replace(inp, memo=memo))
+            memo = plan.memo
         ms = (time.perf_counter() - started) / PASSES * 1000
         print(f"{n:>6} nodes: {ms:7.1f} ms per pass ({len(plan.create)} creates, {len(plan.update)} updates)")
 

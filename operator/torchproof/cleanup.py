@@ -3,7 +3,7 @@
 For uninstalling when profiles cannot be deleted the normal way (docs/install.md, "Uninstall"): the operator
 is already gone, so its deletion handler never runs and each deleted profile hangs on its finalizer. This
 removes what that handler would have, for every profile at once: from nodes, the labels torchproof owns,
-the result records and the owned-labels annotation (`sweep.plan_removal`); the validation pods and probe
+the result records and the legacy owned-labels annotation (`sweep.plan_removal`); the validation pods and probe
 ConfigMaps in the operator's namespace; and, last, the finalizer of each profile already being deleted, so
 its deletion completes. The revalidate annotation is left: an administrator sets it, not torchproof.
 
@@ -27,7 +27,6 @@ FINALIZER = f"{L.DOMAIN}/cleanup"  # the operator's (kopf's persistence.finalize
 # The operator Deployment's pod labels (deploy/manager/deployment.yaml).
 OPERATOR_LABELS: Mapping[str, str] = {"app.kubernetes.io/name": "torchproof",
                                       "app.kubernetes.io/component": "operator"}
-CONFLICT_RETRIES = 5  # a node changed between the list and its patch: read it again, this many times
 
 
 class CleanupRefused(Exception):
@@ -84,7 +83,7 @@ def running_operators(pods: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def describe_patch(node: str, patch: Mapping[str, Any]) -> str:
-    """`node N: remove labels ...; remove annotations ...; set annotation k=v` (the owned-labels list shrinks)."""
+    """`node N: remove labels ...; remove annotations ...; set annotation k=v`."""
     meta = patch.get("metadata") or {}
     parts = []
     for kind in ("labels", "annotations"):
@@ -139,7 +138,7 @@ async def execute(api: KubeApi, namespace: str, *, dry_run: bool, force: bool) -
     plan = plan_cleanup(nodes, pods, configmaps, profiles)
     if not dry_run:
         for node, patch in plan.removal.patches:
-            await remove_from_node(api, node, patch)
+            await api.patch_node(node, patch)
         for name in plan.removal.pods:
             await api.delete_pod(namespace, name)
         for name in plan.configmaps:
@@ -148,24 +147,6 @@ async def execute(api: KubeApi, namespace: str, *, dry_run: bool, force: bool) -
         for name in plan.finalizers:
             await _release(api, by_name[name])
     return describe(plan, namespace), summary(plan, dry_run)
-
-
-async def remove_from_node(api: KubeApi, node: str, patch: Mapping[str, Any]) -> None:
-    """Apply a node's removal patch; on a conflict (the node changed since it was listed) read it again and
-    patch what is left to remove."""
-    for _ in range(CONFLICT_RETRIES):
-        try:
-            await api.patch_node(node, patch)
-            return
-        except KubeError as exc:
-            if exc.status != 409:
-                raise
-        view = node_view(await api.get_node(node))
-        again = plan_removal([view], [], L.profiles_on(view.annotations)).patches
-        if not again:
-            return
-        patch = again[0][1]
-    await api.patch_node(node, patch)
 
 
 async def _release(api: KubeApi, profile: Mapping[str, Any]) -> None:

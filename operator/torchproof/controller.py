@@ -51,8 +51,6 @@ from torchproof.views import NodeView, PodView, node_view, pod_view
 log = logging.getLogger("torchproof")
 POD_SELECTOR = {"app.kubernetes.io/managed-by": L.MANAGED_BY, "app.kubernetes.io/component": "validation"}
 CLEANUP_RETRY_SECONDS = 1.0
-CONFLICT_RETRIES = 3
-CONFLICT_JITTER = 0.05
 PASS_RETRY_MAX = 60.0  # a failing pass is retried after error_backoff, doubling up to this
 
 
@@ -179,6 +177,7 @@ class Reconciler:
             create_backoff=loop.create_backoff,
             lost_grace=self.cfg.lost_grace,
         ))
+        loop.memo = plan.memo
         await self.apply(body, loop, plan, pods, now)
         self.cfg.metrics.reconcile_seconds.labels(name).observe(time.monotonic() - started)
         retries = [b.retry_at for b in loop.create_backoff.values() if b.retry_at > now]  # this pass's refusals
@@ -300,27 +299,10 @@ class Reconciler:
             asyncio.get_running_loop().call_later(self.cfg.error_backoff, loop.wake.set)
 
     async def _patch_node(self, u: NodeUpdate) -> Mapping[str, Any] | None:
-        """Patch; on a conflict, read the node again and rebase the change on it (as client-go's
-        RetryOnConflict does) rather than wait for the next pass, whose view may still be as stale.
+        """A plain merge patch of the profile's own keys (labels.py), which no other writer conflicts with.
         Returns the patch that landed, or None."""
-        patch: Mapping[str, Any] | None = u.patch
-        for attempt in range(CONFLICT_RETRIES + 1):
-            assert patch is not None
-            try:
-                await self.cfg.api.patch_node(u.node, patch)
-                return patch
-            except KubeError as exc:
-                self._failed(exc)
-                if exc.status != 409 or attempt == CONFLICT_RETRIES:
-                    return None
-            await asyncio.sleep(random.uniform(0, CONFLICT_JITTER))  # writers that collided should not again
-            try:
-                patch = u.rebase(node_view(await self.cfg.api.get_node(u.node)))
-            except KubeError as exc:
-                self._failed(exc)
-                return None
-            if patch is None:
-                return u.patch
+        if await self._safely(self.cfg.api.patch_node(u.node, u.patch)):
+            return u.patch
         return None
 
     async def _ensure_configmap(self, now: float) -> None:

@@ -295,9 +295,6 @@ class KubeApi:
     async def patch_node(self, name: str, patch: Mapping[str, Any]) -> None:
         await self._call("patch node", "PATCH", f"/api/v1/nodes/{name}", body=patch, content_type=MERGE_PATCH)
 
-    async def get_node(self, name: str) -> dict[str, Any]:
-        return await self._json("get node", "GET", f"/api/v1/nodes/{name}") or {}
-
     async def patch_profile_status(self, name: str, status: Mapping[str, Any]) -> None:
         await self._call("patch profile/status", "PATCH", f"{PROFILES}/{name}/status", body={"status": status},
                          content_type=MERGE_PATCH)

@@ -25,10 +25,11 @@ from typing import Any
 import yaml
 
 from torchproof import logs
-from torchproof.podspec import PLAN_ENV, build_plan
+from torchproof.contract import PLAN_ENV, PLAN_SCHEMA
+from torchproof.podspec import build_plan
 from torchproof.probe import PROBE_PATH
 from torchproof.profile import InvalidSpec, parse_profile
-from torchproof.result import CHECK_NAMES, PLAN_SCHEMA, CheckOutcome, ProbeResult, UntrustedResult, parse_result
+from torchproof.result import CHECK_NAMES, CheckOutcome, ProbeResult, UntrustedResult, parse_result
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_NO_RESULT = 0, 1, 2, 3
 FAILED_STATUSES = ("error", "timeout")

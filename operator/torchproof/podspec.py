@@ -12,12 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchproof import labels as L
+from torchproof.contract import PLAN_ENV, PLAN_SCHEMA, RESULT_PATH
 from torchproof.profile import Profile
-from torchproof.result import PLAN_SCHEMA
 
 PROBE_MOUNT = "/opt/torchproof"
-TERMINATION_LOG = "/dev/termination-log"
-PLAN_ENV = "TORCHPROOF_PLAN"
 SCRATCH = "/tmp"  # an emptyDir: the only writable place when the root filesystem is read-only
 # Where torch and its libraries write caches, all pointed into the scratch volume; USER because
 # getpass.getuser() (torch.compile's cache names) raises KeyError for a uid without a passwd entry.
@@ -65,9 +63,9 @@ def build_plan(profile: Profile) -> dict[str, Any]:
     return {
         "schema": PLAN_SCHEMA,
         "profile": profile.name,
-        "device": "cuda",
+        "device": profile.validation.device,
         "timeBudgetSeconds": c.time_budget_seconds,
-        "resultPath": TERMINATION_LOG,
+        "resultPath": RESULT_PATH,
         "checks": checks,
     }
 
@@ -132,9 +130,10 @@ def build_pod(
     configmap: str,
 ) -> dict[str, Any]:
     v = profile.validation
-    gpus = str(v.gpus_per_probe)
-    limits: dict[str, str] = {**v.resources.get("limits", {}), v.gpu_resource: gpus}
-    requests: dict[str, str] = {**v.resources.get("requests", {}), v.gpu_resource: gpus}
+    gpu = v.device == "cuda"  # a CPU dry run asks for no GPU and needs no GPU node's toleration
+    devices = {v.gpu_resource: str(v.gpus_per_probe)} if gpu else {}
+    limits: dict[str, str] = {**v.resources.get("limits", {}), **devices}
+    requests: dict[str, str] = {**v.resources.get("requests", {}), **devices}
     pod_security, container_security = security_contexts(profile)
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -151,7 +150,7 @@ def build_pod(
                 }
             }
         },
-        "tolerations": [dict(t) for t in GPU_TOLERATIONS] + [dict(t) for t in v.tolerations],
+        "tolerations": [dict(t) for t in GPU_TOLERATIONS if gpu] + [dict(t) for t in v.tolerations],
         "containers": [
             {
                 "name": "probe",
@@ -166,7 +165,7 @@ def build_pod(
                     *({"name": name, "value": value} for name, value in SCRATCH_ENV),
                 ],
                 "resources": {"limits": limits, "requests": requests},
-                "terminationMessagePath": TERMINATION_LOG,
+                "terminationMessagePath": RESULT_PATH,
                 "terminationMessagePolicy": "File",
                 "volumeMounts": [
                     {"name": "probe", "mountPath": PROBE_MOUNT, "readOnly": True},

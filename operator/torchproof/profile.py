@@ -1,47 +1,53 @@
-"""The typed PyTorchReleaseProfile: parse once, at the edge, then trust the value everywhere.
+"""The typed PyTorchReleaseProfile: the CRD's schema is generated from these models, and parse once, at
+the edge, then trust the value everywhere.
 
-`parse_profile` applies the CRD's defaults (an object read from a file, or written before a default
-existed, may lack them) and re-checks what the CRD checks, so a profile that slipped past admission
-(an old CRD, a local file) fails here with the field's path instead of deep inside a handler.
+Each field's bounds, pattern, enum, default and description are declared once, on the model
+(`torchproof.crdmodel`); `python -m torchproof.crdgen` writes the CRD from them and `parse_profile` reads
+an object against the same declarations, so a profile that slipped past admission (an old CRD, a local
+file) fails here with the field's path instead of deep inside a handler. The CEL rules live on the models
+too and are the API server's to evaluate; what they say across fields is checked again below, once, in
+`_check`, with the rule's own message where it names the field.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, is_dataclass
 from decimal import Decimal
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Final
 
 from torchproof.catalogue import ARCHITECTURES
+from torchproof.crdmodel import InvalidSpec as InvalidSpec  # where the operator has always found it
+from torchproof.crdmodel import Items, Rule, decode_object, prop, schema_pattern, validations, wire_name
 from torchproof.versions import ComputeCapability, DriverVersion
 
 PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
 PRECISIONS: Final = ("fp32", "fp16", "amp", "tf32", "bf16")
 SEVERITIES: Final = ("info", "warning", "critical")
 SELECTOR_OPERATORS: Final = ("In", "NotIn", "Exists", "DoesNotExist")
-COMPONENTS: Final = ("cuda", "pytorch", "python", "ubuntu", "cudnn", "nccl", "tensorrt")
 TAINT_EFFECTS: Final = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+DEVICES: Final = ("cuda", "cpu")
 
-_NAME = re.compile(r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_RELEASE = re.compile(r"^\d{2}\.\d{2}$")
-_IMAGE = re.compile(r"^[a-z0-9][A-Za-z0-9._/:@-]*$")
-_COMPONENT = re.compile(r"^[0-9][0-9A-Za-z.+-]*$")
-_DRIVER = re.compile(r"^\d{1,4}(\.\d{1,4}){0,2}$")
-_CC = re.compile(r"^\d{1,2}\.\d$")
-_ISSUE_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+NAME_MAX_LENGTH: Final = 63  # the name part of the node label torchproof.dev/<name>
+LABEL_KEY_MAX_LENGTH: Final = 317  # a DNS subdomain prefix (253), a slash and a name (63)
+_NAME = schema_pattern(r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+DNS_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_COMPONENT: Final = r"^[0-9][0-9A-Za-z.+-]*$"
+_DRIVER: Final = r"^\d{1,4}(\.\d{1,4}){0,2}$"
+_CC: Final = r"^\d{1,2}\.\d$"
+# Label syntax, which a structural schema cannot ask of map keys; _check holds keys and values to it.
+_LABEL_KEY = schema_pattern(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
                         r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-_DURATION = re.compile(r"^(\d{1,6}[hms])+$")
-_DURATION_PART = re.compile(r"(\d+)([hms])")
-_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+LABEL_VALUE: Final = r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
+DURATION: Final = r"^(\d{1,6}[hms])+$"
+_DURATION_PART = re.compile(r"(\d+)([hms])", re.ASCII)
+QUANTITY: Final = r"^\d+(\.\d+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+_DURATION_RE, _QUANTITY_RE, _LABEL_VALUE_RE = (schema_pattern(p) for p in (DURATION, QUANTITY, LABEL_VALUE))
 _QUANTITY_SCALE: Final = {
     None: Decimal(1), "m": Decimal("0.001"), "k": Decimal(10) ** 3, "M": Decimal(10) ** 6,
     "G": Decimal(10) ** 9, "T": Decimal(10) ** 12, "P": Decimal(10) ** 15, "E": Decimal(10) ** 18,
@@ -52,146 +58,199 @@ _UNITS: Final = {"h": 3600, "m": 60, "s": 1}
 # The device plugin's names: whole GPUs, or MIG devices under the mixed strategy (mig-1g.5gb, mig-1c.3g.20gb,
 # mig-1g.10gb.me), as docs/profile.md says.
 GPU_RESOURCE: Final = "nvidia.com/gpu"
-_GPU_RESOURCE = re.compile(r"^nvidia\.com/(gpu|mig-[0-9]+(c\.[0-9]+)?g\.[0-9]+gb(\.[a-z0-9]+)*)$")
-RESOURCE_NAMES: Final = ("cpu", "memory", "ephemeral-storage")
+MIN_REVALIDATE_SECONDS: Final = 60
 
-
-# Section 9 of issue 8; the CRD says the same in CEL (tests/unit/test_crd.py keeps the two in step).
+# Section 9 of issue 8: a passed verdict needs the CUDA check and the GPUs the probe observes (gpu): without
+# them no node can pass (docs/contract.md). An absent check is enabled by default.
 NOTHING_TO_VALIDATE: Final = ("checks.cuda and checks.gpu cannot be disabled: every verdict rests on the CUDA "
                               "check and on the GPUs the probe observes (docs/contract.md, rules of evidence)")
 START_MARGIN_SECONDS: Final = 30  # container and CUDA start, outside the probe's own budget
 ROOT_NEEDS_RUN_AS_ROOT: Final = "runAsUser 0 (root) needs runAsNonRoot: false"
 ONE_MIG_DEVICE: Final = ("a MIG resource gives a container one usable MIG device: gpusPerProbe must be 1 unless "
                          f"gpuResource is {GPU_RESOURCE}")
+CPU_NEEDS_SELECTOR: Final = "validation.device cpu needs a nodeSelector (the default selects GPU nodes)"
 BUDGET_OVER_TIMEOUT: Final = (f"checks.timeBudgetSeconds plus {START_MARGIN_SECONDS}s (container and CUDA start) "
                               "must not exceed validation.runtimeTimeoutSeconds, or the pod's deadline cuts the "
                               "probe off")
 
 
-class InvalidSpec(Exception):
-    """A profile the operator cannot act on; ``field`` is the path of the first bad value."""
+def parse_duration(text: str) -> int:
+    """Seconds in a duration such as ``168h``, ``30m``, ``90s`` or ``1h30m``."""
+    if not isinstance(text, str) or not _DURATION_RE.search(text):
+        raise ValueError(f"invalid duration {text!r}: expected numbers with units h, m or s: 168h, 1h30m")
+    return sum(int(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(text))
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+
+def _quantity(text: str) -> Decimal:
+    match = _QUANTITY_RE.search(text)
+    if match is None:
+        raise ValueError(f"invalid quantity {text!r}: expected a number and an optional unit, like 500m, 4Gi")
+    unit = match.group(2)
+    return Decimal(text[: match.start(2)] if unit else text) * _QUANTITY_SCALE[unit]
+
+
+def _checked_quantity(text: str) -> str:
+    _quantity(text)
+    return text
+
+
+def _quantity_prop(**settings: Any) -> Any:
+    return prop(None, max_length=32, pattern=QUANTITY, convert=_checked_quantity, **settings)
 
 
 @dataclass(frozen=True)
 class Components:
     """Versions the release ships; the verdict compares them with what the probe finds."""
 
-    cuda: str | None = None
-    pytorch: str | None = None
-    python: str | None = None
-    ubuntu: str | None = None
-    cudnn: str | None = None
-    nccl: str | None = None
-    tensorrt: str | None = None
+    cuda: str | None = prop(None, max_length=64, pattern=_COMPONENT)
+    pytorch: str | None = prop(None, max_length=64, pattern=_COMPONENT)
+    python: str | None = prop(None, max_length=64, pattern=_COMPONENT)
+    ubuntu: str | None = prop(None, max_length=64, pattern=_COMPONENT)
+    cudnn: str | None = prop(None, max_length=64, pattern=_COMPONENT)
+    nccl: str | None = prop(None, max_length=64, pattern=_COMPONENT)
+    tensorrt: str | None = prop(None, max_length=64, pattern=_COMPONENT)
 
 
+# The branch is compared as a number: string(self.branch) has no size bound, so the server's cost estimate
+# refuses it. split() is in the strings library.
+BRANCH_RULE: Final = Rule("int(self.minimum.split('.')[0]) == self.branch",
+                          "minimum must be a driver version on this branch", ".minimum")
+
+
+@validations(BRANCH_RULE)
 @dataclass(frozen=True)
 class BranchRequirement:
     """An older driver branch that datacenter boards may use through CUDA forward compatibility."""
 
-    branch: int
-    minimum: DriverVersion
+    branch: int = prop(minimum=1, maximum=9999)
+    minimum: DriverVersion = prop(max_length=16, pattern=_DRIVER)
 
 
 @dataclass(frozen=True)
 class DriverRequirement:
-    minimum: DriverVersion
-    datacenter_branches: tuple[BranchRequirement, ...] = ()
+    minimum: DriverVersion = prop(description="The driver any GPU needs.", max_length=16, pattern=_DRIVER)
+    datacenter_branches: tuple[BranchRequirement, ...] = prop(
+        (), description="Older branches datacenter boards may use through CUDA forward compatibility.",
+        max_items=16, list_type="map", map_keys=("branch",))
 
 
+MAX_CC_RULE: Final = Rule(
+    "!has(self.maxComputeCapability) || double(self.maxComputeCapability) >= double(self.minComputeCapability)",
+    "maxComputeCapability must not be below minComputeCapability", ".maxComputeCapability")
+
+
+@validations(MAX_CC_RULE)
 @dataclass(frozen=True)
 class Requirements:
-    driver: DriverRequirement
-    min_compute_capability: ComputeCapability
-    max_compute_capability: ComputeCapability | None = None
-    architectures: frozenset[str] = frozenset()
+    driver: DriverRequirement = prop()
+    min_compute_capability: ComputeCapability = prop(max_length=4, pattern=_CC)
+    max_compute_capability: ComputeCapability | None = prop(None, max_length=4, pattern=_CC)
+    architectures: frozenset[str] = prop(
+        frozenset(), description="The architectures the release names; newer ones pass on compute capability.",
+        max_items=9, list_type="set", items=Items(enum=ARCHITECTURES))
 
 
 @dataclass(frozen=True)
 class EnvironmentCheck:
-    enabled: bool = True
+    enabled: bool = prop(True)
 
 
 @dataclass(frozen=True)
 class GpuCheck:
-    enabled: bool = True
+    enabled: bool = prop(True)
 
 
 @dataclass(frozen=True)
 class CudaCheck:
-    enabled: bool = True
+    enabled: bool = prop(True)
 
 
+# has(): the server checks the default {} against this rule without filling in the nested defaults, and an
+# absent field is true by default.
+AMP_RULE: Final = Rule("(has(self.enabled) && !self.enabled) || !has(self.native) || self.native || "
+                       "!has(self.apex) || self.apex || !has(self.bf16) || self.bf16",
+                       "amp is enabled but native, apex and bf16 are all false")
+
+
+@validations(AMP_RULE)
 @dataclass(frozen=True)
 class AmpCheck:
-    enabled: bool = True
-    native: bool = True
-    apex: bool = True
-    bf16: bool = True
-    steps: int = 8
-    tolerance: float = 0.05
+    enabled: bool = prop(True)
+    native: bool = prop(True)
+    apex: bool = prop(True)
+    bf16: bool = prop(True)
+    steps: int = prop(8, minimum=1, maximum=100)
+    tolerance: float = prop(0.05, minimum=0, maximum=1)
 
 
 @dataclass(frozen=True)
 class TensorCoresCheck:
-    enabled: bool = True
-    size: int = 4096
-    iterations: int = 20
-    min_speedup: float = 2.0
+    enabled: bool = prop(True)
+    size: int = prop(4096, minimum=256, maximum=16384)
+    iterations: int = prop(20, minimum=1, maximum=200)
+    min_speedup: float = prop(2.0, minimum=0, maximum=100)
 
 
 @dataclass(frozen=True)
 class ChannelsLastCheck:
-    enabled: bool = True
-    tolerance: float = 0.01
+    enabled: bool = prop(True)
+    tolerance: float = prop(0.01, minimum=0, maximum=1)
 
 
 @dataclass(frozen=True)
 class Conv3dCheck:
-    enabled: bool = True
-    iterations: int = 5
+    enabled: bool = prop(True)
+    iterations: int = prop(5, minimum=1, maximum=100)
 
 
 @dataclass(frozen=True)
 class MultiGpuCheck:
-    enabled: bool = True
+    enabled: bool = prop(True)
 
 
+CUDA_AND_GPU_RULE: Final = Rule(
+    "(!has(self.cuda) || !has(self.cuda.enabled) || self.cuda.enabled) && "
+    "(!has(self.gpu) || !has(self.gpu.enabled) || self.gpu.enabled)", NOTHING_TO_VALIDATE)
+
+
+@validations(CUDA_AND_GPU_RULE)
 @dataclass(frozen=True)
 class Checks:
-    environment: EnvironmentCheck = EnvironmentCheck()
-    gpu: GpuCheck = GpuCheck()
-    cuda: CudaCheck = CudaCheck()
-    amp: AmpCheck = AmpCheck()
-    tensor_cores: TensorCoresCheck = TensorCoresCheck()
-    channels_last: ChannelsLastCheck = ChannelsLastCheck()
-    conv3d: Conv3dCheck = Conv3dCheck()
-    multi_gpu: MultiGpuCheck = MultiGpuCheck()
-    time_budget_seconds: int = 120
+    environment: EnvironmentCheck = prop(EnvironmentCheck(), server_default=True)
+    gpu: GpuCheck = prop(GpuCheck(), server_default=True)
+    cuda: CudaCheck = prop(CudaCheck(), server_default=True)
+    amp: AmpCheck = prop(AmpCheck(), server_default=True)
+    tensor_cores: TensorCoresCheck = prop(TensorCoresCheck(), server_default=True)
+    channels_last: ChannelsLastCheck = prop(ChannelsLastCheck(), server_default=True)
+    conv3d: Conv3dCheck = prop(Conv3dCheck(), server_default=True)
+    multi_gpu: MultiGpuCheck = prop(MultiGpuCheck(), server_default=True)
+    time_budget_seconds: int = prop(120, minimum=10, maximum=3600)
 
 
 @dataclass(frozen=True)
 class KnownIssue:
     """A documented problem of the release; empty architectures/precisions mean "all"."""
 
-    id: str
-    summary: str
-    architectures: frozenset[str] = frozenset()
-    precisions: frozenset[str] = frozenset()
-    severity: str = "warning"
-    workaround: str | None = None
+    id: str = prop(max_length=63, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    summary: str = prop(max_length=512)
+    architectures: frozenset[str] = prop(frozenset(), max_items=9, list_type="set", items=Items(enum=ARCHITECTURES))
+    precisions: frozenset[str] = prop(frozenset(), max_items=5, list_type="set", items=Items(enum=PRECISIONS))
+    severity: str = prop("warning", enum=SEVERITIES)
+    workaround: str | None = prop(None, max_length=1024)
 
 
+SELECTOR_VALUES_RULE: Final = Rule(
+    "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0 "
+    ": !has(self.values) || size(self.values) == 0",
+    "values must be non-empty for In and NotIn, and empty for Exists and DoesNotExist", ".values")
+
+
+@validations(SELECTOR_VALUES_RULE)
 @dataclass(frozen=True)
 class SelectorRequirement:
-    key: str
-    operator: str
-    values: tuple[str, ...] = ()
+    key: str = prop(max_length=LABEL_KEY_MAX_LENGTH)
+    operator: str = prop(max_length=12, enum=SELECTOR_OPERATORS)
+    values: tuple[str, ...] = prop((), max_items=64, list_type="set", items=Items(max_length=63))
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         if self.operator == "Exists":
@@ -206,8 +265,9 @@ class SelectorRequirement:
 class LabelSelector:
     """A metav1.LabelSelector: every matchLabels pair and every expression must hold."""
 
-    match_labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    match_expressions: tuple[SelectorRequirement, ...] = ()
+    match_labels: Mapping[str, str] = prop(factory=lambda: MappingProxyType({}), max_properties=64,
+                                           items=Items(max_length=63, pattern=LABEL_VALUE))
+    match_expressions: tuple[SelectorRequirement, ...] = prop((), max_items=32, list_type="atomic")
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(labels.get(k) == v for k, v in self.match_labels.items()) and all(
@@ -215,50 +275,171 @@ class LabelSelector:
         )
 
 
+@validations(Rule("!has(self.runAsUser) || self.runAsUser != 0 || (has(self.runAsNonRoot) && !self.runAsNonRoot)",
+                  ROOT_NEEDS_RUN_AS_ROOT, ".runAsUser"))
 @dataclass(frozen=True)
 class PodSecurity:
     """Whom the probe runs as. The defaults pass Pod Security `restricted`; root needs a namespace whose
     enforced level is `baseline` or `privileged` (docs/profile.md)."""
 
-    run_as_user: int = 1000
-    run_as_non_root: bool = True
-    read_only_root_filesystem: bool = True
+    run_as_user: int = prop(1000, fmt="int64", minimum=0, maximum=2**31 - 1)
+    run_as_non_root: bool = prop(True)
+    read_only_root_filesystem: bool = prop(True)
+
+
+TOLERATION_KEY_RULE: Final = Rule(
+    "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+    "operator must be Exists when key is empty")
+TOLERATION_VALUE_RULE: Final = Rule(
+    "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+    "value must be empty when operator is Exists")
+TOLERATION_SECONDS_RULE: Final = Rule(
+    "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+    "tolerationSeconds is only allowed with effect NoExecute")
+
+
+@validations(TOLERATION_KEY_RULE, TOLERATION_VALUE_RULE, TOLERATION_SECONDS_RULE)
+@dataclass(frozen=True)
+class Toleration:
+    """The wire form of a pod toleration; the profile keeps it as the mapping the pod spec takes."""
+
+    key: str | None = prop(None, max_length=LABEL_KEY_MAX_LENGTH)
+    operator: str | None = prop(None, max_length=6, enum=("Exists", "Equal"))
+    value: str | None = prop(None, max_length=63)
+    effect: str | None = prop(None, max_length=16, enum=TAINT_EFFECTS)
+    toleration_seconds: int | None = prop(None, fmt="int64")
+
+
+def _toleration_mappings(items: tuple[Toleration, ...]) -> tuple[Mapping[str, Any], ...]:
+    """Equal is Kubernetes' own default operator for a toleration."""
+    out = []
+    for t in items:
+        given = {"key": t.key, "operator": t.operator or "Equal", "value": t.value, "effect": t.effect,
+                 "tolerationSeconds": t.toleration_seconds}
+        out.append(MappingProxyType({k: v for k, v in given.items() if v is not None}))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class ResourceList:
+    cpu: str | None = _quantity_prop()
+    memory: str | None = _quantity_prop()
+    ephemeral_storage: str | None = _quantity_prop(name="ephemeral-storage")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The wire form of the probe container's resources; the profile keeps the given strings."""
+
+    requests: ResourceList = prop(ResourceList())
+    limits: ResourceList = prop(ResourceList())
+
+
+def _resource_mappings(r: Resources) -> Mapping[str, Mapping[str, str]]:
+    out: dict[str, Mapping[str, str]] = {}
+    for part, given in (("requests", r.requests), ("limits", r.limits)):
+        strings = {wire_name(f): getattr(given, f.name) for f in fields(ResourceList)}
+        if any(v is not None for v in strings.values()):
+            out[part] = MappingProxyType({k: v for k, v in strings.items() if v is not None})
+    return MappingProxyType(out)
 
 
 DEFAULT_SHM_SIZE: Final = "1Gi"  # NGC's containers ask for --shm-size=1g
 
+# CUDA enumerates one MIG device per process: a second one would be requested and idle.
+MIG_RULE: Final = Rule(
+    f"!has(self.gpuResource) || self.gpuResource == '{GPU_RESOURCE}' || !has(self.gpusPerProbe) || "
+    "self.gpusPerProbe == 1", ONE_MIG_DEVICE, ".gpusPerProbe")
 
+
+@validations(MIG_RULE)
 @dataclass(frozen=True)
 class ValidationSettings:
-    gpus_per_probe: int = 1
-    gpu_resource: str = GPU_RESOURCE
-    runtime_class_name: str | None = None
-    shm_size: str = DEFAULT_SHM_SIZE
-    security: PodSecurity = PodSecurity()
-    runtime_timeout_seconds: int = 600
-    pending_timeout_seconds: int = 300
-    priority_class_name: str | None = None
-    tolerations: tuple[Mapping[str, Any], ...] = ()
-    resources: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
+    device: str = prop(
+        "cuda", enum=DEVICES, max_length=4,
+        description="Where the probe runs: cuda (a GPU validation), or cpu (a dry run of the whole flow on nodes "
+                    "without GPUs, e.g. kind; never proof of a GPU node).")
+    gpus_per_probe: int = prop(1, minimum=1, maximum=8)
+    gpu_resource: str = prop(
+        GPU_RESOURCE, max_length=63, pattern=r"^nvidia\.com/(gpu|mig-[0-9]+(c\.[0-9]+)?g\.[0-9]+gb(\.[a-z0-9]+)*)$",
+        description="The extended resource the probe requests: whole GPUs, or one MIG device under the device "
+                    "plugin's mixed strategy (nvidia.com/mig-1g.5gb).")
+    runtime_class_name: str | None = prop(
+        None, max_length=253, pattern=DNS_SUBDOMAIN,
+        description="The RuntimeClass of the probe pod (k3s, or clusters where nvidia is not the default runtime).")
+    shm_size: str = prop(DEFAULT_SHM_SIZE, max_length=32, pattern=QUANTITY, convert=_checked_quantity,
+                         description="Size of the memory-backed /dev/shm; it counts against the memory limit.")
+    security: PodSecurity = prop(
+        PodSecurity(), name="securityContext", server_default=True,
+        description="Whom the probe runs as; the defaults pass Pod Security restricted. Root needs a namespace "
+                    "enforcing baseline or privileged.")
+    runtime_timeout_seconds: int = prop(600, minimum=30, maximum=86400)
+    pending_timeout_seconds: int = prop(300, minimum=30, maximum=86400)
+    priority_class_name: str | None = prop(None, max_length=253, pattern=DNS_SUBDOMAIN)
+    tolerations: tuple[Mapping[str, Any], ...] = prop((), max_items=32, list_type="atomic",
+                                                      wire=tuple[Toleration, ...], convert=_toleration_mappings)
+    resources: Mapping[str, Mapping[str, str]] = prop(
+        factory=lambda: MappingProxyType({}), wire=Resources, convert=_resource_mappings,
+        description="The probe container's cpu, memory and ephemeral-storage; requests must not exceed limits.")
 
 
 @dataclass(frozen=True)
+class SecretReference:
+    name: str = prop(max_length=253, pattern=DNS_SUBDOMAIN)
+
+
+def _secret_names(refs: tuple[SecretReference, ...]) -> tuple[str, ...]:
+    return tuple(r.name for r in refs)
+
+
+def _revalidate_seconds(text: str) -> int:
+    seconds = parse_duration(text)
+    if seconds < MIN_REVALIDATE_SECONDS:
+        raise ValueError(f"{text} is shorter than {MIN_REVALIDATE_SECONDS}s")
+    return seconds
+
+
+# The probe's budget plus 30 s for the container and CUDA to start must fit inside the pod's deadline; absent
+# values are their defaults.
+BUDGET_RULE: Final = Rule(
+    f"(has(self.checks) && has(self.checks.timeBudgetSeconds) ? self.checks.timeBudgetSeconds : "
+    f"{Checks.time_budget_seconds}) + {START_MARGIN_SECONDS} <= (has(self.validation) && "
+    f"has(self.validation.runtimeTimeoutSeconds) ? self.validation.runtimeTimeoutSeconds : "
+    f"{ValidationSettings.runtime_timeout_seconds})",
+    BUDGET_OVER_TIMEOUT, ".checks.timeBudgetSeconds")
+
+
+# A CPU dry run would otherwise go to every GPU node (the default selector) and prove nothing there.
+CPU_RULE: Final = Rule(
+    "!has(self.validation) || !has(self.validation.device) || self.validation.device != 'cpu' || "
+    "has(self.nodeSelector)", CPU_NEEDS_SELECTOR, ".nodeSelector")
+
+
+@validations(BUDGET_RULE, CPU_RULE)
+@dataclass(frozen=True, kw_only=True)
 class Profile:
+    """The spec's fields are the CRD's `spec`; name, generation and uid come from the object's metadata."""
+
     name: str
     generation: int
     uid: str | None
-    release: str
-    image: str
-    image_pull_policy: str
-    image_pull_secrets: tuple[str, ...]
-    components: Components
-    requirements: Requirements
-    checks: Checks
-    known_issues: tuple[KnownIssue, ...]
-    node_selector: LabelSelector | None
-    validation: ValidationSettings
-    max_concurrent: int
-    revalidate_after_seconds: int | None
+    release: str = prop(description="The NGC release, YY.MM.", max_length=5, pattern=r"^\d{2}\.\d{2}$")
+    image: str = prop(description="The release image the probe runs in.", max_length=512,
+                      pattern=r"^[a-z0-9][A-Za-z0-9._/:@-]*$")
+    image_pull_policy: str = prop("IfNotPresent", enum=PULL_POLICIES)
+    image_pull_secrets: tuple[str, ...] = prop((), max_items=16, list_type="map", map_keys=("name",),
+                                               wire=tuple[SecretReference, ...], convert=_secret_names)
+    components: Components = prop(
+        Components(), description="Versions the image ships; the verdict records any the probe finds different.")
+    requirements: Requirements = prop()
+    checks: Checks = prop(server_default=True)
+    known_issues: tuple[KnownIssue, ...] = prop((), max_items=64, list_type="map", map_keys=("id",))
+    node_selector: LabelSelector | None = prop(None, description="A label selector; absent means every GPU node.")
+    validation: ValidationSettings = prop(server_default=True)
+    max_concurrent: int = prop(10, minimum=1, maximum=1000)
+    revalidate_after_seconds: int | None = prop(
+        None, name="revalidateAfter", wire=str, max_length=32, pattern=DURATION, convert=_revalidate_seconds,
+        description="Re-prove a passed node after this long (168h, 30m, 90s, 1h30m); absent means never.")
 
     @cached_property
     def spec_hash(self) -> str:
@@ -287,7 +468,7 @@ class Profile:
 
 def _pod_environment(v: ValidationSettings) -> dict[str, Any]:
     """What the probe runs on and as; sizes as bytes, so that 1Gi and 1024Mi are the same spec."""
-    return {"gpuResource": v.gpu_resource, "runtimeClassName": v.runtime_class_name,
+    return {"device": v.device, "gpuResource": v.gpu_resource, "runtimeClassName": v.runtime_class_name,
             "shmBytes": format(_quantity(v.shm_size).normalize(), "f"), "securityContext": v.security}
 
 
@@ -305,414 +486,94 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def parse_duration(text: str) -> int:
-    """Seconds in a duration such as ``168h``, ``30m``, ``90s`` or ``1h30m``."""
-    if not isinstance(text, str) or not _DURATION.match(text):
-        raise ValueError(f"invalid duration {text!r}: expected numbers with units h, m or s: 168h, 1h30m")
-    return sum(int(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+# ---- what the CEL rules and label syntax say across fields, checked once more for objects that never
+# met the API server (a local file, an old CRD) -------------------------------------------------------
 
 
-def _quantity(text: str) -> Decimal:
-    match = _QUANTITY.match(text)
-    if match is None:
-        raise ValueError(f"invalid quantity {text!r}: expected a number and an optional unit, like 500m, 4Gi")
-    return Decimal(match.group(1)) * _QUANTITY_SCALE[match.group(2)]
+def _check(p: Profile) -> None:
+    _check_requirements(p.requirements, "spec.requirements")
+    _check_checks(p.checks, "spec.checks")
+    if p.node_selector is not None:
+        _check_selector(p.node_selector, "spec.nodeSelector")
+    _check_validation(p.validation, "spec.validation")
+    if p.validation.device == "cpu" and p.node_selector is None:
+        raise InvalidSpec("spec.nodeSelector", CPU_NEEDS_SELECTOR)
+    if p.checks.time_budget_seconds + START_MARGIN_SECONDS > p.validation.runtime_timeout_seconds:
+        raise InvalidSpec("spec.checks.timeBudgetSeconds", BUDGET_OVER_TIMEOUT)
 
 
-# ---- readers: each takes the parent mapping, the key and the parent's path ------------------------
+def _check_requirements(r: Requirements, path: str) -> None:
+    low, high = r.min_compute_capability, r.max_compute_capability
+    if high is not None and high < low:
+        raise InvalidSpec(f"{path}.maxComputeCapability", f"{high} is below minComputeCapability {low}")
+    minimum = r.driver.minimum
+    for i, b in enumerate(r.driver.datacenter_branches):
+        where = f"{path}.driver.datacenterBranches[{i}]"
+        if b.minimum.branch != b.branch:
+            raise InvalidSpec(f"{where}.minimum", f"{b.minimum} is not on branch {b.branch}")
+        if b.branch >= minimum.branch:
+            raise InvalidSpec(f"{where}.branch", f"{b.branch} is not older than the minimum driver {minimum}")
+
+
+def _check_checks(c: Checks, path: str) -> None:
+    amp = c.amp
+    if amp.enabled and not (amp.native or amp.apex or amp.bf16):
+        raise InvalidSpec(f"{path}.amp", AMP_RULE.message)
+    if not (c.cuda.enabled and c.gpu.enabled):
+        raise InvalidSpec(path, NOTHING_TO_VALIDATE)
+
+
+def _check_selector(s: LabelSelector, path: str) -> None:
+    for key in s.match_labels:
+        if len(key) > LABEL_KEY_MAX_LENGTH or not _LABEL_KEY.match(key):
+            raise InvalidSpec(f"{path}.matchLabels.{key}", "not a valid label key")
+    for i, e in enumerate(s.match_expressions):
+        where = f"{path}.matchExpressions[{i}]"
+        if not _LABEL_KEY.match(e.key):
+            raise InvalidSpec(f"{where}.key", f"{e.key!r} is not a valid label key")
+        for j, value in enumerate(e.values):
+            if not _LABEL_VALUE_RE.search(value):
+                raise InvalidSpec(f"{where}.values[{j}]", f"{value!r} is not a valid label value")
+        if e.operator in ("In", "NotIn") and not e.values:
+            raise InvalidSpec(f"{where}.values", f"must not be empty for operator {e.operator}")
+        if e.operator in ("Exists", "DoesNotExist") and e.values:
+            raise InvalidSpec(f"{where}.values", f"must be empty for operator {e.operator}")
+
+
+def _check_validation(v: ValidationSettings, path: str) -> None:
+    if v.gpu_resource != GPU_RESOURCE and v.gpus_per_probe != 1:
+        raise InvalidSpec(f"{path}.gpusPerProbe", ONE_MIG_DEVICE)
+    if v.security.run_as_user == 0 and v.security.run_as_non_root:
+        raise InvalidSpec(f"{path}.securityContext.runAsUser", ROOT_NEEDS_RUN_AS_ROOT)
+    for i, t in enumerate(v.tolerations):
+        where = f"{path}.tolerations[{i}]"
+        if "key" in t and not _LABEL_KEY.match(t["key"]):
+            raise InvalidSpec(f"{where}.key", f"{t['key']!r} is not a valid label key")
+        if "value" in t and not _LABEL_VALUE_RE.search(t["value"]):
+            raise InvalidSpec(f"{where}.value", f"{t['value']!r} is not a valid label value")
+        if not t.get("key") and t["operator"] != "Exists":
+            raise InvalidSpec(f"{where}.operator", TOLERATION_KEY_RULE.message)
+        if t["operator"] == "Exists" and t.get("value"):
+            raise InvalidSpec(f"{where}.value", TOLERATION_VALUE_RULE.message)
+        if "tolerationSeconds" in t and t.get("effect") != "NoExecute":
+            raise InvalidSpec(f"{where}.tolerationSeconds", TOLERATION_SECONDS_RULE.message)
+    requests, limits = v.resources.get("requests", {}), v.resources.get("limits", {})
+    for name, limit in limits.items():
+        request = requests.get(name)
+        if request is not None and _quantity(request) > _quantity(limit):
+            raise InvalidSpec(f"{path}.resources.requests.{name}", f"{request} exceeds the limit {limit}")
+    # A memory-backed /dev/shm counts against the container's memory limit, so it must fit inside it.
+    size = _quantity(v.shm_size)
+    if size <= 0:
+        raise InvalidSpec(f"{path}.shmSize", f"{v.shm_size} is not more than 0")
+    memory = limits.get("memory")
+    if memory is not None and size > _quantity(memory):
+        raise InvalidSpec(f"{path}.shmSize", f"{v.shm_size} exceeds resources.limits.memory {memory} (a "
+                                             "memory-backed /dev/shm counts against the memory limit)")
 
 
 def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
-
-
-def _object(value: Any, path: str, allowed: Sequence[str]) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise InvalidSpec(path, f"must be an object, not {_kind(value)}")
-    unknown = sorted(str(k) for k in value if k not in allowed)
-    if unknown:
-        raise InvalidSpec(f"{path}.{unknown[0]}", f"unknown field (known: {', '.join(allowed)})")
-    return value
-
-
-def _opt_str(
-    m: Mapping[str, Any],
-    key: str,
-    path: str,
-    *,
-    max_length: int,
-    pattern: re.Pattern[str] | None = None,
-    choices: Sequence[str] | None = None,
-) -> str | None:
-    value = m.get(key)
-    where = f"{path}.{key}"
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidSpec(where, f"must be a string, not {_kind(value)}")
-    if len(value) > max_length:
-        raise InvalidSpec(where, f"longer than {max_length} characters")
-    if choices is not None and value not in choices:
-        raise InvalidSpec(where, f"{value!r} is not one of {', '.join(choices)}")
-    if pattern is not None and not pattern.match(value):
-        raise InvalidSpec(where, f"{value!r} does not match {pattern.pattern}")
-    return value
-
-
-def _str(
-    m: Mapping[str, Any],
-    key: str,
-    path: str,
-    *,
-    max_length: int,
-    pattern: re.Pattern[str] | None = None,
-    choices: Sequence[str] | None = None,
-    default: str | None = None,
-) -> str:
-    value = _opt_str(m, key, path, max_length=max_length, pattern=pattern, choices=choices)
-    if value is not None:
-        return value
-    if default is None:
-        raise InvalidSpec(f"{path}.{key}", "required")
-    return default
-
-
-def _int(m: Mapping[str, Any], key: str, path: str, *, default: int | None, lo: int, hi: int) -> int:
-    value = m.get(key)
-    where = f"{path}.{key}"
-    if value is None:
-        if default is None:
-            raise InvalidSpec(where, "required")
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidSpec(where, f"must be an integer, not {_kind(value)}")
-    if not lo <= value <= hi:
-        raise InvalidSpec(where, f"{value} is outside {lo}..{hi}")
-    return value
-
-
-def _number(m: Mapping[str, Any], key: str, path: str, *, default: float, lo: float, hi: float) -> float:
-    value = m.get(key)
-    where = f"{path}.{key}"
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidSpec(where, f"must be a number, not {_kind(value)}")
-    if not math.isfinite(value) or not lo <= value <= hi:
-        raise InvalidSpec(where, f"{value} is outside {lo}..{hi}")
-    return float(value)
-
-
-def _bool(m: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
-    value = m.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise InvalidSpec(f"{path}.{key}", f"must be true or false, not {_kind(value)}")
-    return value
-
-
-def _list(m: Mapping[str, Any], key: str, path: str, *, max_items: int) -> list[tuple[str, Any]]:
-    """Items with their own paths (``path.key[i]``)."""
-    value = m.get(key)
-    where = f"{path}.{key}"
-    if value is None:
-        return []
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise InvalidSpec(where, f"must be a list, not {_kind(value)}")
-    if len(value) > max_items:
-        raise InvalidSpec(where, f"has {len(value)} items, at most {max_items} allowed")
-    return [(f"{where}[{i}]", item) for i, item in enumerate(value)]
-
-
-def _str_set(
-    m: Mapping[str, Any], key: str, path: str, *, choices: Sequence[str] | None = None, max_items: int,
-    max_length: int = 63, pattern: re.Pattern[str] | None = None,
-) -> tuple[str, ...]:
-    out: list[str] = []
-    for where, item in _list(m, key, path, max_items=max_items):
-        if not isinstance(item, str):
-            raise InvalidSpec(where, f"must be a string, not {_kind(item)}")
-        if choices is not None and item not in choices:
-            raise InvalidSpec(where, f"{item!r} is not one of {', '.join(choices)}")
-        if len(item) > max_length or (pattern is not None and not pattern.match(item)):
-            raise InvalidSpec(where, f"{item!r} is not valid here")
-        if item in out:
-            raise InvalidSpec(where, f"{item!r} is listed twice")
-        out.append(item)
-    return tuple(out)
-
-
-def _driver_version(text: str, where: str) -> DriverVersion:
-    try:
-        return DriverVersion.parse(text)
-    except ValueError as exc:
-        raise InvalidSpec(where, str(exc)) from None
-
-
-def _compute_capability(text: str, where: str) -> ComputeCapability:
-    try:
-        return ComputeCapability.parse(text)
-    except ValueError as exc:
-        raise InvalidSpec(where, str(exc)) from None
-
-
-# ---- sections -------------------------------------------------------------------------------------
-
-
-def _components(value: Any, path: str) -> Components:
-    m = _object(value, path, COMPONENTS)
-    return Components(**{k: _opt_str(m, k, path, max_length=64, pattern=_COMPONENT) for k in COMPONENTS})
-
-
-def _driver(value: Any, path: str) -> DriverRequirement:
-    m = _object(value, path, ("minimum", "datacenterBranches"))
-    if not m:
-        raise InvalidSpec(f"{path}.minimum", "required")
-    minimum = _driver_version(_str(m, "minimum", path, max_length=16, pattern=_DRIVER), f"{path}.minimum")
-    branches: list[BranchRequirement] = []
-    for where, item in _list(m, "datacenterBranches", path, max_items=16):
-        b = _object(item, where, ("branch", "minimum"))
-        branch = _int(b, "branch", where, default=None, lo=1, hi=9999)
-        low = _driver_version(_str(b, "minimum", where, max_length=16, pattern=_DRIVER), f"{where}.minimum")
-        if low.branch != branch:
-            raise InvalidSpec(f"{where}.minimum", f"{low} is not on branch {branch}")
-        if branch >= minimum.branch:
-            raise InvalidSpec(f"{where}.branch", f"{branch} is not older than the minimum driver {minimum}")
-        if any(x.branch == branch for x in branches):
-            raise InvalidSpec(f"{where}.branch", f"branch {branch} is listed twice")
-        branches.append(BranchRequirement(branch, low))
-    return DriverRequirement(minimum, tuple(branches))
-
-
-def _requirements(value: Any, path: str) -> Requirements:
-    allowed = ("driver", "minComputeCapability", "maxComputeCapability", "architectures")
-    m = _object(value, path, allowed)
-    if not m:
-        raise InvalidSpec(path, "required")
-    low = _compute_capability(
-        _str(m, "minComputeCapability", path, max_length=5, pattern=_CC), f"{path}.minComputeCapability"
-    )
-    high_text = _opt_str(m, "maxComputeCapability", path, max_length=5, pattern=_CC)
-    high: ComputeCapability | None = None
-    if high_text is not None:
-        high = _compute_capability(high_text, f"{path}.maxComputeCapability")
-        if high < low:
-            raise InvalidSpec(f"{path}.maxComputeCapability", f"{high} is below minComputeCapability {low}")
-    return Requirements(
-        driver=_driver(m.get("driver"), f"{path}.driver"),
-        min_compute_capability=low,
-        max_compute_capability=high,
-        architectures=frozenset(_str_set(m, "architectures", path, choices=ARCHITECTURES, max_items=9)),
-    )
-
-
-def _checks(value: Any, path: str) -> Checks:
-    names = ("environment", "gpu", "cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu")
-    m = _object(value, path, (*names, "timeBudgetSeconds"))
-
-    def section(key: str, allowed: Sequence[str]) -> tuple[Mapping[str, Any], str]:
-        where = f"{path}.{key}"
-        return _object(m.get(key), where, ("enabled", *allowed)), where
-
-    env, p_env = section("environment", ())
-    gpu, p_gpu = section("gpu", ())
-    cuda, p_cuda = section("cuda", ())
-    amp, p_amp = section("amp", ("native", "apex", "bf16", "steps", "tolerance"))
-    tc, p_tc = section("tensorCores", ("size", "iterations", "minSpeedup"))
-    cl, p_cl = section("channelsLast", ("tolerance",))
-    c3, p_c3 = section("conv3d", ("iterations",))
-    mg, p_mg = section("multiGpu", ())
-    amp_check = AmpCheck(
-        enabled=_bool(amp, "enabled", p_amp, True),
-        native=_bool(amp, "native", p_amp, True),
-        apex=_bool(amp, "apex", p_amp, True),
-        bf16=_bool(amp, "bf16", p_amp, True),
-        steps=_int(amp, "steps", p_amp, default=8, lo=1, hi=100),
-        tolerance=_number(amp, "tolerance", p_amp, default=0.05, lo=0.0, hi=1.0),
-    )
-    if amp_check.enabled and not (amp_check.native or amp_check.apex or amp_check.bf16):
-        raise InvalidSpec(p_amp, "enabled, but native, apex and bf16 are all false")
-    if not (_bool(cuda, "enabled", p_cuda, True) and _bool(gpu, "enabled", p_gpu, True)):
-        raise InvalidSpec(path, NOTHING_TO_VALIDATE)
-    return Checks(
-        environment=EnvironmentCheck(_bool(env, "enabled", p_env, True)),
-        gpu=GpuCheck(_bool(gpu, "enabled", p_gpu, True)),
-        cuda=CudaCheck(_bool(cuda, "enabled", p_cuda, True)),
-        amp=amp_check,
-        tensor_cores=TensorCoresCheck(
-            enabled=_bool(tc, "enabled", p_tc, True),
-            size=_int(tc, "size", p_tc, default=4096, lo=256, hi=16384),
-            iterations=_int(tc, "iterations", p_tc, default=20, lo=1, hi=200),
-            min_speedup=_number(tc, "minSpeedup", p_tc, default=2.0, lo=0.0, hi=100.0),
-        ),
-        channels_last=ChannelsLastCheck(
-            enabled=_bool(cl, "enabled", p_cl, True),
-            tolerance=_number(cl, "tolerance", p_cl, default=0.01, lo=0.0, hi=1.0),
-        ),
-        conv3d=Conv3dCheck(
-            enabled=_bool(c3, "enabled", p_c3, True),
-            iterations=_int(c3, "iterations", p_c3, default=5, lo=1, hi=100),
-        ),
-        multi_gpu=MultiGpuCheck(_bool(mg, "enabled", p_mg, True)),
-        time_budget_seconds=_int(m, "timeBudgetSeconds", path, default=120, lo=10, hi=3600),
-    )
-
-
-def _known_issues(spec: Mapping[str, Any], path: str) -> tuple[KnownIssue, ...]:
-    issues: list[KnownIssue] = []
-    allowed = ("id", "summary", "architectures", "precisions", "severity", "workaround")
-    for where, item in _list(spec, "knownIssues", path, max_items=64):
-        m = _object(item, where, allowed)
-        issue = KnownIssue(
-            id=_str(m, "id", where, max_length=63, pattern=_ISSUE_ID),
-            summary=_str(m, "summary", where, max_length=512),
-            architectures=frozenset(_str_set(m, "architectures", where, choices=ARCHITECTURES, max_items=9)),
-            precisions=frozenset(_str_set(m, "precisions", where, choices=PRECISIONS, max_items=5)),
-            severity=_str(m, "severity", where, max_length=16, choices=SEVERITIES, default="warning"),
-            workaround=_opt_str(m, "workaround", where, max_length=1024),
-        )
-        if any(i.id == issue.id for i in issues):
-            raise InvalidSpec(f"{where}.id", f"{issue.id!r} is listed twice")
-        issues.append(issue)
-    return tuple(issues)
-
-
-def _selector(value: Any, path: str) -> LabelSelector | None:
-    if value is None:
-        return None
-    m = _object(value, path, ("matchLabels", "matchExpressions"))
-    labels = m.get("matchLabels") or {}
-    where = f"{path}.matchLabels"
-    if not isinstance(labels, Mapping):
-        raise InvalidSpec(where, f"must be an object, not {_kind(labels)}")
-    if len(labels) > 64:
-        raise InvalidSpec(where, f"has {len(labels)} entries, at most 64 allowed")
-    for key in labels:
-        if not isinstance(key, str) or len(key) > 317 or not _LABEL_KEY.match(key):
-            raise InvalidSpec(f"{where}.{key}", "not a valid label key")
-        _str(labels, key, where, max_length=63, pattern=_LABEL_VALUE, default="")
-    expressions: list[SelectorRequirement] = []
-    for where, item in _list(m, "matchExpressions", path, max_items=32):
-        e = _object(item, where, ("key", "operator", "values"))
-        key = _str(e, "key", where, max_length=317, pattern=_LABEL_KEY)
-        operator = _str(e, "operator", where, max_length=16, choices=SELECTOR_OPERATORS)
-        values = _str_set(e, "values", where, max_items=64, pattern=_LABEL_VALUE)
-        if operator in ("In", "NotIn") and not values:
-            raise InvalidSpec(f"{where}.values", f"must not be empty for operator {operator}")
-        if operator in ("Exists", "DoesNotExist") and values:
-            raise InvalidSpec(f"{where}.values", f"must be empty for operator {operator}")
-        expressions.append(SelectorRequirement(key, operator, values))
-    return LabelSelector(MappingProxyType(dict(labels)), tuple(expressions))
-
-
-def _tolerations(m: Mapping[str, Any], path: str) -> tuple[Mapping[str, Any], ...]:
-    out: list[Mapping[str, Any]] = []
-    for where, item in _list(m, "tolerations", path, max_items=32):
-        t = _object(item, where, ("key", "operator", "value", "effect", "tolerationSeconds"))
-        key = _opt_str(t, "key", where, max_length=317, pattern=_LABEL_KEY)
-        operator = _str(t, "operator", where, max_length=8, choices=("Exists", "Equal"), default="Equal")
-        value = _opt_str(t, "value", where, max_length=63, pattern=_LABEL_VALUE)
-        effect = _opt_str(t, "effect", where, max_length=16, choices=TAINT_EFFECTS)
-        seconds = t.get("tolerationSeconds")
-        if key is None and operator != "Exists":
-            raise InvalidSpec(f"{where}.operator", "must be Exists when key is empty")
-        if operator == "Exists" and value:
-            raise InvalidSpec(f"{where}.value", "must be empty when operator is Exists")
-        if seconds is not None:
-            _int(t, "tolerationSeconds", where, default=None, lo=-(2**63), hi=2**63 - 1)
-            if effect != "NoExecute":
-                raise InvalidSpec(f"{where}.tolerationSeconds", "only allowed with effect NoExecute")
-        given = {"key": key, "operator": operator, "value": value, "effect": effect}
-        given["tolerationSeconds"] = seconds
-        out.append(MappingProxyType({k: v for k, v in given.items() if v is not None}))
-    return tuple(out)
-
-
-def _resources(value: Any, path: str) -> Mapping[str, Mapping[str, str]]:
-    m = _object(value, path, ("requests", "limits"))
-    out: dict[str, Mapping[str, str]] = {}
-    amounts: dict[str, dict[str, Decimal]] = {}
-    for part in ("requests", "limits"):
-        where = f"{path}.{part}"
-        r = _object(m.get(part), where, RESOURCE_NAMES)
-        strings: dict[str, str] = {}
-        for name in RESOURCE_NAMES:
-            text = _opt_str(r, name, where, max_length=32)
-            if text is not None:
-                try:
-                    amounts.setdefault(part, {})[name] = _quantity(text)
-                except ValueError as exc:
-                    raise InvalidSpec(f"{where}.{name}", str(exc)) from None
-                strings[name] = text
-        if strings:
-            out[part] = MappingProxyType(strings)
-    for name, limit in amounts.get("limits", {}).items():
-        request = amounts.get("requests", {}).get(name)
-        if request is not None and request > limit:
-            given = f"{out['requests'][name]} exceeds the limit {out['limits'][name]}"
-            raise InvalidSpec(f"{path}.requests.{name}", given)
-    return MappingProxyType(out)
-
-
-def _security(value: Any, path: str) -> PodSecurity:
-    m = _object(value, path, ("runAsUser", "runAsNonRoot", "readOnlyRootFilesystem"))
-    security = PodSecurity(
-        run_as_user=_int(m, "runAsUser", path, default=1000, lo=0, hi=2**31 - 1),
-        run_as_non_root=_bool(m, "runAsNonRoot", path, True),
-        read_only_root_filesystem=_bool(m, "readOnlyRootFilesystem", path, True),
-    )
-    if security.run_as_user == 0 and security.run_as_non_root:
-        raise InvalidSpec(f"{path}.runAsUser", ROOT_NEEDS_RUN_AS_ROOT)
-    return security
-
-
-def _shm_size(m: Mapping[str, Any], path: str, resources: Mapping[str, Mapping[str, str]]) -> str:
-    """A memory-backed /dev/shm counts against the container's memory limit, so it must fit inside it."""
-    where = f"{path}.shmSize"
-    text = _str(m, "shmSize", path, max_length=32, default=DEFAULT_SHM_SIZE)
-    try:
-        size = _quantity(text)
-    except ValueError as exc:
-        raise InvalidSpec(where, str(exc)) from None
-    if size <= 0:
-        raise InvalidSpec(where, f"{text} is not more than 0")
-    limit = resources.get("limits", {}).get("memory")
-    if limit is not None and size > _quantity(limit):
-        raise InvalidSpec(where, f"{text} exceeds resources.limits.memory {limit} (a memory-backed /dev/shm "
-                                 "counts against the memory limit)")
-    return text
-
-
-def _validation(value: Any, path: str) -> ValidationSettings:
-    allowed = ("gpusPerProbe", "gpuResource", "runtimeClassName", "shmSize", "securityContext",
-               "runtimeTimeoutSeconds", "pendingTimeoutSeconds", "priorityClassName", "tolerations", "resources")
-    m = _object(value, path, allowed)
-    gpus = _int(m, "gpusPerProbe", path, default=1, lo=1, hi=8)
-    gpu_resource = _str(m, "gpuResource", path, max_length=63, pattern=_GPU_RESOURCE, default=GPU_RESOURCE)
-    if gpu_resource != GPU_RESOURCE and gpus != 1:
-        raise InvalidSpec(f"{path}.gpusPerProbe", ONE_MIG_DEVICE)
-    resources = _resources(m.get("resources"), f"{path}.resources")
-    return ValidationSettings(
-        gpus_per_probe=gpus,
-        gpu_resource=gpu_resource,
-        runtime_class_name=_opt_str(m, "runtimeClassName", path, max_length=253, pattern=_DNS_SUBDOMAIN),
-        shm_size=_shm_size(m, path, resources),
-        security=_security(m.get("securityContext"), f"{path}.securityContext"),
-        runtime_timeout_seconds=_int(m, "runtimeTimeoutSeconds", path, default=600, lo=30, hi=86400),
-        pending_timeout_seconds=_int(m, "pendingTimeoutSeconds", path, default=300, lo=30, hi=86400),
-        priority_class_name=_opt_str(m, "priorityClassName", path, max_length=253, pattern=_DNS_SUBDOMAIN),
-        tolerations=_tolerations(m, path),
-        resources=resources,
-    )
-
-
-_SPEC_FIELDS: Final = (
-    "release", "image", "imagePullPolicy", "imagePullSecrets", "components", "requirements", "checks",
-    "knownIssues", "nodeSelector", "validation", "maxConcurrent", "revalidateAfter",
-)
 
 
 def parse_profile(obj: Mapping[str, Any]) -> Profile:
@@ -722,45 +583,24 @@ def parse_profile(obj: Mapping[str, Any]) -> Profile:
     meta = obj.get("metadata")
     if not isinstance(meta, Mapping):
         raise InvalidSpec("metadata", "required")
-    name = _str(meta, "name", "metadata", max_length=63, pattern=_NAME)
+    name = meta.get("name")
+    if name is None:
+        raise InvalidSpec("metadata.name", "required")
+    if not isinstance(name, str):
+        raise InvalidSpec("metadata.name", f"must be a string, not {_kind(name)}")
+    if len(name) > NAME_MAX_LENGTH:
+        raise InvalidSpec("metadata.name", f"longer than {NAME_MAX_LENGTH} characters")
+    if not _NAME.match(name):
+        raise InvalidSpec("metadata.name", f"{name!r} does not match {_NAME.pattern}")
     generation = meta.get("generation", 1)
     if isinstance(generation, bool) or not isinstance(generation, int) or generation < 1:
         raise InvalidSpec("metadata.generation", f"must be a positive integer, not {generation!r}")
-    uid = _opt_str(meta, "uid", "metadata", max_length=64)
+    uid = meta.get("uid")
+    if uid is not None and (not isinstance(uid, str) or len(uid) > 64):
+        raise InvalidSpec("metadata.uid", f"must be a string of at most 64 characters, not {uid!r}")
     if obj.get("spec") is None:
         raise InvalidSpec("spec", "required")
-    spec = _object(obj.get("spec"), "spec", _SPEC_FIELDS)
-    secrets: list[str] = []
-    for where, item in _list(spec, "imagePullSecrets", "spec", max_items=16):
-        ref = _object(item, where, ("name",))
-        secrets.append(_str(ref, "name", where, max_length=253, pattern=_DNS_SUBDOMAIN))
-    revalidate = _opt_str(spec, "revalidateAfter", "spec", max_length=32)
-    revalidate_seconds: int | None = None
-    if revalidate is not None:
-        try:
-            revalidate_seconds = parse_duration(revalidate)
-        except ValueError as exc:
-            raise InvalidSpec("spec.revalidateAfter", str(exc)) from None
-        if revalidate_seconds < 60:
-            raise InvalidSpec("spec.revalidateAfter", f"{revalidate} is shorter than 60s")
-    profile = Profile(
-        name=name,
-        generation=generation,
-        uid=uid,
-        release=_str(spec, "release", "spec", max_length=5, pattern=_RELEASE),
-        image=_str(spec, "image", "spec", max_length=512, pattern=_IMAGE),
-        image_pull_policy=_str(spec, "imagePullPolicy", "spec", max_length=16, choices=PULL_POLICIES,
-                               default="IfNotPresent"),
-        image_pull_secrets=tuple(secrets),
-        components=_components(spec.get("components"), "spec.components"),
-        requirements=_requirements(spec.get("requirements"), "spec.requirements"),
-        checks=_checks(spec.get("checks"), "spec.checks"),
-        known_issues=_known_issues(spec, "spec"),
-        node_selector=_selector(spec.get("nodeSelector"), "spec.nodeSelector"),
-        validation=_validation(spec.get("validation"), "spec.validation"),
-        max_concurrent=_int(spec, "maxConcurrent", "spec", default=10, lo=1, hi=1000),
-        revalidate_after_seconds=revalidate_seconds,
-    )
-    if profile.checks.time_budget_seconds + START_MARGIN_SECONDS > profile.validation.runtime_timeout_seconds:
-        raise InvalidSpec("spec.checks.timeBudgetSeconds", BUDGET_OVER_TIMEOUT)
+    profile: Profile = decode_object(Profile, obj["spec"], "spec", {"name": name, "generation": generation,
+                                                                    "uid": uid})
+    _check(profile)
     return profile

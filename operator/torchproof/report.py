@@ -7,17 +7,16 @@ annotations, the profile's status — so the table never shows a fact the cluste
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from torchproof import labels as L
 from torchproof.catalogue import display_name
 from torchproof.compat import hardware_from_labels
+from torchproof.contract import NodeRecord
 
 MAX_REASONS_WIDTH = 110
-T = TypeVar("T", dict[str, Any], list[Any])
 Obj = Mapping[str, Any]
 
 
@@ -35,14 +34,10 @@ class NodeRow:
                 "reasons": list(self.reasons), "knownIssues": self.known_issues}
 
 
-def record_of(node: Obj, profile: str) -> dict[str, Any]:
-    """The node's record for a profile; empty when absent or not JSON (the table then shows no reasons)."""
+def record_of(node: Obj, profile: str) -> NodeRecord | None:
+    """The node's record for a profile; None when absent or not JSON (the table then shows no reasons)."""
     raw = ((node.get("metadata") or {}).get("annotations") or {}).get(L.result_annotation_key(profile))
-    try:
-        record = json.loads(raw) if isinstance(raw, str) else {}
-    except ValueError:
-        return {}
-    return record if isinstance(record, dict) else {}
+    return NodeRecord.from_annotation(raw) if isinstance(raw, str) else None
 
 
 def _gpu_and_driver(labels: Mapping[str, str], numbers: Mapping[str, Any]) -> tuple[str, str]:
@@ -56,22 +51,14 @@ def _gpu_and_driver(labels: Mapping[str, str], numbers: Mapping[str, Any]) -> tu
     return gpu, driver
 
 
-def _typed(record: Mapping[str, Any], key: str, kind: type[T]) -> T:
-    """A record field of the expected type, else an empty one: a record is text anyone may have edited."""
-    value = record.get(key)
-    return value if isinstance(value, kind) else kind()
-
-
 def node_row(node: Obj, profile: str) -> NodeRow:
     meta = node.get("metadata") or {}
     labels = meta.get("labels") or {}
-    record = record_of(node, profile)
-    numbers = _typed(record, "numbers", dict)
-    gpu, driver = _gpu_and_driver(labels, numbers)
-    reasons, issues = _typed(record, "reasons", list), _typed(record, "knownIssues", list)
+    record = record_of(node, profile) or NodeRecord("", None, None)
+    gpu, driver = _gpu_and_driver(labels, record.numbers)
     return NodeRow(
         node=str(meta.get("name", "")), gpu=gpu, driver=driver, verdict=labels.get(L.label_key(profile)),
-        reasons=tuple(str(r) for r in reasons), known_issues=len(issues),
+        reasons=record.reasons, known_issues=len(record.known_issues),
     )
 
 

@@ -14,11 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-RESULT_SCHEMA = "torchproof.dev/probe-result/v1"
-PLAN_SCHEMA = "torchproof.dev/probe-plan/v1"
-MAX_RESULT_BYTES = 4096
-MAX_STRING = 200
-MAX_DEVICES = 8
+from torchproof.contract import MAX_DEVICES, MAX_RESULT_BYTES, MAX_STRING, RESULT_SCHEMA
+
 MAX_DEPTH = 6
 CHECK_NAMES = ("environment", "gpu", "cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu")
 STATUSES = frozenset({"ok", "error", "timeout", "skipped"})

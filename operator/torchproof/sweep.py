@@ -1,4 +1,4 @@
-"""Removing profiles' marks: their labels, records, owned-labels entries and validation pods.
+"""Removing profiles' marks: their labels, records, the legacy owned-labels list and validation pods.
 
 The deletion handler removes one profile's marks (`plan_removal`), but only when it runs: a profile
 deleted before its finalizer was added, or while the operator was down with the finalizer removed by
@@ -36,7 +36,7 @@ def plan_removal(nodes: Iterable[NodeView], pods: Iterable[PodView], profiles: C
     patches = []
     for node in nodes:
         mine = L.profiles_on(node.annotations) & gone
-        if mine and (patch := L.removal_patch(mine, node.labels, node.annotations, node.resource_version)):
+        if mine and (patch := L.removal_patch(mine, node.labels, node.annotations)):
             patches.append((node.name, patch))
     return Removal(tuple(patches), tuple(sorted(pod.name for pod in pods if pod.profile in gone)))
 

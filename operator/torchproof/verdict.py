@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torchproof import catalogue, compat
+from torchproof.contract import MAX_DEVICES
 from torchproof.labels import Verdict
 from torchproof.podspec import build_plan
 from torchproof.profile import KnownIssue, Profile
 from torchproof.reasons import Reason
-from torchproof.result import AMP_RUNS, MAX_DEVICES, CheckOutcome, Device, ProbeResult, UntrustedResult, parse_result
+from torchproof.result import AMP_RUNS, CheckOutcome, Device, ProbeResult, UntrustedResult, parse_result
 from torchproof.versions import ComputeCapability, DriverVersion
 from torchproof.views import PodView, Terminated
 
@@ -151,7 +152,10 @@ def judge(profile: Profile, result: ProbeResult, node_labels: Mapping[str, str])
         return Evaluation("incompatible", tuple(blocking[:MAX_REASONS]), (), numbers, tuple(findings))
     issues = _known_issues(profile, found)
     speed_judged = not all(b.tensor_cores is False for b in found)
-    if not speed_judged and "tensorCores" in result.checks:
+    if profile.validation.device == "cpu":
+        findings.append(Reason("CpuDryRun", "the probe ran on the CPU (validation.device cpu): the flow works "
+                                            "here, but nothing about a GPU is proven"))
+    elif not speed_judged and "tensorCores" in result.checks:
         products = ", ".join(_about(b) for b in found)
         findings.append(Reason("NoTensorCores", f"{products}: no tensor cores; fp16 speedup not judged"))
     failures: list[Reason] = []
@@ -274,6 +278,10 @@ def _one_gpu(o: Observed) -> bool:
     return o.gpu_count < 2 and o.profile.validation.gpus_per_probe < 2
 
 
+def _cpu_dry_run(o: Observed) -> bool:
+    return o.profile.validation.device == "cpu"
+
+
 #: Every skip a `passed` node may carry; any other skipped or missing planned check is `IncompleteResult`.
 #: Conditions read the observed hardware (every board in the result must meet them) and the plan.
 ALLOWED_SKIPS: tuple[AllowedSkip, ...] = (
@@ -282,6 +290,7 @@ ALLOWED_SKIPS: tuple[AllowedSkip, ...] = (
     AllowedSkip("amp.native", "the release's torch predates torch.cuda.amp (PyTorch 1.6)", _torch_before((1, 6))),
     AllowedSkip("tensorCores", "the catalogue says no GPU in the result has tensor cores", _no_tensor_cores),
     AllowedSkip("multiGpu", "the pod sees one GPU, as the profile's gpusPerProbe asks", _one_gpu),
+    AllowedSkip("amp.apex", "apex amp needs CUDA, which a CPU dry run does not have", _cpu_dry_run),
 )
 
 
@@ -516,5 +525,8 @@ def _same_version(expected: str, have: str) -> bool:
 
 
 def static_evaluation(profile: Profile, node_labels: Mapping[str, str]) -> compat.CompatResult:
-    """The pre-check from GPU Feature Discovery labels: spend no GPU on a node that certainly can't run it."""
+    """The pre-check from GPU Feature Discovery labels: spend no GPU on a node that certainly can't run it.
+    A CPU dry run skips it: its nodes have no GPU labels, and it spends no GPU."""
+    if profile.validation.device == "cpu":
+        return compat.CompatResult("compatible", (), None)
     return compat.evaluate(profile.requirements, compat.hardware_from_labels(node_labels))

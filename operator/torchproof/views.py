@@ -11,11 +11,11 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from torchproof import labels as L
 from torchproof.compat import hardware_from_labels
+from torchproof.contract import NodeRecord, parse_time
 
 FINGERPRINT_LABELS = (
     "nvidia.com/gpu.product",
@@ -41,7 +41,6 @@ class NodeView:
     unschedulable: bool
     gpus: int
     fingerprint: str
-    resource_version: str | None = None
     gpu_labels: tuple[tuple[str, str], ...] = field(init=False, compare=False, repr=False)
     kind: tuple[str, str] = field(init=False, compare=False, repr=False)  # (GPU product, driver)
 
@@ -92,27 +91,6 @@ class PodView:
         return self.phase in ("Succeeded", "Failed") or self.terminated is not None
 
 
-@dataclass(frozen=True)
-class Record:
-    """What a node's result annotation says about its last verdict for one profile."""
-
-    verdict: str
-    generation: int
-    spec_hash: str
-    fingerprint: str
-    at: float
-    revalidate: str
-
-
-def parse_time(value: Any) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 def fingerprint(labels: Mapping[str, str], node_info: Mapping[str, Any]) -> str:
     """A short hash of what, when it changes, makes an earlier verdict stale."""
     parts = [f"{key}={labels.get(key, '')}" for key in FINGERPRINT_LABELS]
@@ -134,7 +112,7 @@ def node_view(body: Mapping[str, Any]) -> NodeView:
     labels = dict(meta.get("labels") or {})
     annotations = {
         key: value for key, value in (meta.get("annotations") or {}).items()
-        if key in (L.OWNED_LABELS_ANNOTATION, L.REVALIDATE_ANNOTATION) or key.startswith(L.RESULT_ANNOTATION_PREFIX)
+        if key in (L.LEGACY_OWNED_ANNOTATION, L.REVALIDATE_ANNOTATION) or key.startswith(L.RESULT_ANNOTATION_PREFIX)
     }
     ready = any(
         c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
@@ -148,7 +126,6 @@ def node_view(body: Mapping[str, Any]) -> NodeView:
         unschedulable=bool(spec.get("unschedulable")),
         gpus=_quantity(allocatable.get("nvidia.com/gpu", 0)),
         fingerprint=fingerprint(labels, status.get("nodeInfo") or {}),
-        resource_version=meta.get("resourceVersion"),
     )
 
 
@@ -213,29 +190,17 @@ def _json_object(raw: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def parse_record(node: NodeView, profile: str) -> Record | None:
-    """The node's last verdict for a profile; None when absent or not readable (then it revalidates)."""
+def parse_record(node: NodeView, profile: str) -> NodeRecord | None:
+    """The node's last verdict for a profile; None when absent, not standing, or not what the label says
+    (then it revalidates)."""
     raw = node.annotations.get(L.result_annotation_key(profile))
     record = _record(raw) if isinstance(raw, str) else None
-    if record is None or node.labels.get(L.label_key(profile)) != record.verdict:
+    if record is None or not record.standing or node.labels.get(L.label_key(profile)) != record.verdict:
         return None
     return record
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _record(raw: str) -> Record | None:
+def _record(raw: str) -> NodeRecord | None:
     """Parsed once per distinct annotation: the planner reads every node's record on every pass."""
-    fields = _json_object(raw)
-    verdict = fields.get("verdict")
-    at = parse_time(fields.get("at"))
-    generation = fields.get("generation")
-    if verdict not in L.VERDICTS or at is None or not isinstance(generation, int):
-        return None
-    return Record(
-        verdict=str(verdict),
-        generation=generation,
-        spec_hash=str(fields.get("specHash", "")),
-        fingerprint=str(fields.get("fingerprint", "")),
-        at=at,
-        revalidate=str(fields.get("revalidate", "")),
-    )
+    return NodeRecord.from_annotation(raw)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchproof import catalogue
+from torchproof.contract import MAX_RESULT_BYTES, PROBE_VERSION, RESULT_SCHEMA
 from torchproof.versions import ComputeCapability, DriverVersion
 
 from torchproof_sim.images import Image, driver_runs, has_kernels
@@ -170,8 +171,6 @@ def throughput(gpu: Board) -> Throughput:
 
 # -- what the probe reports ---------------------------------------------------------------------------
 
-RESULT_SCHEMA = "torchproof.dev/probe-result/v1"
-MAX_RESULT_BYTES = 4096
 DRIVER_TOO_OLD = "RuntimeError: CUDA driver version is insufficient for CUDA runtime version"
 NO_KERNEL = "RuntimeError: CUDA error: no kernel image is available for execution on the device"
 NO_DRIVER = "RuntimeError: Found no NVIDIA driver on your system"
@@ -263,15 +262,26 @@ def _gpu_check(name: str, s: ProbeSetting, gpu: Board, plan: Mapping[str, Any]) 
     return {"status": "ok", "seconds": seconds, "devices": s.visible, "peerAccess": True, "allReduceOk": True}
 
 
+def _cpu_amp(s: ProbeSetting, plan: Mapping[str, Any]) -> dict[str, Any]:
+    """As the probe on a CPU: native autocast in bf16 (the CPU has no fp16 autocast), no apex, bf16."""
+    steps = int(plan.get("steps", 8))
+    out: dict[str, Any] = {"status": "ok", "seconds": 3.5}
+    if plan.get("native"):
+        out["native"] = _amp_run("torch.autocast+torch.amp.GradScaler", "bfloat16", steps, 0.012, s.amp_nan)
+    if plan.get("apex"):
+        out["apex"] = {"skipped": "apex amp needs cuda"}
+    if plan.get("bf16"):
+        out["bf16"] = _amp_run("torch.autocast", "bfloat16", steps, 0.012, s.amp_nan)
+    return out
+
+
 def _cpu_checks(s: ProbeSetting, checks: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, plan in checks.items():
         if name in ("environment", "gpu"):
             out[name] = {"status": "ok", "seconds": _SECONDS[name]}
         elif name == "amp":
-            steps = int(plan.get("steps", 8))
-            out[name] = {"status": "ok", "seconds": 3.5,
-                         "bf16": _amp_run("torch.autocast", "bfloat16", steps, 0.012, s.amp_nan)}
+            out[name] = _cpu_amp(s, plan)
         elif name == "tensorCores":
             out[name] = {"status": "ok", "seconds": 4.0, "size": int(plan.get("size", 4096)), "fp32": 1.2,
                          "fp16": None, "bf16": 1.5, "tf32": None, "fp16Speedup": None, "bf16Speedup": 1.25,
@@ -324,7 +334,7 @@ def probe_result(s: ProbeSetting, plan: Mapping[str, Any]) -> dict[str, Any]:
         gpu = {"source": "none", "count": 0, "devices": [], "note": "device cpu: NVML not queried"}
     return {
         "schema": RESULT_SCHEMA,
-        "probe": "1.0",
+        "probe": PROBE_VERSION,
         "device": device,
         "seconds": round(2.5 + sum(c.get("seconds", 0.0) for c in body.values()), 2),
         "env": {"python": image.python, "torch": image.torch, "cuda": image.cuda_short, "cudnn": image.cudnn,

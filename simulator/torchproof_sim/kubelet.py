@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 
+from torchproof.contract import PLAN_ENV, PROBE_VERSION, RESULT_SCHEMA
+from torchproof.labels import PROFILE_LABEL
+
 from torchproof_sim.emulator import ClusterEmulator
 from torchproof_sim.fleet import (
     GPU_RESOURCE,
@@ -32,14 +35,12 @@ from torchproof_sim.store import MERGE_PATCH, ApiError, Event, Obj
 
 log = logging.getLogger(__name__)
 
-PROFILE_LABEL = "torchproof.dev/profile"
-PLAN_ENV = "TORCHPROOF_PLAN"
 DEFAULT_PLAN: Mapping[str, Any] = {
     "device": "cuda",
     "checks": {name: {"native": True, "apex": True, "bf16": True} if name == "amp" else {} for name in (
         "environment", "gpu", "cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu")},
 }
-GARBAGE = '{"schema": "torchproof.dev/probe-result/v1", "probe": "1.0", "device": "cu'
+GARBAGE = f'{{"schema": "{RESULT_SCHEMA}", "probe": "{PROBE_VERSION}", "device": "cu'
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 PodKey = tuple[str, str]  # (profile label, node) as the concurrency counters count them
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from torchproof.contract import RESULT_SCHEMA
 from torchproof.profile import Profile
-from torchproof.result import RESULT_SCHEMA
 from torchproof.views import NodeView, node_view
 from torchproof_sim.fleet import build_node, parse_fleet
 

@@ -1,4 +1,5 @@
-"""Owned node labels (Node Feature Discovery style), pod and ConfigMap rendering, expectations."""
+"""Owned node labels (each profile's record marks its label; the legacy shared list migrated), pod and
+ConfigMap rendering, expectations."""
 
 from __future__ import annotations
 
@@ -8,41 +9,58 @@ import re
 
 from builders import make_node, pod_body
 from torchproof import labels as L
+from torchproof.contract import PLAN_SCHEMA, NodeRecord
 from torchproof.expectations import Expectations
 from torchproof.podspec import build_plan, build_pod, build_probe_configmap, configmap_name, pod_name
 from torchproof.profile import PodSecurity, Profile
-from torchproof.result import PLAN_SCHEMA
 from torchproof.sweep import plan_removal, plan_sweep
 from torchproof.views import NodeView, pod_view
 
 
-def test_verdict_patch_sets_label_record_and_owned_list_guarded_by_resource_version() -> None:
-    owned = {L.OWNED_LABELS_ANNOTATION: "torchproof.dev/p0"}
-    patch = L.verdict_patch("p1", owned, "passed", {"verdict": "passed"}, "42")
-    meta = patch["metadata"]
-    assert meta["labels"] == {"torchproof.dev/p1": "passed"}
-    assert meta["annotations"][L.OWNED_LABELS_ANNOTATION] == "torchproof.dev/p0,torchproof.dev/p1"
-    assert json.loads(meta["annotations"]["result.torchproof.dev/p1"]) == {"verdict": "passed"}
-    assert meta["resourceVersion"] == "42"
+def test_verdict_patch_writes_only_the_profiles_own_keys_without_a_resource_version() -> None:
+    record = NodeRecord("passed", 0.0, 1)
+    patch = L.verdict_patch("p1", {"team": "x"}, {"result.torchproof.dev/p0": "{}"}, "passed", record)
+    assert patch == {"metadata": {
+        "labels": {"torchproof.dev/p1": "passed"},
+        "annotations": {"result.torchproof.dev/p1": record.to_annotation()},
+    }}
+    assert json.loads(patch["metadata"]["annotations"]["result.torchproof.dev/p1"])["verdict"] == "passed"
 
 
-def test_verdict_patch_leaves_owned_list_alone_when_already_owned() -> None:
-    patch = L.verdict_patch("p1", {L.OWNED_LABELS_ANNOTATION: "torchproof.dev/p1"}, "failed", {}, "42")
-    assert L.OWNED_LABELS_ANNOTATION not in patch["metadata"]["annotations"]
-    assert "resourceVersion" not in patch["metadata"]
+def test_the_legacy_list_stays_while_it_holds_the_only_claim_on_a_label() -> None:
+    legacy = {L.LEGACY_OWNED_ANNOTATION: "torchproof.dev/p0,torchproof.dev/p1"}
+    labels = {"torchproof.dev/p0": "passed", "torchproof.dev/p1": "failed"}
+    patch = L.verdict_patch("p1", labels, legacy, "passed", NodeRecord("passed", 0.0, 1))
+    assert L.LEGACY_OWNED_ANNOTATION not in patch["metadata"]["annotations"], "p0's label is listed nowhere else"
+    assert L.owns("p0", legacy) and L.owns("p1", legacy)
+    assert L.profiles_on(legacy) == {"p0", "p1"}
+
+
+def test_the_legacy_list_goes_with_the_write_that_leaves_it_needless() -> None:
+    labels = {"torchproof.dev/p0": "passed", "torchproof.dev/p1": "failed"}
+    annotations = {L.LEGACY_OWNED_ANNOTATION: "torchproof.dev/p0,torchproof.dev/p1", "result.torchproof.dev/p0": "{}"}
+    patch = L.verdict_patch("p1", labels, annotations, "passed", NodeRecord("passed", 0.0, 1))
+    assert patch["metadata"]["annotations"][L.LEGACY_OWNED_ANNOTATION] is None
+    assert L.migration_patch(labels, annotations) is None, "p1's label has no record yet: the list still claims it"
+    annotations["result.torchproof.dev/p1"] = "{}"
+    assert L.migration_patch(labels, annotations) == {"metadata": {"annotations": {L.LEGACY_OWNED_ANNOTATION: None}}}
+    assert L.migration_patch(labels, {"result.torchproof.dev/p1": "{}"}) is None
 
 
 def test_removal_patch_removes_only_owned_labels() -> None:
-    owned = {L.OWNED_LABELS_ANNOTATION: "torchproof.dev/p0,torchproof.dev/p1", "result.torchproof.dev/p1": "{}"}
-    patch = L.removal_patch("p1", {"torchproof.dev/p1": "passed", "team": "x"}, owned)
+    legacy = {L.LEGACY_OWNED_ANNOTATION: "torchproof.dev/p0,torchproof.dev/p1", "result.torchproof.dev/p1": "{}"}
+    both = {"torchproof.dev/p0": "passed", "torchproof.dev/p1": "passed", "team": "x"}
+    patch = L.removal_patch("p1", both, legacy)
     assert patch is not None
     assert patch["metadata"]["labels"] == {"torchproof.dev/p1": None}
-    assert patch["metadata"]["annotations"] == {
-        L.OWNED_LABELS_ANNOTATION: "torchproof.dev/p0", "result.torchproof.dev/p1": None,
-    }
-    assert L.removal_patch("p1", {"torchproof.dev/p1": "passed"}, {}) is None
-    last = L.removal_patch("p0", {"torchproof.dev/p0": "x"}, {L.OWNED_LABELS_ANNOTATION: "torchproof.dev/p0"})
-    assert last is not None and last["metadata"]["annotations"][L.OWNED_LABELS_ANNOTATION] is None
+    assert patch["metadata"]["annotations"] == {"result.torchproof.dev/p1": None}, "the list still claims p0's label"
+    assert L.removal_patch("p1", {"torchproof.dev/p1": "passed"}, {}) is None, "a label torchproof did not set"
+    mine = L.removal_patch("p1", {"torchproof.dev/p1": "passed"}, {"result.torchproof.dev/p1": "{}"})
+    assert mine == {"metadata": {"labels": {"torchproof.dev/p1": None},
+                                 "annotations": {"result.torchproof.dev/p1": None}}}
+    last = L.removal_patch("p0", {"torchproof.dev/p0": "x"}, {L.LEGACY_OWNED_ANNOTATION: "torchproof.dev/p0"})
+    assert last is not None and last["metadata"]["labels"] == {"torchproof.dev/p0": None}
+    assert last["metadata"]["annotations"][L.LEGACY_OWNED_ANNOTATION] is None
 
 
 def test_validation_pod_is_pinned_by_affinity_and_safe(profile: Profile) -> None:
@@ -144,7 +162,7 @@ def test_expectations_hide_the_watch_lag(profile: Profile) -> None:
     expect.pod_deleted(observed.name, now=2)
     assert expect.overlay_pods([observed], now=3)[0].deleting
     assert expect.overlay_pods([], now=4) == []
-    patch = L.verdict_patch("p", {}, "passed", {"v": 1})
+    patch = L.verdict_patch("p", {}, {}, "passed", NodeRecord("passed", 0.0, 1))
     expect.node_patched("t4-a", patch, now=5)
     seen = expect.overlay_nodes([node], now=6)[0]
     assert seen.labels["torchproof.dev/p"] == "passed"
@@ -164,15 +182,15 @@ def test_a_pod_seen_to_go_after_its_create_settles_the_create_expectation(profil
 
 def test_the_sweep_removes_only_what_profiles_that_are_gone_left(profile: Profile) -> None:
     keep, gone = "pytorch-20.06", "old"
-    patch = L.verdict_patch(keep, {}, "passed", {"v": 1})
+    patch = L.verdict_patch(keep, {}, {}, "passed", NodeRecord("passed", 0.0, 1))
     annotations = dict(patch["metadata"]["annotations"])
     labels = {L.label_key(keep): "passed", L.label_key(gone): "failed", "team": "web", "torchproof.dev/other": "x"}
-    annotations[L.OWNED_LABELS_ANNOTATION] = f"{L.label_key(gone)},{L.label_key(keep)}"
+    annotations[L.LEGACY_OWNED_ANNOTATION] = f"{L.label_key(gone)},{L.label_key(keep)}"
     annotations[L.result_annotation_key(gone)] = "{}"
     annotations[L.result_annotation_key("older")] = "{}"
-    node = NodeView("n1", labels, annotations, True, False, 1, "fp", "42")
+    node = NodeView("n1", labels, annotations, True, False, 1, "fp")
     clean = NodeView("n2", {L.label_key(keep): "passed"}, dict(patch["metadata"]["annotations"]) | {
-        L.OWNED_LABELS_ANNOTATION: L.label_key(keep)}, True, False, 1, "fp", "7")
+        L.LEGACY_OWNED_ANNOTATION: L.label_key(keep)}, True, False, 1, "fp")
     pods = [dataclasses.replace(pod_view(pod_body(profile, make_node("n1"))), profile=name, name=f"pod-{name}")
             for name in (keep, gone)]
     sweep = plan_sweep([node, clean], pods, {keep})
@@ -181,27 +199,25 @@ def test_the_sweep_removes_only_what_profiles_that_are_gone_left(profile: Profil
     assert name == "n1"
     assert removal["metadata"] == {
         "labels": {L.label_key(gone): None},
-        "annotations": {L.OWNED_LABELS_ANNOTATION: L.label_key(keep), L.result_annotation_key(gone): None,
+        "annotations": {L.LEGACY_OWNED_ANNOTATION: None, L.result_annotation_key(gone): None,
                         L.result_annotation_key("older"): None},
-        "resourceVersion": "42",
     }
 
 
 
 def test_a_removal_takes_exactly_one_profiles_marks_and_pods(profile: Profile) -> None:
     one, other = "pytorch-20.06", "other"
-    annotations = {L.OWNED_LABELS_ANNOTATION: f"{L.label_key(one)},{L.label_key(other)}",
+    annotations = {L.LEGACY_OWNED_ANNOTATION: f"{L.label_key(one)},{L.label_key(other)}",
                    L.result_annotation_key(one): "{}", L.result_annotation_key(other): "{}"}
     node = NodeView("n1", {L.label_key(one): "passed", L.label_key(other): "failed", "team": "web"},
-                    annotations, True, False, 1, "fp", "9")
-    untouched = NodeView("n2", {L.label_key(other): "failed"}, {L.OWNED_LABELS_ANNOTATION: L.label_key(other),
-                         L.result_annotation_key(other): "{}"}, True, False, 1, "fp", "3")
+                    annotations, True, False, 1, "fp")
+    untouched = NodeView("n2", {L.label_key(other): "failed"}, {L.LEGACY_OWNED_ANNOTATION: L.label_key(other),
+                         L.result_annotation_key(other): "{}"}, True, False, 1, "fp")
     pods = [dataclasses.replace(pod_view(pod_body(profile, make_node("n1"))), profile=name, name=f"pod-{name}")
             for name in (one, other)]
     removal = plan_removal([node, untouched], pods, {one})
     assert removal.pods == ("pod-pytorch-20.06",)
     assert removal.patches == (("n1", {"metadata": {
         "labels": {L.label_key(one): None},
-        "annotations": {L.OWNED_LABELS_ANNOTATION: L.label_key(other), L.result_annotation_key(one): None},
-        "resourceVersion": "9",
+        "annotations": {L.LEGACY_OWNED_ANNOTATION: None, L.result_annotation_key(one): None},
     }}),)

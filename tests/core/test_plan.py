@@ -73,7 +73,9 @@ class World:
             retry_after=self.retry, profile_revalidate=self.revalidate, create_backoff=self.backoff,
         )
         plan = compute_plan(inp)
-        assert compute_plan(dataclasses.replace(inp, memo=self.memo)) == plan
+        remembered = compute_plan(dataclasses.replace(inp, memo=self.memo))
+        assert remembered == plan
+        self.memo = remembered.memo
         return plan
 
     def step(self) -> Plan:
@@ -145,8 +147,9 @@ def test_full_cycle_converges_labels_records_and_deletes_pods() -> None:
     assert (counts["passed"], counts["incompatible"], counts["pending"], counts["total"]) == (3, 2, 0, 5)
     ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True" and ready["reason"] == "Converged"
-    owned = w.nodes["t4-a"]["metadata"]["annotations"][L.OWNED_LABELS_ANNOTATION]
-    assert owned == KEY
+    annotations = w.nodes["t4-a"]["metadata"]["annotations"]
+    assert L.result_annotation_key("pytorch-20.06") in annotations and L.LEGACY_OWNED_ANNOTATION not in annotations
+    assert L.owns("pytorch-20.06", annotations)
     again = w.step()
     assert (again.create, again.delete, again.update, again.events) == ((), (), (), ())
 
@@ -366,23 +369,39 @@ def test_status_counts_equal_the_node_labels() -> None:
         assert plan.status["counts"][verdict] == labels.count(verdict)
 
 
-def test_a_label_write_that_conflicts_is_rebased_on_the_fresh_node() -> None:
+def test_a_label_write_touches_only_the_profiles_own_keys_and_carries_no_resource_version() -> None:
     w = World(fleet()[:1])
+    w.nodes["t4-a"]["metadata"]["resourceVersion"] = "99"
+    w.nodes["t4-a"]["metadata"].setdefault("labels", {})["torchproof.dev/other-release"] = "failed"
+    w.nodes["t4-a"]["metadata"].setdefault("annotations", {})["result.torchproof.dev/other-release"] = "{}"
     w.step()
     w.finish_all()
     [update] = w.plan().update
-    assert update.patch["metadata"]["annotations"][L.OWNED_LABELS_ANNOTATION] == KEY
-    fresh = copy.deepcopy(w.nodes["t4-a"])
-    fresh["metadata"]["resourceVersion"] = "99"
-    fresh["metadata"].setdefault("annotations", {})[L.OWNED_LABELS_ANNOTATION] = "torchproof.dev/other-release"
-    rebased = update.rebase(node_view(fresh))
-    assert rebased is not None
-    meta = rebased["metadata"]
-    assert meta["resourceVersion"] == "99"
-    assert meta["annotations"][L.OWNED_LABELS_ANNOTATION] == f"torchproof.dev/other-release,{KEY}"
+    meta = update.patch["metadata"]
+    assert set(meta) == {"labels", "annotations"}
     assert meta["labels"] == {KEY: "passed"}
-    assert meta["annotations"][L.result_annotation_key("pytorch-20.06")] == \
-        update.patch["metadata"]["annotations"][L.result_annotation_key("pytorch-20.06")]
+    assert set(meta["annotations"]) == {L.result_annotation_key("pytorch-20.06")}
+
+
+def test_a_node_with_the_legacy_list_is_migrated_on_first_touch_and_keeps_its_labels() -> None:
+    """A node labelled by an earlier release: its label is owned through the shared list only. The first
+    pass that sees the node record in place drops the list, and the label stays owned through the record."""
+    w = World(fleet()[:1])
+    for _ in range(2):
+        w.step()
+        w.finish_all()
+    meta = w.nodes["t4-a"]["metadata"]
+    meta["annotations"][L.LEGACY_OWNED_ANNOTATION] = f"{KEY},torchproof.dev/elsewhere"
+    meta["labels"]["torchproof.dev/elsewhere"] = "passed"
+    assert w.step().update == (), "the list holds the only claim on the other label: it stays"
+    meta["annotations"]["result.torchproof.dev/elsewhere"] = "{}"
+    [migration] = w.step().update
+    assert migration.patch == {"metadata": {"annotations": {L.LEGACY_OWNED_ANNOTATION: None}}}
+    assert migration.verdict is None and migration.evaluation is None
+    assert L.LEGACY_OWNED_ANNOTATION not in meta["annotations"]
+    assert (meta["labels"][KEY], meta["labels"]["torchproof.dev/elsewhere"]) == ("passed", "passed")
+    assert L.owns("pytorch-20.06", meta["annotations"]) and L.owns("elsewhere", meta["annotations"])
+    assert w.step().update == ()
 
 
 # -- one node's result never stops the others ------------------------------------------------------------
@@ -462,7 +481,7 @@ def test_a_running_pod_whose_handling_raises_is_labelled_error_and_deleted_after
     def lost(*_: Any) -> bool:
         raise KeyError("startTime")
 
-    monkeypatch.setattr("torchproof.plan._Builder.lost", lost)
+    monkeypatch.setattr("torchproof.classify.Classifier.lost", lost)
     plan = w.step()
     assert [(d.reason, d.after_label) for d in plan.delete] == [("EvaluationFailed", True)]
     assert w.label("t4-a") == "error"
@@ -608,3 +627,25 @@ def test_a_pod_stuck_terminating_frees_its_slot_after_the_grace(case: str) -> No
     assert all(d.node != node for d in plan.delete), "already being deleted"
     if state == "error":
         assert w.label(node) == "error" and plan.status["counts"]["error"] == 1
+
+
+def test_the_memo_is_an_input_and_an_output_never_changed_in_place() -> None:
+    w = World(fleet())
+    for _ in range(3):
+        w.step()
+        w.finish_all()
+    w.step()
+    nodes = [node_view(n) for n in w.nodes.values()]
+    inp = PlanInput(profile=w.profile, nodes=nodes, pods=[], now=w.now, namespace="torchproof", configmap="cm",
+                    status=w.status)
+    first = compute_plan(inp)
+    memo = first.memo
+    assert memo.idle and memo.order, "a validated fleet leaves its standing records in the memo"
+    before = (memo.context, dict(memo.idle), memo.order)
+    second = compute_plan(dataclasses.replace(inp, memo=memo))
+    assert second == first
+    assert (memo.context, dict(memo.idle), memo.order) == before
+    assert second.memo is not memo and second.memo.order is memo.order
+    assert all(second.memo.idle[name] is hit for name, hit in memo.idle.items()), "unchanged views: entries reused"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        memo.order = ()

@@ -63,7 +63,7 @@ async def test_every_failure_is_a_kube_error_and_counted(cluster: EmbeddedCluste
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
     async with KubeApi(load_configuration(server=f"http://127.0.0.1:{port}"), metrics) as api:
-        for call in (api.list_nodes(), api.patch_node("gpu-0", {}), api.get_node("gpu-0")):
+        for call in (api.list_nodes(), api.patch_node("gpu-0", {}), api.list_profiles()):
             with pytest.raises(KubeError) as unreachable:
                 await call
             assert unreachable.value.status == 0

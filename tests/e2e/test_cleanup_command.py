@@ -44,12 +44,14 @@ def marks(env: Env) -> dict[str, dict[str, str]]:
 
 async def leave_marks(env: Env) -> None:
     """A converged profile, then the operator gone with a validation pod left behind and the profile deleted:
-    it hangs on the operator's finalizer."""
+    it hangs on the operator's finalizer. t4-a also carries an earlier release's owned-labels list."""
     await env.cluster.emulator.patch_object("v1/nodes", None, "t4-a", {"metadata": {
         "labels": {HAND_MADE: "yes"}, "annotations": {L.REVALIDATE_ANNOTATION: "2026-01-01"}}})
     async with embedded_operator(env.cluster, **FAST):
         await env.apply(profile())
         await wait_for(env.converged, timeout=60, what="convergence")
+    await env.cluster.emulator.patch_object("v1/nodes", None, "t4-a", {"metadata": {
+        "annotations": {L.LEGACY_OWNED_ANNOTATION: KEY}}})
     await env.cluster.emulator.create_object("v1/pods", {"metadata": {
         "name": f"torchproof-{NAME}-left", "namespace": NAMESPACE,
         "labels": {**POD_SELECTOR, L.PROFILE_LABEL: NAME}}, "spec": {"containers": [{"name": "probe", "image": "x"}]}})
@@ -74,7 +76,7 @@ async def test_cleanup_removes_every_mark_and_releases_the_stuck_profile(env: En
     assert (code, err) == (0, ""), err
     lines = out.splitlines()
     assert (f"would change node t4-a: remove labels {KEY}; remove annotations {L.result_annotation_key(NAME)}, "
-            f"{L.OWNED_LABELS_ANNOTATION}") in lines
+            f"{L.LEGACY_OWNED_ANNOTATION}") in lines
     assert f"would change pod {NAMESPACE}/torchproof-{NAME}-left: delete" in lines
     assert f"would change profile {NAME}: remove finalizer {FINALIZER} (being deleted)" in lines
     assert lines[-1].startswith("would clean up 5 node(s)") and lines[-1].endswith("(dry run: nothing changed)")

@@ -53,7 +53,7 @@ async def test_pending_pods_keep_the_previous_label_and_time_out_without_a_verdi
     await env.cluster.emulator.patch_object(
         "v1/nodes", None, "node-pending", {"metadata": {
             "labels": {L.label_key(NAME): "passed"},
-            "annotations": {L.OWNED_LABELS_ANNOTATION: L.label_key(NAME)}}})
+            "annotations": {L.LEGACY_OWNED_ANNOTATION: L.label_key(NAME)}}})
     async with embedded_operator(env.cluster, **FAST) as op:
         await env.apply(profile(validation={**profile()["spec"]["validation"], "pendingTimeoutSeconds": 30}))
 

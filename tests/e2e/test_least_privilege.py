@@ -60,7 +60,7 @@ async def lead_once(env: Env) -> None:
 
 async def exercise_everything(env: Env) -> str:
     """Lead (the Lease), clean up an earlier probe ConfigMap, converge a mixed fleet (pods, the probe ConfigMap,
-    labels, status, events) with node patches that conflict (read again, rebased), revalidate a node, delete a profile
+    labels, status, events) with faults injected on patches, revalidate a node, delete a profile
     mid-validation (cleanup) and another while the operator is down (the sweep at start). Returns the
     operator's user."""
     await lead_once(env)
@@ -73,7 +73,7 @@ async def exercise_everything(env: Env) -> str:
                        what="the earlier probe ConfigMap cleaned up")
         env.cluster.emulator.faults = ApiFaults(seed=7, rate_409=0.5, verbs=frozenset({"patch"}))
         await env.apply(profile())
-        await wait_for(env.converged, timeout=30, what="convergence through conflicting node patches")
+        await wait_for(env.converged, timeout=30, what="convergence through faulty patches")
         env.cluster.emulator.faults = None
         started = env.kubelet.stats.started
         await env.cluster.emulator.patch_object(

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from harness import FAST, KEY, NAME, Env, profile
+from harness import FAST, NAME, Env, profile
 from torchproof import labels as L
 from torchproof_sim.fleet import parse_fleet
 from torchproof_sim.simulate import PROFILES, embedded_operator, wait_for
@@ -48,8 +48,9 @@ async def test_profile_apply_labels_matching_nodes_and_reports_status(env: Env) 
         assert record["reasons"][0].startswith("DriverTooOld")
         t4 = json.loads(env.node("t4-a")["metadata"]["annotations"][L.result_annotation_key(NAME)])
         assert t4["verdict"] == "passed" and any(i.startswith("turing-") for i in t4["knownIssues"])
-        assert env.node("t4-a")["metadata"]["annotations"][L.OWNED_LABELS_ANNOTATION] == KEY
-        assert L.OWNED_LABELS_ANNOTATION not in (env.node("cpu-1")["metadata"].get("annotations") or {})
+        assert L.owns(NAME, env.node("t4-a")["metadata"]["annotations"])
+        assert L.LEGACY_OWNED_ANNOTATION not in env.node("t4-a")["metadata"]["annotations"]
+        assert not L.owns(NAME, env.node("cpu-1")["metadata"].get("annotations") or {})
         reasons = {e.get("reason") for e in env.cluster.emulator.list_objects("v1/events")}
         assert "NodesPassed" in reasons and "NodeValidated" in reasons
 
@@ -122,7 +123,7 @@ async def test_profile_deletion_removes_exactly_its_labels_records_and_pods(env:
             meta = env.node(node)["metadata"]
             assert "torchproof.dev/second" not in meta.get("labels", {})
             assert L.result_annotation_key("second") not in meta.get("annotations", {})
-            assert meta["annotations"][L.OWNED_LABELS_ANNOTATION] == KEY
+            assert L.owns(NAME, meta["annotations"])
         assert env.label("t4-a", "torchproof.dev/other") == "keep"
         assert env.label("t4-a", "team") == "ml"
         assert env.label("t4-a") == "passed"
@@ -132,7 +133,7 @@ async def test_profile_deletion_removes_exactly_its_labels_records_and_pods(env:
             meta = env.node(node)["metadata"]
             ours = [k for k in meta.get("labels", {}) if k.startswith("torchproof.dev/") and not k.endswith("/other")]
             assert ours == []
-            assert L.OWNED_LABELS_ANNOTATION not in meta.get("annotations", {})
+            assert L.LEGACY_OWNED_ANNOTATION not in meta.get("annotations", {})
 
 
 async def test_a_profile_deleted_and_created_again_under_its_name_is_validated_again(env: Env) -> None:
@@ -167,7 +168,7 @@ async def test_a_profile_deleted_while_the_operator_is_down_is_swept_at_start(en
                        for n in EXPECTED) and not any("second" in p["metadata"]["name"] for p in env.pods())
         await wait_for(swept, what="the deleted profile's labels, records and pods swept")
         assert {n: env.label(n) for n in EXPECTED} == EXPECTED
-        assert all(env.node(n)["metadata"]["annotations"][L.OWNED_LABELS_ANNOTATION] == KEY for n in EXPECTED)
+        assert all(L.owns(NAME, env.node(n)["metadata"]["annotations"]) for n in EXPECTED)
 
 
 async def test_operator_restart_mid_validation_creates_no_duplicate_pods(env: Env) -> None:

@@ -147,7 +147,7 @@ async def test_profiles_the_operator_refuses_get_invalid_spec_and_label_nothing(
             await r.wait_converged("good-neighbour")
         assert r.kubelet.stats.max_live and all(p == "good-neighbour" for p, _ in r.kubelet.stats.max_live)
         for node, (labels, annotations) in r.node_snapshot().items():
-            ours = {L.label_key("good-neighbour"), L.OWNED_LABELS_ANNOTATION, L.result_annotation_key("good-neighbour")}
+            ours = {L.label_key("good-neighbour"), L.LEGACY_OWNED_ANNOTATION, L.result_annotation_key("good-neighbour")}
             assert {k: v for k, v in labels.items() if k not in ours} == nodes_before[node][0], node
             assert {k: v for k, v in annotations.items() if k not in ours} == nodes_before[node][1], node
 

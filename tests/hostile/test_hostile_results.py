@@ -86,7 +86,7 @@ def hostile_kubelet(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("hostile_kubelet")
 async def test_each_bad_result_labels_error_untrusted_and_changes_nothing_else() -> None:
-    owned = {L.label_key(NAME), L.OWNED_LABELS_ANNOTATION, L.result_annotation_key(NAME)}
+    owned = {L.label_key(NAME), L.LEGACY_OWNED_ANNOTATION, L.result_annotation_key(NAME)}
     async with rig(_fleet()) as r:
         before = r.node_snapshot()
         async with r.operator():

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torchproof.contract import PLAN_SCHEMA
 from torchproof.probe import PROBE_PATH
-from torchproof.result import PLAN_SCHEMA, parse_result
+from torchproof.result import parse_result
 
 CHECKS = ("environment", "gpu", "cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu")
 # The wrapper runs probe.py as __main__ after a prelude, e.g. one that deletes newer torch APIs first.

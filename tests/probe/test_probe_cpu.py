@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import yaml
 from probe_harness import ProbeRun, make_plan
+from torchproof.podspec import build_plan
+from torchproof.profile import parse_profile
+from torchproof.result import parse_result
+from torchproof.verdict import judge
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Hooks in the plan must do nothing unless TORCHPROOF_PROBE_TEST_HOOKS=1 is set; this run does not set it.
 IGNORED_HOOKS = {"ampNaN": True, "raise": "conv3d", "hang": "channelsLast"}
@@ -103,3 +111,13 @@ def test_stdout_has_progress_lines_and_the_full_detail(cpu: ProbeRun) -> None:
     assert detail["result"]["checks"].keys() == cpu.checks.keys()
     losses = detail["detail"]["ampLosses"]["torch.autocast+torch.amp.GradScaler/bfloat16"]
     assert len(losses) == 8 and losses[-1] < losses[0]
+
+
+def test_a_cpu_dry_run_profile_plans_a_run_the_operator_judges_passed(run_probe: Callable[..., ProbeRun]) -> None:
+    """The example profile's own plan, run by the real probe on this CPU, labels a node `passed` as a dry run."""
+    profile = parse_profile(yaml.safe_load((ROOT / "examples" / "profile-cpu-dryrun.yaml").read_text()))
+    run = run_probe(build_plan(profile), device=None)
+    assert run.returncode == 0, run.stderr
+    ev = judge(profile, parse_result(run.raw), {})
+    assert (ev.verdict, ev.reasons) == ("passed", ()), ev
+    assert "CpuDryRun" in {f.code for f in ev.findings}

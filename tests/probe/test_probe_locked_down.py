@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 from probe_harness import CHECKS, assert_contract, make_plan
-from torchproof.podspec import PLAN_ENV, SCRATCH, build_pod
+from torchproof.contract import PLAN_ENV
+from torchproof.podspec import SCRATCH, build_pod
 from torchproof.probe import PROBE_PATH
 from torchproof.profile import parse_profile
 

@@ -302,7 +302,7 @@ async def rig(nodes: Iterable[Mapping[str, Any]] = FLEET, *, profiles: Iterable[
     sim = parse_fleet({"nodes": fleet(nodes)})
     writes = NodeWrites(
         owned_labels={L.label_key(n) for n in names},
-        owned_annotations={L.OWNED_LABELS_ANNOTATION, *(L.result_annotation_key(n) for n in names)},
+        owned_annotations={L.LEGACY_OWNED_ANNOTATION, *(L.result_annotation_key(n) for n in names)},
     )
     async with (
         EmbeddedCluster(crd_paths=[CRD_PATH], namespace=NAMESPACE) as cluster,
@@ -374,8 +374,8 @@ def _record_problems(r: Rig, name: str) -> list[str]:
         if "garbageResult" in faults and not (
                 label == "error" and str((record.get("reasons") or [""])[0]).startswith("UntrustedResult")):
             problems.append(f"{meta['name']}: garbage result gave {label} {record.get('reasons')}")
-        if key not in L.owned_labels(meta.get("annotations") or {}):
-            problems.append(f"{meta['name']}: label {key} set but not listed as owned")
+        if not L.owns(name, meta.get("annotations") or {}):
+            problems.append(f"{meta['name']}: label {key} set but not owned")
     return problems
 
 
@@ -398,7 +398,7 @@ def audit(r: Rig, truth: Mapping[str, Mapping[str, str | None]], gone: Iterable[
             annotations = meta.get("annotations") or {}
             if L.label_key(name) in (meta.get("labels") or {}) or L.result_annotation_key(name) in annotations:
                 problems.append(f"{meta['name']}: label or record of deleted profile {name} left")
-            if L.label_key(name) in L.owned_labels(annotations):
+            if L.label_key(name) in L.legacy_owned(annotations):
                 problems.append(f"{meta['name']}: owned-labels still lists deleted profile {name}")
     for node in r.nodes():
         meta = node["metadata"]

@@ -84,7 +84,7 @@ def test_every_rule_of_the_fixed_crd_fits_the_budget_with_room() -> None:
     schema = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     costs = [compile_rule(e, node, at_root=not path).cost
              for path, node in walk_rules(schema) for e in node.get("x-kubernetes-validations", ())]
-    assert len(costs) == 12 and all(c is not None and c < STATIC_ESTIMATED_COST_LIMIT // 10 for c in costs), costs
+    assert len(costs) == 13 and all(c is not None and c < STATIC_ESTIMATED_COST_LIMIT // 10 for c in costs), costs
 
 
 # ---- each class of refusal ----------------------------------------------------------------------------
@@ -341,3 +341,19 @@ def test_cel_rules_run_beside_schema_errors_unless_one_blocks_them(case: str, sp
         admit({"apiVersion": "example.torchproof.dev/v1", "kind": "Gadget", "metadata": {"name": "g"},
                "spec": spec}, None)
     assert [(c["field"], c["message"]) for c in refused.value.details["causes"]] == expected
+
+
+def test_a_cpu_dry_run_is_admitted_with_a_node_selector_and_refused_without() -> None:
+    store, rt = _profile_store()
+    example = yaml.safe_load((ROOT / "examples" / "profile-cpu-dryrun.yaml").read_text())
+    assert store.create(rt, None, copy.deepcopy(example))["spec"]["validation"]["device"] == "cpu"
+    body = copy.deepcopy(example)
+    body["metadata"]["name"] = "no-selector"
+    del body["spec"]["nodeSelector"]
+    with pytest.raises(ApiError) as caught:
+        store.create(rt, None, body)
+    assert caught.value.code == 422
+    assert [(c["field"], "needs a nodeSelector" in c["message"]) for c in caught.value.details["causes"]] == [
+        ("spec.nodeSelector", True)]
+    gpu = copy.deepcopy(SAMPLE)
+    assert store.create(rt, None, gpu)["spec"]["validation"]["device"] == "cuda"  # the default, no selector

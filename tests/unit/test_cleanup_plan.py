@@ -1,14 +1,12 @@
-"""`torchproof cleanup`'s plan: what it removes and what it leaves, and a node patch that conflicts."""
+"""`torchproof cleanup`'s plan: what it removes and what it leaves, the legacy owned-labels list included."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 from torchproof import cleanup
 from torchproof import labels as L
-from torchproof.kube import KubeError
 from torchproof.podspec import CONFIGMAP_LABELS, CONFIGMAP_PREFIX
 
 
@@ -19,7 +17,7 @@ def node(name: str, labels: dict[str, str], annotations: dict[str, str], rv: str
 def marked(name: str, *profiles: str, rv: str = "1") -> dict[str, Any]:
     labels = {L.label_key(p): "passed" for p in profiles} | {"team": "ml"}
     annotations = {L.result_annotation_key(p): "{}" for p in profiles}
-    annotations[L.OWNED_LABELS_ANNOTATION] = ",".join(sorted(L.label_key(p) for p in profiles))
+    annotations[L.LEGACY_OWNED_ANNOTATION] = ",".join(sorted(L.label_key(p) for p in profiles))
     return node(name, labels, annotations, rv)
 
 
@@ -46,7 +44,7 @@ def test_every_profiles_marks_go_and_only_torchproofs_configmaps_and_stuck_final
     )
     ((name, patch),) = plan.removal.patches
     assert name == "a" and patch["metadata"]["labels"] == {L.label_key("gone"): None, L.label_key("p"): None}
-    assert patch["metadata"]["annotations"] == {L.OWNED_LABELS_ANNOTATION: None, L.result_annotation_key("p"): None,
+    assert patch["metadata"]["annotations"] == {L.LEGACY_OWNED_ANNOTATION: None, L.result_annotation_key("p"): None,
                                                 L.result_annotation_key("gone"): None}
     assert plan.configmaps == (f"{CONFIGMAP_PREFIX}abc",)
     assert plan.finalizers == ("p",)
@@ -67,27 +65,13 @@ def test_an_operator_pod_counts_as_running_until_it_finishes(status: dict[str, s
     assert cleanup.running_operators([pod]) == []
 
 
-class ConflictingApi:
-    """A node whose first patch conflicts: between the list and the patch another profile's mark was added."""
-
-    def __init__(self) -> None:
-        self.current = marked("a", "p", "late", rv="2")
-        self.patches: list[dict[str, Any]] = []
-
-    async def patch_node(self, name: str, patch: dict[str, Any]) -> None:
-        self.patches.append(json.loads(json.dumps(patch)))
-        if patch["metadata"].get("resourceVersion") != "2":
-            raise KubeError("patch node", 409, "the object has been modified")
-
-    async def get_node(self, name: str) -> dict[str, Any]:
-        return self.current
-
-
-async def test_a_conflicting_node_patch_is_planned_again_from_the_node_as_it_is() -> None:
-    api = ConflictingApi()
-    ((name, patch),) = cleanup.plan_cleanup([marked("a", "p")], [], [], []).removal.patches
-    await cleanup.remove_from_node(api, name, patch)
-    first, second = api.patches
-    assert first["metadata"]["resourceVersion"] == "1"
-    assert second["metadata"]["resourceVersion"] == "2"
-    assert second["metadata"]["labels"] == {L.label_key("late"): None, L.label_key("p"): None}
+def test_cleanup_removes_the_legacy_list_and_the_labels_it_alone_claims() -> None:
+    legacy = node("a", {L.label_key("old"): "passed", L.label_key("p"): "failed", "team": "ml"},
+                  {L.LEGACY_OWNED_ANNOTATION: f"{L.label_key('old')},{L.label_key('p')}",
+                   L.result_annotation_key("p"): "{}"})
+    ((name, patch),) = cleanup.plan_cleanup([legacy], [], [], []).removal.patches
+    assert name == "a" and patch == {"metadata": {
+        "labels": {L.label_key("old"): None, L.label_key("p"): None},
+        "annotations": {L.LEGACY_OWNED_ANNOTATION: None, L.result_annotation_key("p"): None},
+    }}
+    assert "resourceVersion" not in patch["metadata"]

@@ -1,4 +1,5 @@
-"""The CRD: shape, a structural schema that admits the 20.06 profile, and CEL rules parse_profile shares."""
+"""The CRD: generated from the models, its shape, a structural schema that admits the 20.06 profile, and its CEL
+rules run by the embedded cluster's CEL beside the cross-field checks of parse_profile."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from torchproof import crdgen
 from torchproof.catalogue import ARCHITECTURES
 from torchproof.profile import InvalidSpec, parse_profile
+from torchproof_sim.celrules import Rule, compile_rule, walk_rules
+from torchproof_sim.schema import apply_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD: dict[str, Any] = yaml.safe_load((ROOT / "crds" / "pytorchreleaseprofiles.yaml").read_text())
@@ -53,22 +57,20 @@ def walk(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str
         yield from walk(schema["additionalProperties"], f"{path}{{}}")
 
 
-def at(obj: Any, path: str) -> list[Any]:
-    """The values a walk() path points to in an object."""
-    nodes = [obj]
-    for part in path.replace("[]", ".[]").replace("{}", ".{}").split("."):
-        if not part:
-            continue
-        step: list[Any] = []
-        for n in nodes:
-            if part == "[]":
-                step.extend(n if isinstance(n, list) else [])
-            elif part == "{}":
-                step.extend(n.values() if isinstance(n, dict) else [])
-            elif isinstance(n, dict) and part in n:
-                step.append(n[part])
-        nodes = step
-    return nodes
+# ---- generated from the models ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", crdgen.targets(ROOT), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_committed_crd_is_what_the_models_generate(path: Path) -> None:
+    assert path.read_text(encoding="utf-8") == crdgen.crd_text(), "run `make crd` and commit the result"
+
+
+def test_the_generator_writes_both_files(tmp_path: Path) -> None:
+    for path in crdgen.targets(tmp_path):
+        path.parent.mkdir(parents=True)
+    assert crdgen.main([str(tmp_path)]) == 0
+    assert [p.read_text(encoding="utf-8") for p in crdgen.targets(tmp_path)] == [crdgen.crd_text()] * 2
+    assert yaml.safe_load(crdgen.crd_text()) == crdgen.crd()
 
 
 # ---- names, columns, status -----------------------------------------------------------------------
@@ -203,19 +205,10 @@ def test_schema_and_parser_both_reject(edit: Callable[[dict[str, Any]], Any], wh
 # ---- defaults: the CRD's and parse_profile's are the same ---------------------------------------------
 
 
-def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
-    """Kubernetes defaulting: an absent property with a default gets it, recursively."""
-    if isinstance(value, dict):
-        out = dict(value)
-        for key, sub in schema.get("properties", {}).items():
-            if key not in out and "default" in sub:
-                out[key] = copy.deepcopy(sub["default"])
-            if key in out:
-                out[key] = apply_defaults(sub, out[key])
-        return out
-    if isinstance(value, list) and "items" in schema:
-        return [apply_defaults(schema["items"], v) for v in value]
-    return value
+def defaulted(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object as the API server stores it: every absent property with a default gets it."""
+    out: dict[str, Any] = apply_defaults(copy.deepcopy(obj), SCHEMA)
+    return out
 
 
 def test_crd_defaults_equal_parser_defaults() -> None:
@@ -230,62 +223,42 @@ def test_crd_defaults_equal_parser_defaults() -> None:
             "knownIssues": [{"id": "a", "summary": "s"}],
         },
     }
-    defaulted = apply_defaults(SCHEMA, minimal)
-    assert defaulted["spec"]["checks"]["tensorCores"]["size"] == 4096  # defaulting did reach nested objects
-    assert errors(defaulted) == []
-    assert parse_profile(defaulted) == parse_profile(minimal)
+    full = defaulted(minimal)
+    assert full["spec"]["checks"]["tensorCores"]["size"] == 4096  # defaulting did reach nested objects
+    assert errors(full) == []
+    assert parse_profile(full) == parse_profile(minimal)
 
 
-# ---- CEL rules, re-stated in Python ----------------------------------------------------------------
+# ---- CEL rules, evaluated as the API server evaluates them ---------------------------------------------
+
+RULES: list[tuple[tuple[Any, ...], Rule]] = [
+    (path, compile_rule(entry, node, at_root=not path))
+    for path, node in walk_rules(SCHEMA) for entry in node.get("x-kubernetes-validations") or ()
+]
 
 
-def _cc(text: str) -> float:
-    return float(text)
-
-
-CEL: dict[str, Callable[[Any], bool]] = {
-    "self.metadata.name.size() <= 63": lambda s: len(s["metadata"]["name"]) <= 63,
-    "!has(self.maxComputeCapability) || double(self.maxComputeCapability) >= double(self.minComputeCapability)":
-        lambda s: "maxComputeCapability" not in s or _cc(s["maxComputeCapability"]) >= _cc(s["minComputeCapability"]),
-    "int(self.minimum.split('.')[0]) == self.branch": lambda s: int(s["minimum"].split(".")[0]) == s["branch"],
-    "(has(self.enabled) && !self.enabled) || !has(self.native) || self.native || "
-    "!has(self.apex) || self.apex || !has(self.bf16) || self.bf16":
-        lambda s: not s["enabled"] or s["native"] or s["apex"] or s["bf16"],
-    " && ".join(f"(!has(self.{c}) || !has(self.{c}.enabled) || self.{c}.enabled)" for c in ("cuda", "gpu")):
-        lambda s: s["cuda"]["enabled"] and s["gpu"]["enabled"],
-    "(has(self.checks) && has(self.checks.timeBudgetSeconds) ? self.checks.timeBudgetSeconds : 120) + 30 <= "
-    "(has(self.validation) && has(self.validation.runtimeTimeoutSeconds) ? self.validation.runtimeTimeoutSeconds "
-    ": 600)":
-        lambda s: s["checks"]["timeBudgetSeconds"] + 30 <= s["validation"]["runtimeTimeoutSeconds"],
-    "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0 "
-    ": !has(self.values) || size(self.values) == 0":
-        lambda s: bool(s.get("values")) if s["operator"] in ("In", "NotIn") else not s.get("values"),
-    "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')":
-        lambda s: bool(s.get("key")) or s.get("operator") == "Exists",
-    "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''":
-        lambda s: s.get("operator") != "Exists" or not s.get("value"),
-    "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')":
-        lambda s: "tolerationSeconds" not in s or s.get("effect") == "NoExecute",
-    "!has(self.gpuResource) || self.gpuResource == 'nvidia.com/gpu' || !has(self.gpusPerProbe) || "
-    "self.gpusPerProbe == 1":
-        lambda s: s["gpuResource"] == "nvidia.com/gpu" or s["gpusPerProbe"] == 1,
-    "!has(self.runAsUser) || self.runAsUser != 0 || (has(self.runAsNonRoot) && !self.runAsNonRoot)":
-        lambda s: s["runAsUser"] != 0 or not s["runAsNonRoot"],
-}
-
-
-def cel_rules() -> list[tuple[str, str]]:
-    return [(path, r["rule"]) for path, sub in walk(SCHEMA) for r in sub.get("x-kubernetes-validations", [])]
+def values_at(value: Any, path: tuple[Any, ...]) -> list[Any]:
+    """The values a rule's data path (`"[]"` for list items, `"{}"` for map values) reaches in an object."""
+    if not path:
+        return [value]
+    head, rest = path[0], path[1:]
+    if head == "[]":
+        return [v for item in (value if isinstance(value, list) else []) for v in values_at(item, rest)]
+    if head == "{}":
+        return [v for item in (value.values() if isinstance(value, dict) else []) for v in values_at(item, rest)]
+    return values_at(value[head], rest) if isinstance(value, dict) and head in value else []
 
 
 def cel_violations(obj: dict[str, Any]) -> list[str]:
-    """Rules an object breaks, evaluated where the CRD attaches them, after defaulting."""
-    obj = apply_defaults(SCHEMA, obj)
-    return [rule for path, rule in cel_rules() for node in at(obj, path) if not CEL[rule](node)]
+    """The rules an object breaks, each evaluated by CEL where the CRD attaches it, after defaulting."""
+    full = defaulted(obj)
+    return [rule.text for path, rule in RULES for node in values_at(full, path) if rule.evaluate(node) is not None]
 
 
-def test_every_cel_rule_has_a_python_restatement() -> None:
-    assert sorted(rule for _, rule in cel_rules()) == sorted(CEL)
+def test_every_rule_of_the_crd_compiles_and_none_is_skipped() -> None:
+    texts = [r["rule"] for _, node in walk(SCHEMA) for r in node.get("x-kubernetes-validations", [])]
+    assert len(texts) == 13
+    assert sorted(rule.text for _, rule in RULES) == sorted(texts)
 
 
 def test_cel_rules_hold_for_the_sample() -> None:
@@ -294,6 +267,43 @@ def test_cel_rules_hold_for_the_sample() -> None:
                                                         {"key": "b", "operator": "Exists"}]}
     obj["spec"]["validation"]["tolerations"] = [{"operator": "Exists"},
                                                 {"key": "k", "effect": "NoExecute", "tolerationSeconds": 60}]
+    assert cel_violations(obj) == []
+    parse_profile(obj)
+
+
+# Each rule's edge that it must still admit, next to the case it refuses below.
+ACCEPTING: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+    ("self.metadata.name.size() <= 63", lambda o: o["metadata"].update(name="p" * 63)),
+    ("!has(self.maxComputeCapability)", lambda o: o["spec"]["requirements"].update(maxComputeCapability="6.0")),
+    ("int(self.minimum.split('.')[0])",
+     lambda o: o["spec"]["requirements"]["driver"]["datacenterBranches"][0].update(minimum="418")),
+    ("(has(self.enabled)", lambda o: o["spec"]["checks"].update(amp={"native": False, "apex": False})),
+    ("(has(self.enabled)",
+     lambda o: o["spec"]["checks"].update(amp={"enabled": False, "native": False, "apex": False, "bf16": False})),
+    ("(!has(self.cuda)", lambda o: o["spec"]["checks"].update(
+        {c: {"enabled": False} for c in ("environment", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu")})),
+    ("(has(self.checks)", lambda o: o["spec"]["checks"].update(timeBudgetSeconds=570)),
+    ("self.operator in",
+     lambda o: o["spec"].update(nodeSelector={"matchExpressions": [{"key": "a", "operator": "DoesNotExist"}]})),
+    ("(has(self.key)", lambda o: o["spec"]["validation"].update(tolerations=[{"operator": "Exists"}])),
+    ("!has(self.operator)",
+     lambda o: o["spec"]["validation"].update(tolerations=[{"key": "k", "operator": "Equal", "value": "x"}])),
+    ("!has(self.tolerationSeconds)", lambda o: o["spec"]["validation"].update(
+        tolerations=[{"key": "k", "effect": "NoExecute", "tolerationSeconds": 1}])),
+    ("!has(self.gpuResource)",
+     lambda o: o["spec"]["validation"].update(gpuResource="nvidia.com/mig-1g.5gb", gpusPerProbe=1)),
+    ("!has(self.runAsUser)", lambda o: o["spec"]["validation"].update(
+        securityContext={"runAsUser": 0, "runAsNonRoot": False})),
+    ("!has(self.validation)", lambda o: (o["spec"]["validation"].update(device="cpu"),
+                                         o["spec"].update(nodeSelector={"matchLabels": {"kind": "worker"}}))),
+]
+
+
+@pytest.mark.parametrize(("rule", "edit"), ACCEPTING, ids=[a[0] for a in ACCEPTING])
+def test_each_cel_rule_and_the_parser_accept_its_edge(rule: str, edit: Callable[[dict[str, Any]], Any]) -> None:
+    obj = copy.deepcopy(SAMPLE)
+    edit(obj)
+    assert errors(obj) == []
     assert cel_violations(obj) == []
     parse_profile(obj)
 
@@ -326,6 +336,9 @@ BREAKING: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
      "spec.validation.gpusPerProbe"),
     ("!has(self.runAsUser)", lambda o: o["spec"]["validation"].update(securityContext={"runAsUser": 0}),
      "spec.validation.securityContext.runAsUser"),
+    ("!has(self.validation)",
+     lambda o: (o["spec"]["validation"].update(device="cpu"), o["spec"].pop("nodeSelector", None)),
+     "spec.nodeSelector"),
 ]
 
 
@@ -343,5 +356,67 @@ def test_each_cel_rule_and_the_parser_reject_its_case(
     assert caught.value.field == field
 
 
-def test_breaking_cases_cover_every_rule() -> None:
-    assert sorted(rule for rule in CEL if any(rule.startswith(b[0]) for b in BREAKING)) == sorted(CEL)
+@pytest.mark.parametrize("cases", [[b[0] for b in BREAKING], [a[0] for a in ACCEPTING]], ids=["refused", "admitted"])
+def test_the_cases_cover_every_rule(cases: list[str]) -> None:
+    texts = sorted(rule.text for _, rule in RULES)
+    assert sorted(text for text in texts if any(text.startswith(case) for case in cases)) == texts
+
+
+# ---- parse_profile enforces what the generated schema states --------------------------------------------
+
+
+def out_of_bounds(schema: dict[str, Any]) -> Iterator[tuple[str, Any, str]]:
+    """(spec path, a value the schema refuses, what parse_profile says) for each bounded field reachable
+    through objects alone."""
+    for path, sub in walk(schema["properties"]["spec"], "spec"):
+        if "[]" in path or "{}" in path:
+            continue
+        if "maximum" in sub:
+            yield path, sub["maximum"] + 1, "outside"
+        if "minimum" in sub:
+            yield path, sub["minimum"] - 1, "outside"
+        if "maxLength" in sub:
+            yield path, "a" * (sub["maxLength"] + 1), "longer than"
+        if "enum" in sub and sub["type"] == "string":
+            yield path, "Nonesuch"[:sub.get("maxLength", 8)], "is not one of"  # within maxLength: the enum refuses it
+        if "maxItems" in sub:
+            yield path, [{}] * (sub["maxItems"] + 1), "at most"
+
+
+BOUNDS = list(out_of_bounds(SCHEMA))
+
+
+def test_bounds_are_found() -> None:
+    assert len(BOUNDS) > 40
+
+
+@pytest.mark.parametrize(("path", "value", "message"), BOUNDS, ids=[f"{p}={str(v)[:12]}" for p, v, _ in BOUNDS])
+def test_parse_profile_refuses_what_the_schema_refuses(path: str, value: Any, message: str) -> None:
+    obj = copy.deepcopy(SAMPLE)
+    *parents, last = path.split(".")
+    node = obj
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    assert errors(obj) != []
+    with pytest.raises(InvalidSpec) as caught:
+        parse_profile(obj)
+    assert (caught.value.field, message in caught.value.message) == (path, True), caught.value
+
+
+REQUIRED = [f"{path}.{key}" for path, sub in walk(SCHEMA["properties"]["spec"], "spec")
+            if "[]" not in path and "{}" not in path for key in sub.get("required", [])]
+
+
+@pytest.mark.parametrize("path", REQUIRED)
+def test_parse_profile_requires_what_the_schema_requires(path: str) -> None:
+    obj = copy.deepcopy(SAMPLE)
+    *parents, last = path.split(".")
+    node = obj
+    for part in parents:
+        node = node[part]
+    del node[last]
+    assert any("required" in e for e in errors(obj))
+    with pytest.raises(InvalidSpec) as caught:
+        parse_profile(obj)
+    assert (caught.value.field, caught.value.message) == (path, "required")

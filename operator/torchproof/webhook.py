@@ -31,9 +31,11 @@ class Profiles:
     """The profiles' targets, listed again every `refresh` seconds."""
 
     def __init__(self, list_profiles: Callable[[], Awaitable[list[dict[str, Any]]]],
-                 refresh: float = REFRESH_SECONDS) -> None:
+                 refresh: float = REFRESH_SECONDS, close: Callable[[], Awaitable[None]] | None = None) -> None:
+        """`close`: awaited when the server stops (the API adapter's session)."""
         self.list_profiles = list_profiles
         self.refresh = refresh
+        self.close = close
         self.targets: tuple[mutation.Target, ...] = ()
         self.ready = asyncio.Event()
 
@@ -76,6 +78,8 @@ def application(profiles: Profiles) -> aiohttp.web.Application:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        if profiles.close is not None:
+            await profiles.close()
 
     app = aiohttp.web.Application()
     app.router.add_post(PATH, mutate)

@@ -16,7 +16,7 @@ import aiohttp.web
 import pytest
 import yaml
 from harness import PROFILE, assert_nothing_denied
-from torchproof.kube import KubeApi, load_api_client
+from torchproof.kube import KubeApi, load_configuration
 from torchproof.mutation import OPT_IN_LABEL, OPT_IN_VALUE, STEERED_ANNOTATION
 from torchproof.webhook import PATH, Profiles, application, tls_context
 from torchproof_sim.cluster import EmbeddedCluster
@@ -38,8 +38,8 @@ async def webhook_server(cluster: EmbeddedCluster) -> AsyncIterator[tuple[str, P
     for name in ("serviceaccount.yaml", "clusterrole.yaml", "clusterrolebinding.yaml"):
         await cluster.apply_yaml(WEBHOOK / name)
     token = cluster.service_account_token("torchproof", "torchproof-webhook")
-    api = KubeApi(load_api_client(server=cluster.url, token=token), workers=2)
-    profiles = Profiles(api.list_profiles, refresh=0.1)
+    api = KubeApi(load_configuration(server=cluster.url, token=token))
+    profiles = Profiles(api.list_profiles, refresh=0.1, close=api.close)
     runner = aiohttp.web.AppRunner(application(profiles))
     await runner.setup()
     site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls_context(str(CERT.cert), str(CERT.key)))
@@ -48,7 +48,6 @@ async def webhook_server(cluster: EmbeddedCluster) -> AsyncIterator[tuple[str, P
         yield f"https://127.0.0.1:{runner.addresses[0][1]}{PATH}", profiles
     finally:
         await runner.cleanup()
-        api.close()
 
 
 def configuration(url: str, **hook: Any) -> dict[str, Any]:

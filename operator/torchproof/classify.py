@@ -10,6 +10,7 @@ from typing import Any
 from torchproof import history as H
 from torchproof import labels as L
 from torchproof.breaker import FAILING, Rollout
+from torchproof.catalogue import display_name
 from torchproof.compat import CompatResult
 from torchproof.contract import NodeRecord, iso
 from torchproof.plantypes import CreateBackoff, DeletePod, EventSpec, Idle, NodeFailure, NodeUpdate, PlanInput
@@ -53,8 +54,9 @@ def _record(inp: PlanInput, node: NodeView, evaluation: Evaluation, token: str,
 
 
 def _product(node: NodeView, evaluation: Evaluation) -> str:
-    """GPU Feature Discovery's product label, the same for every node of a kind; else what the probe saw."""
-    return node.kind[0] or str(evaluation.numbers.get("gpu") or "")
+    """The GPU product in NVML's spelling: from GPU Feature Discovery's label (the same for every node of a
+    kind), else as the probe saw it, so that nodes with and without GFD share their product's median."""
+    return display_name(node.kind[0]) if node.kind[0] else str(evaluation.numbers.get("gpu") or "")
 
 
 class Classifier:

@@ -200,7 +200,7 @@ def test_history_is_bounded_and_a_regression_is_a_finding_with_numbers() -> None
     finding = next(f for f in record.findings if f.startswith("PerformanceRegression"))
     assert "30 TFLOP/s" in finding and "42% below the node's previous 51.8" in finding
     row = plan.status["performance"][0]
-    assert (row["gpu"], row["nodes"], row["median"], row["regressions"]) == ("Tesla-T4", 1, 30.0, 1)
+    assert (row["gpu"], row["nodes"], row["median"], row["regressions"]) == ("Tesla T4", 1, 30.0, 1)
 
 
 def test_status_shows_median_and_spread_per_gpu_product() -> None:
@@ -212,9 +212,9 @@ def test_status_shows_median_and_spread_per_gpu_product() -> None:
             "terminated": {"exitCode": 0, "reason": "Completed",
                            "message": with_tflops(w.nodes[w.node_of(pod)], fp16)}}}]}
     plan = w.step()
-    assert plan.status["performance"] == [{"gpu": "Tesla-T4", "metric": "fp16Tflops", "nodes": 3, "median": 52.0,
+    assert plan.status["performance"] == [{"gpu": "Tesla T4", "metric": "fp16Tflops", "nodes": 3, "median": 52.0,
                                            "min": 50.0, "max": 54.0, "spreadPercent": 7.7, "regressions": 0}]
-    assert plan.status["performanceSummary"] == "Tesla-T4 52 ±7.7%"
+    assert plan.status["performanceSummary"] == "Tesla T4 52 ±7.7%"
 
 
 def test_a_product_median_flags_a_node_without_its_own_history() -> None:
@@ -231,7 +231,7 @@ def test_a_product_median_flags_a_node_without_its_own_history() -> None:
         "terminated": {"exitCode": 0, "reason": "Completed", "message": with_tflops(slow, 20.0)}}}]}
     w.step()
     finding = next(f for f in w.record("t4-new").findings if f.startswith("PerformanceRegression"))
-    assert "below the Tesla-T4 median 52.1" in finding
+    assert "below the Tesla T4 median 52.1" in finding
 
 
 def test_a_deleted_profiles_gating_taint_is_removed_before_its_claim_and_a_foreign_one_kept() -> None:

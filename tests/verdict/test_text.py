@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from builders import make_node_body, make_result, pod_body, profile_body, terminated
+from tests.support.builders import make_node_body, make_result, pod_body, profile_body, terminated
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchproof import labels as L

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from builders import make_result
+from tests.support.builders import make_result
 from torchproof import result as result_module
 from torchproof.result import MAX_DEPTH, MAX_RESULT_BYTES, UntrustedResult, parse_result
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from builders import make_node, make_result, pod_body, terminated
+from tests.support.builders import make_node, make_result, pod_body, terminated
 from torchproof.profile import Profile
 from torchproof.verdict import evaluate_pod
 from torchproof.views import NodeView, pod_view

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from builders import BASE_RESULT, PROFILE_PATH
+from tests.support.builders import BASE_RESULT, PROFILE_PATH
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from torchproof.labels import VERDICTS

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 import pytest
-from builders import make_node_body, make_result, profile_body, result_for, terminated
+from tests.support.builders import make_node_body, make_result, profile_body, result_for, terminated
 from torchproof import labels as L
 from torchproof import verdict as judging
 from torchproof.plan import (

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from builders import BASE_RESULT, ROOT, make_node, make_result, pod_body, profile_body, terminated
+from tests.support.builders import BASE_RESULT, ROOT, make_node, make_result, pod_body, profile_body, terminated
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchproof.labels import VERDICTS

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import re
 
-from builders import make_node, pod_body
+from tests.support.builders import make_node, pod_body
 from torchproof import labels as L
 from torchproof.contract import PLAN_SCHEMA, NodeRecord
 from torchproof.expectations import Expectations

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tests.support.builders import profile_body
 from torchproof.profile import Profile, parse_profile
+
+from tests.support.builders import profile_body
 
 
 @pytest.fixture

@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.support.builders import ROOT, make_node, profile_body
 from torchproof.podspec import GPU_TOLERATIONS, build_plan, build_pod
 from torchproof.profile import CPU_NEEDS_SELECTOR, InvalidSpec, Profile, parse_profile
 from torchproof.result import parse_result
 from torchproof.verdict import judge, static_evaluation
 from torchproof_sim.hardware import ProbeSetting, encode_result, probe_result
 from torchproof_sim.images import lookup_image
+
+from tests.support.builders import ROOT, make_node, profile_body
 
 EXAMPLE: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "profile-cpu-dryrun.yaml").read_text())
 CPU = parse_profile({**EXAMPLE, "metadata": {**EXAMPLE["metadata"], "uid": "uid-1"}})

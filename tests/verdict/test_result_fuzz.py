@@ -13,7 +13,6 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from tests.support.builders import BASE_RESULT, PROFILE_PATH
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from torchproof.labels import VERDICTS
@@ -41,6 +40,8 @@ from torchproof.result import (
     parse_result,
 )
 from torchproof.verdict import judge
+
+from tests.support.builders import BASE_RESULT, PROFILE_PATH
 
 SCALE = int(os.environ.get("TORCHPROOF_FUZZ_SCALE", "1"))
 FUZZ = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

@@ -11,7 +11,7 @@ T = TypeVar("T")
 
 
 async def eventually(condition: Callable[[], T], what: str = "the condition", timeout: float = 20.0,
-                     *, every: float = 0.01) -> T:
+                     *, every: float = 0.02) -> T:
     """Poll `condition()` every `every` seconds until it is truthy and return its value; `AssertionError`
     naming `what` once `timeout` seconds have passed, so a test waits on a condition, never a fixed sleep."""
     deadline = time.monotonic() + timeout

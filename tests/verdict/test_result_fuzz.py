@@ -15,17 +15,12 @@ from typing import Any
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from torchproof.labels import VERDICTS
-from torchproof.profile import Profile, parse_profile
-from torchproof.result import (
+from torchproof.checks.fields import (
     COUNT,
     DEVICE_COUNT,
     DEVICE_INDEX,
-    FORBIDDEN,
     LOSS,
     MATMUL_SIZE,
-    MAX_DEVICES,
-    MAX_ENV_VARS,
     MAX_INT,
     MAX_STRING,
     MEMORY_MIB,
@@ -34,11 +29,11 @@ from torchproof.result import (
     SPEEDUP,
     STEPS,
     TFLOPS,
-    ProbeResult,
     Range,
-    UntrustedResult,
-    parse_result,
 )
+from torchproof.labels import VERDICTS
+from torchproof.profile import Profile, parse_profile
+from torchproof.result import FORBIDDEN, MAX_DEVICES, MAX_ENV_VARS, ProbeResult, UntrustedResult, parse_result
 from torchproof.verdict import judge
 
 from tests.support.builders import BASE_RESULT, PROFILE_PATH

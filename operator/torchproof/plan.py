@@ -111,7 +111,11 @@ def compute_plan(inp: PlanInput) -> Plan:
             b.without_pod(node)
     records = {**before, **b.records}
     rollout.judge(records, {name: node.kind for name, node in matched.items()})
-    if not b.blocked and b.pull_failure is None and not rollout.paused:
+    if rollout.paused:  # the candidates wait on a resume: nothing clears it by itself
+        for node in b.candidates:
+            b.state[node.name] = "waiting"
+            b.waiting_reason[node.name] = f"RolloutPaused: {rollout.reason}"
+    elif not b.blocked and b.pull_failure is None:
         for node in fill_slots(p, matched, b.state, b.candidates, b.retrying, b.running):
             b.create.append(build_pod(
                 p, node=node.name, fingerprint=node.fingerprint, namespace=inp.namespace, configmap=inp.configmap,

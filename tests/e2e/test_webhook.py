@@ -15,14 +15,16 @@ import aiohttp
 import aiohttp.web
 import pytest
 import yaml
-from harness import PROFILE, assert_nothing_denied
 from torchproof.kube import KubeApi, load_configuration
 from torchproof.mutation import OPT_IN_LABEL, OPT_IN_VALUE, STEERED_ANNOTATION
 from torchproof.webhook import PATH, Profiles, application, tls_context
 from torchproof_sim.cluster import EmbeddedCluster
-from torchproof_sim.simulate import CRD_PATH, PROFILES, wait_for
+from torchproof_sim.simulate import CRD_PATH, PROFILES
 from torchproof_sim.tls import loopback_certificate
 from torchproof_sim.webhooks import KEY as WEBHOOKS
+
+from tests.support.polling import eventually
+from tests.support.rig import PROFILE, assert_nothing_denied
 
 ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK = ROOT / "deploy" / "webhook"
@@ -94,7 +96,7 @@ async def test_pods_of_the_profiles_image_in_an_opted_in_namespace_are_steered_t
     cluster: EmbeddedCluster,
 ) -> None:
     async with webhook_server(cluster) as (url, profiles):
-        await wait_for(profiles.ready.is_set, 10, "the webhook to list the profiles")
+        await eventually(profiles.ready.is_set, "the webhook to list the profiles", 10)
         await cluster.emulator.create_object(WEBHOOKS, configuration(url))
         code, pod = await create_pod(cluster, "ml", "train")
         assert code == 201, pod
@@ -129,8 +131,8 @@ async def test_a_new_profile_steers_once_the_webhook_lists_it(cluster: EmbeddedC
     other["spec"].update(release="24.01", image="nvcr.io/nvidia/pytorch:24.01-py3")
     async with webhook_server(cluster) as (url, profiles):
         await cluster.emulator.create_object(WEBHOOKS, configuration(url))
-        await wait_for(profiles.ready.is_set, 10, "the webhook to list the profiles")
+        await eventually(profiles.ready.is_set, "the webhook to list the profiles", 10)
         await cluster.emulator.create_object(PROFILES, other)
-        await wait_for(lambda: any(t.profile == "pytorch-24.01" for t in profiles.targets), 10, "the new profile")
+        await eventually(lambda: any(t.profile == "pytorch-24.01" for t in profiles.targets), "the new profile", 10)
         code, pod = await create_pod(cluster, "ml", "train", image="nvcr.io/nvidia/pytorch:24.01-py3")
         assert code == 201 and required(pod)[0]["key"] == "torchproof.dev/pytorch-24.01"

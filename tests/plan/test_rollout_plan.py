@@ -6,14 +6,15 @@ import copy
 from typing import Any
 
 import jsonpatch
-from builders import make_node_body, make_result, result_for
-from test_plan import KEY, World
 from torchproof import gating
 from torchproof import labels as L
 from torchproof.breaker import RESUME_ANNOTATION
 from torchproof.contract import NodeRecord
 from torchproof.plan import Plan, PlanInput, compute_plan
 from torchproof.views import node_view
+
+from tests.plan.test_plan import KEY, World
+from tests.support.builders import make_node_body, make_result, result_for
 
 GATE = {"key": KEY, "value": "unvalidated", "effect": "NoSchedule"}
 
@@ -134,6 +135,9 @@ def test_the_canary_pauses_the_wave_when_too_many_of_it_fail_and_a_resume_goes_o
     paused = next(c for c in plan.status["conditions"] if c["type"] == "RolloutPaused")
     assert (paused["status"], paused["reason"]) == ("True", "FailureRatio")
     assert plan.status["rollout"]["paused"] is True
+    assert {n["reason"] for n in plan.status["waitingNodes"]} == {"RolloutPaused: FailureRatio"}
+    ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "Waiting", "a paused wave waits on a resume, nothing else"
     assert any(e.reason == "RolloutPausedTrue" and e.type == "Warning" for e in plan.events)
     assert not w.step().create, "the pause holds"
     w.body["metadata"].setdefault("annotations", {})[RESUME_ANNOTATION] = "1"

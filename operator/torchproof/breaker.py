@@ -22,6 +22,7 @@ from torchproof.contract import NodeRecord, iso, parse_time
 from torchproof.profile import Profile
 
 RESUME_ANNOTATION = "torchproof.dev/resume-rollout"
+MAX_TOKEN = 256  # characters of the resume annotation kept in the status (the CRD's bound)
 FAILING = frozenset({"failed"})  # an error is the probe's or the node's trouble, not the release's
 
 
@@ -64,6 +65,7 @@ class Rollout:
         resumed = str(previous.get("resumed") or "")
         resumed_at = parse_time(previous.get("resumedAt"))
         latched = bool(previous.get("paused")) and previous.get("specHash") == profile.spec_hash
+        resume = resume[:MAX_TOKEN]  # as status.rollout.resumed holds it
         if resume and resume != resumed:
             resumed, resumed_at, latched = resume, now, False
         flips = sum(1 for r in records if r is not None and _counts(r, now - window, resumed_at) and flipped(r))

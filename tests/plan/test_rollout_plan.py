@@ -8,13 +8,16 @@ from typing import Any
 import jsonpatch
 from torchproof import gating
 from torchproof import labels as L
-from torchproof.breaker import RESUME_ANNOTATION
+from torchproof.breaker import RESUME_ANNOTATION, Rollout
+from torchproof.cleanup import describe, plan_cleanup
 from torchproof.contract import NodeRecord
 from torchproof.plan import Plan, PlanInput, compute_plan
+from torchproof.profile import parse_profile
+from torchproof.sweep import plan_removal
 from torchproof.views import node_view
 
 from tests.plan.test_plan import KEY, World
-from tests.support.builders import make_node_body, make_result, result_for
+from tests.support.builders import make_node_body, make_result, profile_body, result_for
 
 GATE = {"key": KEY, "value": "unvalidated", "effect": "NoSchedule"}
 
@@ -239,9 +242,6 @@ def test_a_product_median_flags_a_node_without_its_own_history() -> None:
 
 
 def test_a_deleted_profiles_gating_taint_is_removed_before_its_claim_and_a_foreign_one_kept() -> None:
-    from torchproof.cleanup import describe, plan_cleanup
-    from torchproof.sweep import plan_removal
-
     w = Gated([make_node_body("t4-a"), make_node_body("t4-b")], gate=True, rollout={"maxTaintPercent": 100})
     w.step()
     assert w.taints("t4-a") == w.taints("t4-b") == [GATE]
@@ -254,3 +254,12 @@ def test_a_deleted_profiles_gating_taint_is_removed_before_its_claim_and_a_forei
     assert gate.claim == {"metadata": {"annotations": {L.gate_annotation_key("pytorch-20.06"): None}}}
     plan = plan_cleanup(list(w.nodes.values()), [], [], [])
     assert describe(plan, "torchproof")[0] == "node t4-a: remove the gating taint torchproof.dev/pytorch-20.06"
+
+
+def test_a_long_resume_token_is_kept_as_the_status_can_hold_it_and_honoured_once() -> None:
+    token = "r" * 300
+    first = Rollout.read(parse_profile(profile_body()), [], 1, [], {"paused": True}, token, 100.0)
+    status = first.status()
+    assert status["resumed"] == "r" * 256 and status["paused"] is False
+    again = Rollout.read(parse_profile(profile_body()), [], 1, [], status, token, 200.0)
+    assert again.resumed_at == 100.0, "the same token does not resume again"

@@ -58,6 +58,7 @@ class Informer(Generic[V]):
         self.items: dict[str, V] = {}
         self.gone: dict[str, float] = {}
         self.synced = asyncio.Event()
+        self.restarts = 0  # watches that broke or expired and were listed again (a metric)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._response: Any = None
@@ -90,10 +91,12 @@ class Informer(Generic[V]):
                 while not self._stop.is_set():
                     version = self._watch(version)
             except _Expired:
+                self.restarts += 1
                 continue
             except Exception as exc:  # any failure: log, wait, list again (level-triggered, nothing is lost)
                 if self._stop.is_set():
                     return
+                self.restarts += 1
                 log.warning("%s watch failed, listing again: %s", self.what, exc)
                 self._stop.wait(self.backoff)
 

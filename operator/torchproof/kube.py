@@ -95,6 +95,7 @@ class KubeApi:
         self.coordination = client.CoordinationV1Api(api_client)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="torchproof-api")
         self.writes: dict[str, int] = {}
+        self.on_request: Callable[[str, int | None], None] | None = None  # (verb, status or None when answered)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -108,6 +109,7 @@ class KubeApi:
     async def _call(self, verb: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
         request = loop.run_in_executor(self._pool, partial(_read, fn, *args, **kwargs))
+        code: int | None = None
         try:
             return await asyncio.shield(request)
         except asyncio.CancelledError:
@@ -117,12 +119,16 @@ class KubeApi:
                 await request
             raise
         except ApiException as exc:
-            raise KubeError(verb, exc.status or 0, _api_message(exc)) from None
+            code = exc.status or 0
+            raise KubeError(verb, code, _api_message(exc)) from None
         except (OSError, urllib3.exceptions.HTTPError) as exc:  # not reached: refused, reset, timed out, retries spent
+            code = 0
             raise KubeError(verb, 0, str(exc)[:300]) from None
         finally:
             if verb.split()[0] in ("create", "patch", "delete"):
                 self.writes[verb] = self.writes.get(verb, 0) + 1
+            if self.on_request is not None:
+                self.on_request(verb, code)
 
     async def create_pod(self, namespace: str, manifest: Mapping[str, Any]) -> bool:
         """Create a pod; False when one of that name exists already (a restart, a late watch event)."""

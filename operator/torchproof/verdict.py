@@ -490,10 +490,19 @@ def _key_numbers(result: ProbeResult, found: Iterable[Board]) -> dict[str, Any]:
     tc = result.checks.get("tensorCores")
     if tc is not None and tc.number("fp16Speedup") is not None:
         numbers["fp16Speedup"] = round(tc.number("fp16Speedup") or 0.0, 2)
+    if tc is not None and tc.number("bf16Speedup") is not None:
+        numbers["bf16Speedup"] = round(tc.number("bf16Speedup") or 0.0, 2)
+    tflops = {d: round(v, 2) for d in ("fp32", "fp16", "bf16") if tc is not None and (v := tc.number(d)) is not None}
+    if tflops:  # the metrics' GPU speed per product (metrics.py)
+        numbers["tflops"] = tflops
     amp = result.checks.get("amp")
     native = amp.data.get("native") if amp else None
     if isinstance(native, Mapping) and isinstance(native.get("maxRelError"), float):
         numbers["ampMaxRelError"] = round(native["maxRelError"], 5)
+    steps = sum(run["steps"] for run in amp.data.values() if isinstance(run, Mapping)
+                and isinstance(run.get("steps"), int) and not isinstance(run["steps"], bool)) if amp else 0
+    if amp is not None and amp.status == "ok" and amp.seconds and steps > 0:
+        numbers["ampStepSeconds"] = round(amp.seconds / steps, 4)  # the check's time per step, set-up included
     if result.seconds is not None:
         numbers["probeSeconds"] = round(result.seconds, 1)
     return {k: v for k, v in numbers.items() if v is not None}

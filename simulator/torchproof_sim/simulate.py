@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -22,6 +23,7 @@ from typing import Any
 
 import kopf
 import yaml
+from prometheus_client import start_http_server
 from torchproof import report
 from torchproof.controller import OperatorConfig, Reconciler, build_registry
 from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, load_api_client
@@ -195,6 +197,7 @@ async def simulate(
     serve: bool = False,
     probe_seconds: float = 0.2,
     kubeconfig: Path | None = None,
+    metrics_port: int = 0,
 ) -> Report:
     try:
         sim_fleet = load_fleet(fleet)
@@ -204,7 +207,7 @@ async def simulate(
     async with (
         EmbeddedCluster(crd_paths=[CRD_PATH], namespace=NAMESPACE) as cluster,
         SimKubelet(cluster.emulator, sim_fleet, probe_seconds=probe_seconds),
-        embedded_operator(cluster),
+        embedded_operator(cluster) as op,
     ):
         for path in profiles:
             try:
@@ -221,11 +224,35 @@ async def simulate(
         if serve:
             path = cluster.write_kubeconfig(kubeconfig or Path("torchproof-sim.kubeconfig"))
             print(result.table())
-            print(f"\nThe embedded cluster is up at {cluster.url}.\n  export KUBECONFIG={path}\n"
-                  "  kubectl get prp; kubectl get nodes -L torchproof.dev/" + names[0] + "\nCtrl-C stops it.")
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.Event().wait()
+            registry = op.reconciler.cfg.metrics.registry
+            server, thread = start_http_server(metrics_port, addr="127.0.0.1", registry=registry)
+            try:
+                print(f"\nThe embedded cluster is up at {cluster.url}.\n  export KUBECONFIG={path}\n"
+                      "  kubectl get prp; kubectl get nodes -L torchproof.dev/" + names[0] + "\n"
+                      f"Metrics: http://127.0.0.1:{server.server_port}/metrics\nCtrl-C stops it.", flush=True)
+                await until_signalled(op.task)
+            finally:
+                server.shutdown()
+                server.server_close()
+                thread.join(timeout=5)
         return result
+
+
+async def until_signalled(operator: asyncio.Task[None]) -> None:
+    """Until the first SIGINT or SIGTERM (or the operator ends): these handlers replace kopf's, which would
+    stop the operator and leave the cluster up."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({waiter, operator}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -237,6 +264,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     s.add_argument("--serve", action="store_true", help="keep the cluster up for kubectl after converging")
     s.add_argument("--kubeconfig", default=None, help="with --serve: where to write the kubeconfig")
+    s.add_argument("--metrics-port", type=int, default=0,
+                   help="with --serve: the loopback port of the operator's /metrics (0: any free port)")
     s.add_argument("--probe-seconds", type=float, default=0.2, help="simulated probe run time")
     return s
 
@@ -253,6 +282,7 @@ def main(argv: Sequence[str]) -> int:
             serve=args.serve,
             probe_seconds=args.probe_seconds,
             kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
+            metrics_port=args.metrics_port,
         ))
     except SimulationError as exc:
         print(f"torchproof simulate: {exc}", file=sys.stderr)

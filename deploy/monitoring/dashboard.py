@@ -25,7 +25,7 @@ JOB = 'job=~"$job"'
 
 
 def query(expr: str, legend: str = "", *, instant: bool = False, ref: str = "A") -> prometheus.Dataquery:
-    q = prometheus.Dataquery().expr(expr).ref_id(ref)
+    q = prometheus.Dataquery().expr(expr).ref_id(ref).datasource(DS)
     if legend:
         q = q.legend_format(legend)
     if instant:

@@ -77,9 +77,14 @@ def alerts() -> list[dict[str, Any]]:
     return [rule for group in rule_groups()["groups"] for rule in group["rules"] if "alert" in rule]
 
 
-def write_rules(directory: Path) -> Path:
+def write_rules(directory: Path, *, annotations: bool = True) -> Path:
+    groups = rule_groups()
+    if not annotations:
+        for group in groups["groups"]:
+            for rule in group["rules"]:
+                rule.pop("annotations", None)
     path = directory / "torchproof.rules.yaml"
-    path.write_text(yaml.safe_dump(rule_groups(), sort_keys=False))
+    path.write_text(yaml.safe_dump(groups, sort_keys=False))
     return path
 
 

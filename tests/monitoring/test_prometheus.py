@@ -77,7 +77,8 @@ def fleet_truth(kubeconfig: Path) -> Counter[tuple[str, str]]:
     products = {n["name"]: (n.get("gpu") or {}).get("product") for n in yaml.safe_load(FLEET.read_text())["nodes"]}
     api = client.CoreV1Api(load_api_client(str(kubeconfig)))
     out: Counter[tuple[str, str]] = Counter()
-    for node in json.loads(api.list_node(_preload_content=False).data)["items"]:
+    response: Any = api.list_node(_preload_content=False)  # raw JSON: the simulated nodes omit systemUUID
+    for node in json.loads(response.data)["items"]:
         verdict = (node["metadata"].get("labels") or {}).get(L.label_key(NAME))
         if verdict:
             out[(str(products[node["metadata"]["name"]]), verdict)] += 1

@@ -45,6 +45,7 @@ async def test_a_pod_deleted_while_the_watch_is_down_is_dropped_and_remembered(c
         cluster.emulator.faults = ApiFaults(rate_500=1.0, verbs=frozenset({"watch"}))
         await wait_for(lambda: cluster.emulator.request_counts()["byVerb"].get("list", 0) >= 3,
                        what="the informer to fall back to listing")
+        assert informer.restarts >= 2, "each broken watch counts (torchproof_watch_restarts_total)"
         before = time.time()
         await cluster.emulator.delete_object(PODS, NAMESPACE, "doomed")
         await wait_for(lambda: "doomed" not in informer.items, what="the relist to drop the deleted pod")

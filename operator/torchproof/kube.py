@@ -110,11 +110,13 @@ class KubeApi:
         loop = asyncio.get_running_loop()
         request = loop.run_in_executor(self._pool, partial(_read, fn, *args, **kwargs))
         code: int | None = None
+        answered = True  # unknown when cancelled: then the request is not counted
         try:
             return await asyncio.shield(request)
         except asyncio.CancelledError:
             # The thread cannot be stopped: wait for the request to end, so that a cancelled pass (a daemon
             # stopped for a deleted profile) has nothing still in flight that could land after its cleanup.
+            answered = False
             with contextlib.suppress(Exception):
                 await request
             raise
@@ -127,7 +129,7 @@ class KubeApi:
         finally:
             if verb.split()[0] in ("create", "patch", "delete"):
                 self.writes[verb] = self.writes.get(verb, 0) + 1
-            if self.on_request is not None:
+            if self.on_request is not None and answered:
                 self.on_request(verb, code)
 
     async def create_pod(self, namespace: str, manifest: Mapping[str, Any]) -> bool:

@@ -17,6 +17,7 @@ A new family: a counter or histogram goes in `Metrics.__init__`; a state family 
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 from collections import Counter as Tally
@@ -276,7 +277,8 @@ class Metrics:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
-        Info("torchproof_build", "The operator's version.", registry=r).info({"version": _version()})
+        Info("torchproof_build", "The operator's version and commit (the image's TORCHPROOF_REVISION).",
+             registry=r).info({"version": _version(), "revision": os.environ.get("TORCHPROOF_REVISION", "unknown")})
         self.validations = Counter(
             "torchproof_validations_total", "Verdicts recorded on nodes.", ["profile", "verdict"], registry=r,
         )

@@ -153,6 +153,11 @@ def _core_panels_agree(prom: Prometheus, truth: Counter[tuple[str, str]], passed
     issues = by_labels(prom.query(exprs["Known issues: nodes affected/A"]), "profile", "issue")
     assert issues and all(v >= 1 for v in issues.values())
     assert prom.value(exprs["Profiles failing passes/A"]) == 0.0
+    since = prom.value(exprs["Since the last pass/A"])
+    assert since is not None and 0 <= since < 120
+    waiting = by_labels(prom.query(exprs["Waiting nodes by reason/A"]), "reason")
+    assert {"NodeNotReady", "NodeCordoned"} <= set(r for (r,) in waiting)
+    assert (prom.value(exprs["Oldest waiting node/A"]) or 0) > 0
 
 
 def _rules_load_and_evaluate(prom: Prometheus) -> None:

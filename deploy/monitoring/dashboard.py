@@ -183,7 +183,7 @@ def health_row() -> list[object]:
            .with_target(query("sum by (code) (rate(torchproof_api_requests_total[$__rate_interval]))", "{{code}}")))
     ratio = (series_panel("API error ratio").span(8).height(8).unit("percentunit")
              .description("Failed API requests (not 2xx, 404 or 409) over all requests.")
-             .with_target(query('(sum(rate(torchproof_api_requests_total{code!~"2xx|404|409"}[$__rate_interval])) '
+             .with_target(query('(sum(rate(torchproof_api_requests_total{code!~"2..|404|409"}[$__rate_interval])) '
                                 "or vector(0)) / sum(rate(torchproof_api_requests_total[$__rate_interval]))",
                                 "errors")))
     passes = (series_panel("Reconcile passes").span(8).height(8).unit("s")

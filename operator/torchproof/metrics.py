@@ -290,8 +290,8 @@ class Metrics:
             "torchproof_validation_pods_created_total", "Validation pods created.", ["profile"], registry=r,
         )
         self.api_requests = Counter(
-            "torchproof_api_requests_total", "Kubernetes API requests, by verb, resource and HTTP status "
-            "(2xx: answered; 0: no answer).", ["verb", "resource", "code"], registry=r,
+            "torchproof_api_requests_total", "Kubernetes API requests by verb, resource and HTTP status (0: none).",
+            ["verb", "resource", "code"], registry=r,
         )
         self.api_errors = Counter(
             "torchproof_api_errors_total", "Kubernetes API calls that failed, by verb and HTTP status.",
@@ -321,11 +321,6 @@ class Metrics:
             self.registry.unregister(self.state)
         self.state = StateCollector(source)
         self.registry.register(self.state)
-
-    def request(self, verb: str, code: int | None) -> None:
-        """One API request (`kube.KubeApi` calls it): verb like "create pod"; code None when answered."""
-        action, _, resource = verb.partition(" ")
-        self.api_requests.labels(action, resource or "-", "2xx" if code is None else str(code)).inc()
 
     def forget(self, profile: str) -> None:
         """A profile is gone: its event series go too (its state series go with its loop)."""

@@ -5,7 +5,7 @@ fleet the simulation labelled."""
 
 from __future__ import annotations
 
-import json
+import asyncio
 import os
 import re
 import signal
@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
 from monitoring_rig import (
     ROOT,
     Prometheus,
@@ -31,7 +30,7 @@ from monitoring_rig import (
     write_rules,
 )
 from torchproof import labels as L
-from torchproof.kube import load_api_client
+from torchproof.kube import KubeApi, load_configuration
 
 FLEET = ROOT / "examples" / "fleet.yaml"
 PROFILE = ROOT / "profiles" / "pytorch-20.06.yaml"
@@ -75,10 +74,13 @@ class Simulation:
 def fleet_truth(kubeconfig: Path) -> Counter[tuple[str, str]]:
     """(GPU product as the fleet file names it, verdict label) for each labelled node of the simulation."""
     products = {n["name"]: (n.get("gpu") or {}).get("product") for n in yaml.safe_load(FLEET.read_text())["nodes"]}
-    api = client.CoreV1Api(load_api_client(str(kubeconfig)))
+
+    async def nodes() -> list[dict[str, Any]]:
+        async with KubeApi(load_configuration(str(kubeconfig))) as api:
+            return await api.list_nodes()
+
     out: Counter[tuple[str, str]] = Counter()
-    response: Any = api.list_node(_preload_content=False)  # raw JSON: the simulated nodes omit systemUUID
-    for node in json.loads(response.data)["items"]:
+    for node in asyncio.run(nodes()):
         verdict = (node["metadata"].get("labels") or {}).get(L.label_key(NAME))
         if verdict:
             out[(str(products[node["metadata"]["name"]]), verdict)] += 1

@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -209,50 +209,66 @@ async def simulate(
         SimKubelet(cluster.emulator, sim_fleet, probe_seconds=probe_seconds),
         embedded_operator(cluster) as op,
     ):
-        for path in profiles:
-            try:
-                await cluster.apply_yaml(path)
-            except Exception as exc:
-                raise SimulationError(f"{path}: {exc}") from None
-        converged = await wait_settled(cluster, names, timeout)
-        result = Report(
-            nodes=cluster.emulator.list_objects("v1/nodes"),
-            profiles=[p for n in names if (p := cluster.emulator.get_object(PROFILES, None, n)) is not None],
-            api_requests={**cluster.emulator.request_counts(), **_by_user(cluster)},
-            converged=converged,
-        )
-        if serve:
-            path = cluster.write_kubeconfig(kubeconfig or Path("torchproof-sim.kubeconfig"))
-            print(result.table())
-            registry = op.reconciler.cfg.metrics.registry
-            server, thread = start_http_server(metrics_port, addr="127.0.0.1", registry=registry)
-            try:
-                print(f"\nThe embedded cluster is up at {cluster.url}.\n  export KUBECONFIG={path}\n"
-                      "  kubectl get prp; kubectl get nodes -L torchproof.dev/" + names[0] + "\n"
-                      f"Metrics: http://127.0.0.1:{server.server_port}/metrics\nCtrl-C stops it.", flush=True)
-                await until_signalled(op.task)
-            finally:
-                server.shutdown()
-                server.server_close()
-                thread.join(timeout=5)
-        return result
+        with stop_on_signals() as stopped:
+            for path in profiles:
+                try:
+                    await cluster.apply_yaml(path)
+                except Exception as exc:
+                    raise SimulationError(f"{path}: {exc}") from None
+            converged = await until(wait_settled(cluster, names, timeout), stopped) is True
+            result = Report(
+                nodes=cluster.emulator.list_objects("v1/nodes"),
+                profiles=[p for n in names if (p := cluster.emulator.get_object(PROFILES, None, n)) is not None],
+                api_requests={**cluster.emulator.request_counts(), **_by_user(cluster)},
+                converged=converged,
+            )
+            if serve and not stopped.is_set():
+                path = cluster.write_kubeconfig(kubeconfig or Path("torchproof-sim.kubeconfig"))
+                print(result.table())
+                registry = op.reconciler.cfg.metrics.registry
+                server, thread = start_http_server(metrics_port, addr="127.0.0.1", registry=registry)
+                try:
+                    print(f"\nThe embedded cluster is up at {cluster.url}.\n  export KUBECONFIG={path}\n"
+                          "  kubectl get prp; kubectl get nodes -L torchproof.dev/" + names[0] + "\n"
+                          f"Metrics: http://127.0.0.1:{server.server_port}/metrics\nCtrl-C stops it.", flush=True)
+                    await until(asyncio.shield(op.task), stopped)  # leaving stops the operator, uncut
+                finally:
+                    server.shutdown()
+                    server.server_close()
+                    thread.join(timeout=5)
+            return result
 
 
-async def until_signalled(operator: asyncio.Task[None]) -> None:
-    """Until the first SIGINT or SIGTERM (or the operator ends): these handlers replace kopf's, which would
-    stop the operator and leave the cluster up."""
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[asyncio.Event]:
+    """An Event the first SIGINT or SIGTERM sets. The handlers replace those kopf installed when the operator
+    started, which would stop only the operator and leave the cluster (and a `--serve` wait) running; leaving
+    `simulate` stops all of it. On exit the signals get their default handling back."""
+    stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-    waiter = asyncio.ensure_future(stop.wait())
+        loop.add_signal_handler(sig, stopped.set)
     try:
-        await asyncio.wait({waiter, operator}, return_when=asyncio.FIRST_COMPLETED)
+        yield stopped
     finally:
-        waiter.cancel()
         for sig in signals:
             loop.remove_signal_handler(sig)
+
+
+async def until(work: Awaitable[Any], stopped: asyncio.Event) -> Any:
+    """`work`'s result, or None once `stopped` is set first (then `work` is cancelled)."""
+    task, waiter = asyncio.ensure_future(work), asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
+    return task.result()
 
 
 def parser() -> argparse.ArgumentParser:

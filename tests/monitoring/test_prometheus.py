@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -182,3 +183,27 @@ def test_simulate_serve_stops_on_the_first_sigterm(tmp_path: Path) -> None:
     sim = Simulation(tmp_path, fleet)
     assert 'torchproof_node_verdict{' in sim.scrape()
     assert sim.stop(signal.SIGTERM) == 0, sim.out.read_text()[-3000:]
+
+
+def test_simulate_stops_on_the_first_sigint_while_it_converges(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    slow = {"name": "t4", "gpu": {"product": "Tesla T4", "driver": "450.51.06"}, "probeSeconds": 120}
+    fleet.write_text(yaml.safe_dump({"nodes": [slow]}))
+    out = tmp_path / "simulate.out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torchproof.cli", "simulate", f"--fleet={fleet}", f"--profile={PROFILE}", "--serve",
+         f"--kubeconfig={tmp_path / 'kubeconfig'}", "--timeout=300"],
+        stdout=out.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        wait(lambda: "have a verdict" in out.read_text() or proc.poll() is not None, 120, "a progress line")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert time.monotonic() - started < 30, "stopped at once, not after the probe or the timeout"
+    assert code == 1 and "NOT CONVERGED" in out.read_text(), out.read_text()[-3000:]
+    assert "Metrics:" not in out.read_text()

@@ -7,7 +7,8 @@ import json
 
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
-from monitoring_rig import DASHBOARD_JSON, dashboard, dashboard_module, panels
+
+from tests.support.prometheus import DASHBOARD_JSON, dashboard, dashboard_module, panels
 
 
 def test_the_committed_dashboard_is_generated() -> None:

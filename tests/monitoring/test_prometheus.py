@@ -5,7 +5,6 @@ fleet the simulation labelled."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import signal
@@ -19,7 +18,11 @@ from typing import Any
 
 import pytest
 import yaml
-from monitoring_rig import (
+from torchproof import labels as L
+from torchproof.kube import KubeApi, load_configuration
+
+from tests.support.polling import eventually
+from tests.support.prometheus import (
     ROOT,
     Prometheus,
     alerts,
@@ -27,11 +30,8 @@ from monitoring_rig import (
     dashboard_exprs,
     panels,
     prometheus,
-    wait,
     write_rules,
 )
-from torchproof import labels as L
-from torchproof.kube import KubeApi, load_configuration
 
 FLEET = ROOT / "examples" / "fleet.yaml"
 PROFILE = ROOT / "profiles" / "pytorch-20.06.yaml"
@@ -50,11 +50,16 @@ class Simulation:
              "--serve", f"--kubeconfig={self.kubeconfig}", "--timeout=120"],
             stdout=self.out.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        found = wait(lambda: re.search(r"Metrics: (http://[\d.:]+/metrics)", self.out.read_text())
-                     or self.proc.poll() is not None, 180, "simulate --serve to print the metrics URL")
+        self.url = self.target = ""
+
+    async def serving(self) -> Simulation:
+        """Once it prints its metrics URL."""
+        found = await eventually(lambda: re.search(r"Metrics: (http://[\d.:]+/metrics)", self.out.read_text())
+                                 or self.proc.poll() is not None, "simulate --serve to print the metrics URL", 180)
         assert self.proc.poll() is None, self.out.read_text()[-3000:]
         self.url = str(found.group(1))
         self.target = self.url.removeprefix("http://").removesuffix("/metrics")
+        return self
 
     def scrape(self) -> str:
         with urllib.request.urlopen(self.url, timeout=10) as response:
@@ -72,16 +77,13 @@ class Simulation:
             raise AssertionError(f"simulate --serve ignored {sig.name}") from None
 
 
-def fleet_truth(kubeconfig: Path) -> Counter[tuple[str, str]]:
+async def fleet_truth(kubeconfig: Path) -> Counter[tuple[str, str]]:
     """(GPU product as the fleet file names it, verdict label) for each labelled node of the simulation."""
     products = {n["name"]: (n.get("gpu") or {}).get("product") for n in yaml.safe_load(FLEET.read_text())["nodes"]}
-
-    async def nodes() -> list[dict[str, Any]]:
-        async with KubeApi(load_configuration(str(kubeconfig))) as api:
-            return await api.list_nodes()
-
+    async with KubeApi(load_configuration(str(kubeconfig))) as api:
+        nodes = await api.list_nodes()
     out: Counter[tuple[str, str]] = Counter()
-    for node in asyncio.run(nodes()):
+    for node in nodes:
         verdict = (node["metadata"].get("labels") or {}).get(L.label_key(NAME))
         if verdict:
             out[(str(products[node["metadata"]["name"]]), verdict)] += 1
@@ -92,10 +94,11 @@ def by_labels(result: list[dict[str, Any]], *names: str) -> dict[tuple[str, ...]
     return {tuple(r["metric"].get(n, "") for n in names): float(r["value"][1]) for r in result}
 
 
-def test_dashboard_and_rules_against_prometheus_scraping_simulate_serve(tmp_path: Path) -> None:
+async def test_dashboard_and_rules_against_prometheus_scraping_simulate_serve(tmp_path: Path) -> None:
     sim = Simulation(tmp_path, FLEET)
     try:
-        truth = fleet_truth(sim.kubeconfig)
+        await sim.serving()
+        truth = await fleet_truth(sim.kubeconfig)
         passed = Counter({product: n for (product, verdict), n in truth.items() if verdict == "passed"})
         assert sum(passed.values()) >= 5 and len({v for _, v in truth}) == 4, truth  # a mixed fleet
         scraped = tmp_path / "scrape.txt"
@@ -104,13 +107,14 @@ def test_dashboard_and_rules_against_prometheus_scraping_simulate_serve(tmp_path
                                text=True, timeout=60)
         assert check.returncode == 0, check.stdout + check.stderr
         assert not re.search(r"^\w+_created[{ ]", scraped.read_text(), re.M), "no _created series"
-        with prometheus(tmp_path, sim.target, write_rules(tmp_path)) as prom:
-            wait(lambda: prom.value(f'sum(torchproof_nodes{{profile="{NAME}",state="passed"}})')
-                 == sum(passed.values()), 60, "Prometheus to scrape the converged fleet")
-            wait(lambda: prom.value('count(rate(torchproof_api_requests_total[1m]))'), 30, "two scrapes")
+        async with prometheus(tmp_path, sim.target, write_rules(tmp_path)) as prom:
+            await eventually(lambda: prom.value(f'sum(torchproof_nodes{{profile="{NAME}",state="passed"}})')
+                             == sum(passed.values()), "Prometheus to scrape the converged fleet", 60, every=0.2)
+            await eventually(lambda: prom.value("count(rate(torchproof_api_requests_total[1m]))"), "two scrapes",
+                             30, every=0.2)
             _every_expression_runs(prom)
             _core_panels_agree(prom, truth, passed)
-            _rules_load_and_evaluate(prom)
+            await _rules_load_and_evaluate(prom)
     finally:
         code = sim.stop(signal.SIGINT)
     assert code == 0, sim.out.read_text()[-3000:]
@@ -163,13 +167,13 @@ def _core_panels_agree(prom: Prometheus, truth: Counter[tuple[str, str]], passed
     assert (prom.value(exprs["Oldest waiting node/A"]) or 0) > 0
 
 
-def _rules_load_and_evaluate(prom: Prometheus) -> None:
+async def _rules_load_and_evaluate(prom: Prometheus) -> None:
     def evaluated() -> list[dict[str, Any]] | None:
         rules = [r for g in prom.get("/api/v1/rules")["groups"] for r in g["rules"]]
         return rules if rules and all(r.get("lastEvaluation", "").startswith("2") and
                                       not r["lastEvaluation"].startswith("0001") for r in rules) else None
 
-    rules = wait(evaluated, 30, "the rules to be evaluated")
+    rules = await eventually(evaluated, "the rules to be evaluated", 30, every=0.2)
     assert {r["name"] for r in rules} == {a["alert"] for a in alerts()}
     assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
     failing = next(r for r in rules if r["name"] == "TorchproofNodesFailing")
@@ -177,15 +181,15 @@ def _rules_load_and_evaluate(prom: Prometheus) -> None:
     assert all(r["state"] == "inactive" for r in rules if r["name"] != "TorchproofNodesFailing")
 
 
-def test_simulate_serve_stops_on_the_first_sigterm(tmp_path: Path) -> None:
+async def test_simulate_serve_stops_on_the_first_sigterm(tmp_path: Path) -> None:
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(yaml.safe_dump({"nodes": [{"name": "t4", "gpu": {"product": "Tesla T4", "driver": "450.51.06"}}]}))
-    sim = Simulation(tmp_path, fleet)
-    assert 'torchproof_node_verdict{' in sim.scrape()
+    sim = await Simulation(tmp_path, fleet).serving()
+    assert "torchproof_node_verdict{" in sim.scrape()
     assert sim.stop(signal.SIGTERM) == 0, sim.out.read_text()[-3000:]
 
 
-def test_simulate_stops_on_the_first_sigint_while_it_converges(tmp_path: Path) -> None:
+async def test_simulate_stops_on_the_first_sigint_while_it_converges(tmp_path: Path) -> None:
     fleet = tmp_path / "fleet.yaml"
     slow = {"name": "t4", "gpu": {"product": "Tesla T4", "driver": "450.51.06"}, "probeSeconds": 120}
     fleet.write_text(yaml.safe_dump({"nodes": [slow]}))
@@ -196,7 +200,8 @@ def test_simulate_stops_on_the_first_sigint_while_it_converges(tmp_path: Path) -
         stdout=out.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        wait(lambda: "have a verdict" in out.read_text() or proc.poll() is not None, 120, "a progress line")
+        await eventually(lambda: "have a verdict" in out.read_text() or proc.poll() is not None, "a progress line",
+                         120, every=0.2)
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=60)

@@ -8,7 +8,8 @@ import shutil
 from pathlib import Path
 
 import yaml
-from monitoring_rig import ROOT, alerts, promtool, write_rules
+
+from tests.support.prometheus import ROOT, alerts, promtool, write_rules
 
 TESTS = Path(__file__).resolve().parent / "alerts_test.yaml"
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from monitoring_rig import ROOT
 from torchproof import labels as L
 from torchproof.contract import NodeRecord
 from torchproof.metrics import InformerState, Metrics, ProfileState, Snapshot, family_names, state_families
 from torchproof.views import NodeView
+
+from tests.support.prometheus import ROOT
 
 
 def node(name: str, profile: str, verdict: str, *reasons: str, issues: tuple[str, ...] = (),

@@ -1,5 +1,6 @@
 """A real Prometheus (Debian's `prometheus`, with `promtool`) on a free loopback port with its own config and
-data directory, the shipped rules and dashboard read from deploy/monitoring, and a query helper."""
+data directory, the shipped rules and dashboard read from deploy/monitoring, and a query helper
+(tests/monitoring)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ import importlib.util
 import json
 import socket
 import subprocess
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import yaml
+
+from tests.support.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "deploy" / "monitoring"
@@ -112,8 +114,8 @@ class Prometheus:
         return float(result[0]["value"][1]) if result else None
 
 
-@contextlib.contextmanager
-def prometheus(tmp: Path, target: str, rules: Path | None = None) -> Iterator[Prometheus]:
+@contextlib.asynccontextmanager
+async def prometheus(tmp: Path, target: str, rules: Path | None = None) -> AsyncIterator[Prometheus]:
     """Prometheus scraping `target` (host:port) every second as job torchproof-metrics, evaluating `rules`."""
     config: dict[str, Any] = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -131,7 +133,7 @@ def prometheus(tmp: Path, target: str, rules: Path | None = None) -> Iterator[Pr
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait(lambda: _ready(url) or proc.poll() is not None, 60, "Prometheus ready")
+        await eventually(lambda: _ready(url) or proc.poll() is not None, "Prometheus ready", 60, every=0.2)
         assert proc.poll() is None, (tmp / "prometheus.log").read_text()[-3000:]
         yield Prometheus(url)
     finally:
@@ -150,13 +152,3 @@ def _ready(url: str) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
-
-
-def wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")

@@ -113,6 +113,7 @@ async def test_dashboard_and_rules_against_prometheus_scraping_simulate_serve(tm
             await eventually(lambda: prom.value("count(rate(torchproof_api_requests_total[1m]))"), "two scrapes",
                              30, every=0.2)
             _every_expression_runs(prom)
+            _the_documented_queries_run(prom)
             _core_panels_agree(prom, truth, passed)
             await _rules_load_and_evaluate(prom)
     finally:
@@ -134,6 +135,18 @@ def _every_expression_runs(prom: Prometheus) -> None:
              "alert TorchproofAPIErrorRatioHigh", "alert TorchproofGPUThroughputDropped"}
     unexpected = [w for w in empty if w not in quiet]
     assert not unexpected, f"expressions with no data on a converged mixed fleet: {unexpected}"
+
+
+def _the_documented_queries_run(prom: Prometheus) -> None:
+    """docs/metrics.md's PromQL per question: each one Prometheus runs (R stands for a profile's name)."""
+    doc = (ROOT / "docs" / "metrics.md").read_text()
+    section = doc[doc.index("## Questions and their PromQL"):doc.index("## Install with kube-prometheus-stack")]
+    spans = [" ".join(s.split()) for s in re.findall(r"`([^`]+)`", section)]
+    queries = [s for s in spans if re.search(r"\b(torchproof|process)_\w+", s)]
+    assert len(queries) >= 20
+    for query in queries:
+        prom.query(query.replace('profile="R"', f'profile="{NAME}"'))
+    assert prom.query(f'torchproof_node_verdict{{profile="{NAME}",reasons=~"(.*,)?DriverTooOld(,.*)?"}}')
 
 
 def _core_panels_agree(prom: Prometheus, truth: Counter[tuple[str, str]], passed: Counter[str]) -> None:

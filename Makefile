@@ -36,7 +36,7 @@ SYSTEM_TOOLS := openssl:openssl unshare:util-linux prometheus:prometheus promtoo
 
 system-deps:
 	@missing=$$(for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || echo $${pair#*:}; done); \
-	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends $$(echo $$missing | tr ' ' '\n' | sort -u); fi
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$(echo $$missing | tr ' ' '\n' | sort -u); fi
 
 test: system-deps lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider

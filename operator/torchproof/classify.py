@@ -113,7 +113,7 @@ class Classifier:
     def label(self, node: NodeView, evaluation: Evaluation) -> None:
         before = raw_record(node, self.inp.profile.name)
         if evaluation.verdict == "passed":
-            found = H.regression(H.number(evaluation.numbers.get(H.METRIC)), before, _product(node, evaluation),
+            found = H.regression(H.key_number(evaluation.numbers), before, _product(node, evaluation),
                                  self.medians())
             if found is not None:
                 evaluation = dataclasses.replace(evaluation, findings=(*evaluation.findings, found))

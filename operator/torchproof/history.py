@@ -17,7 +17,7 @@ from typing import Any
 from torchproof.contract import HISTORY_LENGTH, NodeRecord, iso
 from torchproof.reasons import Reason
 
-METRIC = "fp16Tflops"  # the key number kept (verdict._key_numbers)
+METRIC = "fp16Tflops"  # the key number, as each history entry names it
 REGRESSION_PERCENT = 20.0
 REGRESSION = "PerformanceRegression"  # the finding's code, as `regression` spells it
 MAX_PRODUCTS = 16  # rows of the status summary
@@ -27,11 +27,17 @@ def number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def key_number(numbers: Mapping[str, Any]) -> float | None:
+    """The record's fp16 tensor-core TFLOP/s (the tensor-core check's summary, `numbers.tflops.fp16`)."""
+    tflops = numbers.get("tflops")
+    return number(tflops.get("fp16")) if isinstance(tflops, Mapping) else None
+
+
 def extended(previous: NodeRecord | None, at: float, verdict: str, numbers: Mapping[str, Any],
              product: str) -> tuple[dict[str, Any], ...]:
     """The history after one more validation, oldest first, bounded."""
     entry: dict[str, Any] = {"at": iso(at), "verdict": verdict, "gpu": product}
-    value = number(numbers.get(METRIC))
+    value = key_number(numbers)
     if value is not None:
         entry[METRIC] = value
     earlier = tuple(dict(e) for e in previous.history) if previous is not None else ()

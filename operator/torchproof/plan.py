@@ -138,5 +138,6 @@ def compute_plan(inp: PlanInput) -> Plan:
         create_backoff={n: backoff for n, backoff in b.backoff.items() if n in matched},
         failures=tuple(b.failures),
         gates=tuple(gates),
+        waiting=dict(b.waiting_reason),
         memo=PlanMemo(b.context, b.idle, order),
     )

@@ -120,4 +120,5 @@ class Plan:
     create_backoff: Mapping[str, CreateBackoff] = field(default_factory=dict)
     failures: tuple[NodeFailure, ...] = ()
     gates: tuple[GateUpdate, ...] = ()  # gating taints to add or remove (gating.py)
+    waiting: Mapping[str, str] = field(default_factory=dict)  # node -> why it waits (all, unlike the status)
     memo: PlanMemo = field(default_factory=PlanMemo, compare=False)  # for the next pass's input

@@ -76,15 +76,15 @@ async def exercise_everything(env: Rig) -> str:
         await eventually(lambda: env.kubelet.stats.started == started + 1, what="revalidation of t4-a")
         await env.apply(profile(maxConcurrent=1, gate=True) | {"metadata": {"name": "second"}})  # taints too
         await eventually(lambda: env.label("t4-a", "torchproof.dev/second"), what="a label of the second profile")
+        added = op.reconciler.cfg.metrics.registry.get_sample_value(
+            "torchproof_gating_taints_total", {"profile": "second", "action": "add"})
+        assert added, "the second profile gated nodes"
         await env.cluster.emulator.delete_object(PROFILES, None, "second")
         await eventually(lambda: env.profile("second") is None and env.label("t4-a", "torchproof.dev/second") is None,
                          what="the second profile cleaned up")
         gated = [n["metadata"]["name"] for n in env.cluster.emulator.list_objects("v1/nodes")
                  if any(t.get("key") == "torchproof.dev/second" for t in n["spec"].get("taints") or [])]
         assert gated == [], "the gating taints went with the profile"
-        added = op.reconciler.cfg.metrics.registry.get_sample_value(
-            "torchproof_gating_taints_total", {"profile": "second", "action": "add"})
-        assert added, "the second profile gated nodes"
         await env.apply(profile(maxConcurrent=1) | {"metadata": {"name": "third"}})
         await eventually(lambda: env.label("t4-a", "torchproof.dev/third"), what="a label of the third profile")
     await env.cluster.emulator.patch_object(PROFILES, None, "third", {"metadata": {"finalizers": None}})

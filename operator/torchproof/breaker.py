@@ -33,7 +33,7 @@ def _share(total: int, percent: int) -> int:
 
 def flipped(record: NodeRecord) -> bool:
     """The record turned a passed node's label to failed or error."""
-    return record.verdict in FAILING and len(record.history) >= 2 and record.history[-2].get("verdict") == "passed"
+    return record.verdict in FAILING and bool(record.history) and record.history[-1].get("verdict") == "passed"
 
 
 def _counts(record: NodeRecord, window_start: float, resumed_at: float | None) -> bool:

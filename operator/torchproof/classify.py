@@ -10,7 +10,6 @@ from typing import Any
 from torchproof import history as H
 from torchproof import labels as L
 from torchproof.breaker import FAILING, Rollout
-from torchproof.catalogue import display_name
 from torchproof.compat import CompatResult
 from torchproof.contract import NodeRecord, iso
 from torchproof.plantypes import CreateBackoff, DeletePod, EventSpec, Idle, NodeFailure, NodeUpdate, PlanInput
@@ -49,14 +48,8 @@ def _record(inp: PlanInput, node: NodeView, evaluation: Evaluation, token: str,
         findings=tuple(clean_tree([str(r) for r in evaluation.findings])),
         known_issues=tuple(clean_tree([issue.id for issue in evaluation.known_issues])),
         numbers=clean_tree(dict(evaluation.numbers)),
-        history=H.extended(previous, inp.now, evaluation.verdict, evaluation.numbers, _product(node, evaluation)),
+        history=H.extended(previous),
     )
-
-
-def _product(node: NodeView, evaluation: Evaluation) -> str:
-    """The GPU product in NVML's spelling: from GPU Feature Discovery's label (the same for every node of a
-    kind), else as the probe saw it, so that nodes with and without GFD share their product's median."""
-    return display_name(node.kind[0]) if node.kind[0] else str(evaluation.numbers.get("gpu") or "")
 
 
 class Classifier:
@@ -97,7 +90,9 @@ class Classifier:
         """Each GPU product's median key number over the nodes' records, once per pass that needs it."""
         if self._medians is None:
             name = self.inp.profile.name
-            self._medians = H.medians(H.by_product(raw_record(node, name) for node in self.inp.nodes))
+            records = ((node, raw_record(node, name)) for node in self.inp.nodes)
+            self._medians = H.medians(H.by_product(
+                (H.product(node, r.numbers), r) for node, r in records if r is not None))
         return self._medians
 
     def holds(self, node: NodeView, evaluation: Evaluation) -> bool:
@@ -113,7 +108,7 @@ class Classifier:
     def label(self, node: NodeView, evaluation: Evaluation) -> None:
         before = raw_record(node, self.inp.profile.name)
         if evaluation.verdict == "passed":
-            found = H.regression(H.key_number(evaluation.numbers), before, _product(node, evaluation),
+            found = H.regression(H.key_number(evaluation.numbers), before, H.product(node, evaluation.numbers),
                                  self.medians())
             if found is not None:
                 evaluation = dataclasses.replace(evaluation, findings=(*evaluation.findings, found))

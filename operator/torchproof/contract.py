@@ -27,7 +27,7 @@ RESULT_PATH = "/dev/termination-log"  # the plan's resultPath: the pod's termina
 MAX_RESULT_BYTES = 4096  # the kubelet's limit on a termination message
 MAX_STRING = 200  # characters in any result string
 MAX_DEVICES = 8  # GPUs listed in a result
-HISTORY_LENGTH = 5  # the validations a record keeps the key numbers of (history.py)
+HISTORY_LENGTH = 5  # validations a record knows the key number of: its own and those in its history
 
 
 def iso(ts: float) -> str:
@@ -64,7 +64,7 @@ class NodeRecord:
     findings: tuple[str, ...] = ()
     known_issues: tuple[str, ...] = ()
     numbers: Mapping[str, Any] = field(default_factory=dict)
-    history: tuple[Mapping[str, Any], ...] = ()  # the last validations' key numbers, oldest first
+    history: tuple[Mapping[str, Any], ...] = ()  # the earlier validations' verdicts and key numbers, oldest first
 
     @property
     def standing(self) -> bool:
@@ -114,6 +114,6 @@ class NodeRecord:
             findings=_strings(fields.get("findings")),
             known_issues=_strings(fields.get("knownIssues")),
             numbers=numbers if isinstance(numbers, dict) else {},
-            history=tuple(e for e in history if isinstance(e, dict))[-HISTORY_LENGTH:]
+            history=tuple(e for e in history if isinstance(e, dict))[-(HISTORY_LENGTH - 1):]
             if isinstance(history, list) else (),
         )

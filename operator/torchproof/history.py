@@ -1,7 +1,8 @@
 """Performance history: each node's key number over its last validations, and the regressions it shows.
 
-The record (contract.NodeRecord) keeps the last `HISTORY_LENGTH` validations' fp16 tensor-core TFLOP/s with
-the GPU product, so the history survives restarts in the cluster itself and is bounded per node. A passed
+The record (contract.NodeRecord) is the newest validation; its `history` keeps the verdict and fp16
+tensor-core TFLOP/s of the ones before it, up to `HISTORY_LENGTH` validations in all, so the history survives
+restarts in the cluster itself and is bounded per node. A passed
 node whose number falls more than `REGRESSION_PERCENT` below its own previous value or its GPU product's
 median gets a `PerformanceRegression` finding: the verdict stays (the checks passed), the finding says how
 far, against what. The status shows per GPU product the median and spread (`summary`).
@@ -14,8 +15,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from torchproof.catalogue import display_name
 from torchproof.contract import HISTORY_LENGTH, NodeRecord, iso
 from torchproof.reasons import Reason
+from torchproof.views import NodeView
 
 METRIC = "fp16Tflops"  # the key number, as each history entry names it
 REGRESSION_PERCENT = 20.0
@@ -33,32 +36,44 @@ def key_number(numbers: Mapping[str, Any]) -> float | None:
     return number(tflops.get("fp16")) if isinstance(tflops, Mapping) else None
 
 
-def extended(previous: NodeRecord | None, at: float, verdict: str, numbers: Mapping[str, Any],
-             product: str) -> tuple[dict[str, Any], ...]:
-    """The history after one more validation, oldest first, bounded."""
-    entry: dict[str, Any] = {"at": iso(at), "verdict": verdict, "gpu": product}
-    value = key_number(numbers)
+def product(node: NodeView, numbers: Mapping[str, Any]) -> str:
+    """The GPU product in NVML's spelling: from GPU Feature Discovery's label (the same for every node of a
+    kind), else as the probe saw it, so that nodes with and without GFD share their product's median."""
+    return display_name(node.kind[0]) if node.kind[0] else str(numbers.get("gpu") or "")
+
+
+def extended(previous: NodeRecord | None) -> tuple[dict[str, Any], ...]:
+    """The history a new record carries: the previous record's own validation appended to its history,
+    oldest first, bounded (the new record's own numbers are the newest validation)."""
+    if previous is None or previous.at is None:
+        return tuple(dict(e) for e in previous.history) if previous is not None else ()
+    entry: dict[str, Any] = {"at": iso(previous.at), "verdict": previous.verdict}
+    value = key_number(previous.numbers)
     if value is not None:
         entry[METRIC] = value
-    earlier = tuple(dict(e) for e in previous.history) if previous is not None else ()
-    return (*earlier, entry)[-HISTORY_LENGTH:]
+    return (*(dict(e) for e in previous.history), entry)[-(HISTORY_LENGTH - 1):]
 
 
-def latest(record: NodeRecord | None) -> tuple[str, float] | None:
-    """(GPU product, value) of the record's newest passed validation with the number."""
-    for entry in reversed(record.history if record is not None else ()):
+def latest(record: NodeRecord | None) -> float | None:
+    """The key number of the newest passed validation a record knows: its own, else its history's."""
+    if record is None:
+        return None
+    if record.verdict == "passed" and (own := key_number(record.numbers)) is not None:
+        return own
+    for entry in reversed(record.history):
         value = number(entry.get(METRIC))
         if value is not None and entry.get("verdict") == "passed":
-            return str(entry.get("gpu", "")), value
+            return value
     return None
 
 
-def by_product(records: Iterable[NodeRecord | None]) -> dict[str, list[float]]:
+def by_product(records: Iterable[tuple[str, NodeRecord | None]]) -> dict[str, list[float]]:
+    """(GPU product, record) pairs → each product's latest passed numbers."""
     out: dict[str, list[float]] = defaultdict(list)
-    for record in records:
-        found = latest(record)
-        if found is not None and found[0]:
-            out[found[0]].append(found[1])
+    for gpu, record in records:
+        value = latest(record)
+        if value is not None and gpu:
+            out[gpu].append(value)
     return dict(out)
 
 
@@ -68,8 +83,7 @@ def regression(value: float | None, previous: NodeRecord | None, product: str,
     product's median (the first that it is), else None."""
     if value is None:
         return None
-    own = latest(previous)
-    references = [("the node's previous", own[1] if own is not None else None),
+    references = [("the node's previous", latest(previous)),
                   (f"the {product} median", medians.get(product))]
     for what, reference in references:
         if reference and value < reference * (1 - REGRESSION_PERCENT / 100):

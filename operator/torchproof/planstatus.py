@@ -103,13 +103,11 @@ def pass_failed_status(
     }
 
 
-def _performance(records: Mapping[str, NodeRecord | None]) -> list[dict[str, Any]]:
-    regressed: Counter[str] = Counter()
-    for record in records.values():
-        if record is not None and any(f.startswith(H.REGRESSION) for f in record.findings):
-            found = H.latest(record)
-            regressed[found[0] if found is not None else ""] += 1
-    return H.summary(H.by_product(records.values()), regressed)
+def _performance(matched: Mapping[str, NodeView], records: Mapping[str, NodeRecord | None]) -> list[dict[str, Any]]:
+    products = {name: H.product(matched[name], r.numbers) for name, r in records.items() if r is not None}
+    regressed = Counter(products[name] for name, r in records.items()
+                        if r is not None and any(f.startswith(H.REGRESSION) for f in r.findings))
+    return H.summary(H.by_product((products[name], r) for name, r in records.items() if r is not None), regressed)
 
 
 def plan_status(
@@ -162,7 +160,7 @@ def plan_status(
                                     f"torchproof.dev/resume-rollout=<new value>") if rollout.paused else (
         False, "Running", "")
     conditions.append(_condition(previous, inp.now, gen, "RolloutPaused", *paused))
-    performance = _performance(records)
+    performance = _performance(matched, records)
     status: dict[str, Any] = {
         "observedGeneration": gen,
         "conditions": conditions,

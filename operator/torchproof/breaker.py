@@ -32,7 +32,7 @@ def _share(total: int, percent: int) -> int:
 
 
 def flipped(record: NodeRecord) -> bool:
-    """The record turned a passed node's label to failed or error."""
+    """The record turned a passed node's label to failed."""
     return record.verdict in FAILING and bool(record.history) and record.history[-1].get("verdict") == "passed"
 
 

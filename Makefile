@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # The CPU build of torch runs the probe in tests; 2.13.0 lies on this kind of machine's disk.
 TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test lint typecheck unit bench clean system-deps lock image image-push kind-load crd
+.PHONY: venv demo test lint typecheck unit bench clean system-deps lock image image-push kind-load crd profiles
 
 venv: $(STAMP)
 
@@ -46,6 +46,11 @@ bench: $(STAMP)
 # tests/unit/test_crd.py fails while the committed files differ from what this writes.
 crd: $(STAMP)
 	$(PY) -m torchproof.crdgen .
+
+# Every profiles/pytorch-YY.MM.yaml, generated from the release catalogue profiles/releases.yaml;
+# tests/unit/test_releases.py fails while a committed profile differs from what this writes.
+profiles: $(STAMP)
+	$(VENV)/bin/torchproof profile generate --all
 
 # The operator image (Dockerfile): its runtime dependencies come from requirements.lock, which `make lock`
 # writes from pyproject.toml's dependencies (uv, from the dev extra, with every wheel's hash).

@@ -16,17 +16,12 @@ from typing import Any
 from builders import BASE_RESULT, PROFILE_PATH
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from torchproof.labels import VERDICTS
-from torchproof.profile import Profile, parse_profile
-from torchproof.result import (
+from torchproof.checks.fields import (
     COUNT,
     DEVICE_COUNT,
     DEVICE_INDEX,
-    FORBIDDEN,
     LOSS,
     MATMUL_SIZE,
-    MAX_DEVICES,
-    MAX_ENV_VARS,
     MAX_INT,
     MAX_STRING,
     MEMORY_MIB,
@@ -35,11 +30,11 @@ from torchproof.result import (
     SPEEDUP,
     STEPS,
     TFLOPS,
-    ProbeResult,
     Range,
-    UntrustedResult,
-    parse_result,
 )
+from torchproof.labels import VERDICTS
+from torchproof.profile import Profile, parse_profile
+from torchproof.result import FORBIDDEN, MAX_DEVICES, MAX_ENV_VARS, ProbeResult, UntrustedResult, parse_result
 from torchproof.verdict import judge
 
 SCALE = int(os.environ.get("TORCHPROOF_FUZZ_SCALE", "1"))

@@ -24,6 +24,8 @@ IMAGE: Final = "nvcr.io/nvidia/pytorch:{release}-py3"
 REVALIDATE_AFTER: Final = "168h"
 WIDTH: Final = 112
 # Where a profile's spec keys go, in the order the hand-written profiles have them.
+#: Checks that need a torch API a release may predate; `features` in the table says from which release.
+CHECK_FEATURES: Final = ("sdpa", "fp8", "compile")
 SPEC_ORDER: Final = ("release", "image", "imagePullPolicy", "components", "requirements", "checks", "knownIssues",
                      "validation", "maxConcurrent", "revalidateAfter")
 
@@ -137,15 +139,16 @@ def _compute_capability(table: Mapping[str, Any], row: Mapping[str, Any]) -> tup
                   "unconfirmed)")
 
 
-def _amp(table: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
+def _checks(table: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
+    """The amp APIs the release has, and the checks whose torch API it predates turned off (rather than
+    planned and skipped on every node)."""
     release = _key(str(row["release"]))
-    features = table["ampFeatures"]
-    native = release >= _key(str(features["native"]))
-    bf16 = release >= _key(str(features["bf16"]))
+    has = {name: release >= _key(str(since)) for name, since in table["features"].items()}
     apex = row.get("apex") == "yes"
-    if not (native or apex or bf16):
-        return {"enabled": False}
-    return {"native": native, "apex": apex, "bf16": bf16}
+    amp = {"native": has["nativeAmp"], "apex": apex, "bf16": has["bf16"]}
+    out: dict[str, Any] = {"amp": amp if any(amp.values()) else {"enabled": False}}
+    out.update({name: {"enabled": False} for name in CHECK_FEATURES if not has[name]})
+    return out
 
 
 def generate(table: Mapping[str, Any], release: str) -> Generated:
@@ -176,12 +179,16 @@ def generate(table: Mapping[str, Any], release: str) -> Generated:
         "image": IMAGE.format(release=release),
         **({"components": components} if components else {}),
         "requirements": requirements,
-        "checks": {"amp": _amp(table, row)},
+        "checks": _checks(table, row),
         "revalidateAfter": REVALIDATE_AFTER,
     }
     if row.get("knownIssues"):
         spec["knownIssues"] = [dict(i) for i in row["knownIssues"]]
-    spec.update(row.get("profile") or {})
+    written = dict(row.get("profile") or {})
+    if "checks" in written:  # hand-written checks first; generated ones it does not name after them
+        written["checks"] = {**written["checks"],
+                             **{k: v for k, v in spec["checks"].items() if k not in written["checks"]}}
+    spec.update(written)
     spec = {key: spec[key] for key in SPEC_ORDER if key in spec}
 
     driver_row = row.get("driver") or {}

@@ -28,44 +28,41 @@ def _run(args: argparse.Namespace) -> int:
     from torchproof.connection import NoCluster, connect, until_reachable
     from torchproof.controller import OperatorConfig, build_registry
     from torchproof.election import Timings
-    from torchproof.kube import KubeApi, KubeError, connection_info
+    from torchproof.kube import KubeApi, KubeError
 
     timings = Timings(args.leader_elect_lease_duration, args.leader_elect_renew_deadline,
                       args.leader_elect_retry_period)
     if args.leader_elect and (problem := timings.problem()):
         return _fail("run", problem, 2)
     try:
-        api_client = connect(args.kubeconfig)
+        configuration = connect(args.kubeconfig)
     except NoCluster as exc:
         return _fail("run", f"no cluster to read: {exc}", 2)
-    cfg = OperatorConfig(api=KubeApi(api_client), namespace=args.namespace)
-    registry, _ = build_registry(cfg)
-
-    @kopf.on.login(registry=registry)
-    def login(**_: object) -> kopf.ConnectionInfo:
-        """kopf's watches use the credentials of the API adapter (--kubeconfig or in-cluster), not a guess."""
-        return connection_info(api_client.configuration)
+    cfg = OperatorConfig(api=KubeApi(configuration), namespace=args.namespace)
+    registry, _ = build_registry(cfg)  # kopf logs in from the adapter's Configuration: one credential path
 
     identity = operator_identity(os.environ)
 
     async def operate(stopped: asyncio.Event | None = None) -> None:
-        await until_reachable(cfg.api.list_profiles)  # retry lines while the API server does not answer
-        if args.metrics_port:
-            start_http_server(args.metrics_port, addr=args.metrics_address, registry=cfg.metrics.registry)
-        await kopf.operator(
-            registry=registry,
-            namespaces=[args.namespace],
-            standalone=args.standalone or args.leader_elect,  # with a Lease, kopf's peering has nothing to add
-            identity=peering.Identity(identity),
-            liveness_endpoint=liveness_url(args.health_address, args.health_port),
-            stop_flag=stopped,
-        )
+        async with cfg.api:  # closed also when kopf never starts (its cleanup handler closes it otherwise)
+            await until_reachable(cfg.api.list_profiles)  # retry lines while the API server does not answer
+            if args.metrics_port:
+                start_http_server(args.metrics_port, addr=args.metrics_address, registry=cfg.metrics.registry)
+            await kopf.operator(
+                registry=registry,
+                namespaces=[args.namespace],
+                standalone=args.standalone or args.leader_elect,  # with a Lease, kopf's peering has nothing to add
+                identity=peering.Identity(identity),
+                liveness_endpoint=liveness_url(args.health_address, args.health_port),
+                stop_flag=stopped,
+            )
 
     try:
         if not args.leader_elect:
             asyncio.run(operate())
             return 0
-        return asyncio.run(_lead(args, KubeApi(api_client, workers=2), identity, timings, operate))
+        # The Lease has its own session: a renewal never queues behind the operator's writes for a connection.
+        return asyncio.run(_lead(args, KubeApi(configuration, cfg.metrics), identity, timings, operate))
     except KubeError as exc:
         hint = " (is the CRD installed? kubectl apply -k deploy/crd)" if exc.status == 404 else ""
         return _fail("run", f"{exc}{hint}", 1)
@@ -86,7 +83,7 @@ async def _lead(args: argparse.Namespace, api: KubeApi, identity: str, timings: 
     async with standby_health(args.health_port):
         leading = await elector.acquire(stopped)
     if not leading:
-        api.close()
+        await api.close()
         return 0
 
     def lost(task: asyncio.Task[str]) -> None:
@@ -103,7 +100,7 @@ async def _lead(args: argparse.Namespace, api: KubeApi, identity: str, timings: 
         holding.remove_done_callback(lost)
         holding.cancel()
         await elector.release()
-        api.close()
+        await api.close()
     return 0
 
 
@@ -136,19 +133,18 @@ def _status(args: argparse.Namespace) -> int:
     from torchproof.kube import KubeApi, KubeError
 
     try:
-        api = KubeApi(connect(args.kubeconfig), workers=2)
+        api = KubeApi(connect(args.kubeconfig))
     except NoCluster as exc:
         return _fail("status", f"no cluster to read: {exc}", 2)
 
     async def read() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        return await api.list_nodes(), await api.list_profiles()
+        async with api:
+            return await api.list_nodes(), await api.list_profiles()
 
     try:
         nodes, profiles = asyncio.run(read())
     except KubeError as exc:
         return _fail("status", str(exc), 1)
-    finally:
-        api.close()
     if args.profile:
         profiles = [p for p in profiles if (p.get("metadata") or {}).get("name") in args.profile]
     profiles.sort(key=lambda p: str((p.get("metadata") or {}).get("name")))
@@ -169,17 +165,20 @@ def _cleanup(args: argparse.Namespace) -> int:
     from torchproof.kube import KubeApi, KubeError
 
     try:
-        api = KubeApi(connect(args.kubeconfig), workers=2)
+        api = KubeApi(connect(args.kubeconfig))
     except NoCluster as exc:
         return _fail("cleanup", f"no cluster to read: {exc}", 2)
+
+    async def execute() -> tuple[list[str], str]:
+        async with api:
+            return await cleanup.execute(api, args.namespace, dry_run=args.dry_run, force=args.force)
+
     try:
-        lines, summary = asyncio.run(cleanup.execute(api, args.namespace, dry_run=args.dry_run, force=args.force))
+        lines, summary = asyncio.run(execute())
     except cleanup.CleanupRefused as exc:
         return _fail("cleanup", str(exc), 1)
     except KubeError as exc:
         return _fail("cleanup", f"{exc} (what was done before stays done; run it again)", 1)
-    finally:
-        api.close()
     prefix = "would change " if args.dry_run else ""
     print("\n".join([f"{prefix}{line}" for line in lines] + [summary]))
     return 0

@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import yaml
-from kubernetes.client import ApiClient
+from kubernetes.client import Configuration
 from kubernetes.config import ConfigException
 
-from torchproof.kube import KubeError, load_api_client
+from torchproof.kube import KubeError, load_configuration
 
 RETRIABLE = frozenset({0, 429, 500, 502, 503, 504})  # not reached, throttled, or the server is not ready
 FIRST_DELAY_SECONDS = 1.0
@@ -36,10 +36,10 @@ def kubeconfig_path(kubeconfig: str | None, environ: dict[str, str] | None = Non
     return kubeconfig or first or os.path.expanduser("~/.kube/config")
 
 
-def connect(kubeconfig: str | None) -> ApiClient:
-    """An ApiClient from the in-cluster service account, else the kubeconfig; `NoCluster` naming both places."""
+def connect(kubeconfig: str | None) -> Configuration:
+    """Credentials from the in-cluster service account, else the kubeconfig; `NoCluster` naming both places."""
     try:
-        return load_api_client(kubeconfig=kubeconfig)
+        return load_configuration(kubeconfig=kubeconfig)
     except (ConfigException, OSError, yaml.YAMLError, ValueError, TypeError, KeyError) as exc:
         in_cluster = ("KUBERNETES_SERVICE_HOST is not set" if not os.environ.get("KUBERNETES_SERVICE_HOST")
                       else "its service account token or CA could not be read")

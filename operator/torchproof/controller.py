@@ -14,7 +14,6 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import pynvml
 
 from torchproof import labels as L
 from torchproof.expectations import Expectations
-from torchproof.informer import Informer
+from torchproof.informer import Informer, Source
 from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, KubeError, connection_info
 from torchproof.metrics import Metrics
 from torchproof.plan import (
@@ -70,11 +69,14 @@ class OperatorConfig:
     resync_seconds: float = 60.0
     status_interval: float = 1.0
     error_backoff: float = 2.0
-    server: str | None = None
     clock: Callable[[], float] = time.time
     lost_grace: float = LOST_GRACE_SECONDS  # see plan.LOST_GRACE_SECONDS
     create_backoff_base: float = CREATE_BACKOFF_BASE
     create_backoff_max: float = CREATE_BACKOFF_MAX
+
+    def __post_init__(self) -> None:
+        if self.api.metrics is None:  # the adapter counts every call in the operator's registry
+            self.api.metrics = self.metrics
 
 
 @dataclass
@@ -135,7 +137,6 @@ class Reconciler:
             loop.wake.set()
 
     def _failed(self, exc: KubeError) -> None:
-        self.cfg.metrics.api_errors.labels(exc.verb, str(exc.status)).inc()
         log.warning("%s", exc)
         self.failures += 1
 
@@ -427,10 +428,11 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
     reconciler = Reconciler(cfg)
     selector = ",".join(f"{k}={v}" for k, v in POD_SELECTOR.items())
     nodes: Informer[NodeView] = Informer(
-        "nodes", cfg.api.core.list_node, node_view, lambda _: reconciler.poke(), clock=lambda: cfg.clock()
+        cfg.api, Source("nodes", "/api/v1/nodes", {}), node_view, lambda _: reconciler.poke(),
+        clock=lambda: cfg.clock(),
     )
     pods: Informer[PodView] = Informer(
-        "pods", partial(cfg.api.core.list_namespaced_pod, cfg.namespace, label_selector=selector), pod_view,
+        cfg.api, Source("pods", f"/api/v1/namespaces/{cfg.namespace}/pods", {"labelSelector": selector}), pod_view,
         lambda pod: reconciler.poke(pod.profile), clock=lambda: cfg.clock(),
     )
 
@@ -477,11 +479,11 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
         settings.networking.error_backoffs = [0.5, 1, 2, 5]
         settings.scanning.disabled = True
 
-    if cfg.server is not None:
-        @kopf.on.login(registry=registry)
-        def login(**_: Any) -> kopf.ConnectionInfo:
-            """kopf's watches use the API adapter's server and credentials: one identity for both."""
-            return connection_info(cfg.api.core.api_client.configuration)
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        """kopf's watches use the API adapter's Configuration (--kubeconfig, in-cluster, or a server and token):
+        one credential path, one identity for both."""
+        return connection_info(cfg.api.configuration)
 
     @kopf.on.cleanup(registry=registry)
     async def stop_informers(**_: Any) -> None:
@@ -489,9 +491,9 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        nodes.stop()
-        pods.stop()
-        cfg.api.disconnect()
+        await nodes.stop()
+        await pods.stop()
+        await cfg.api.close()
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def profile_changed(name: str, type: str | None, **_: Any) -> None:

@@ -3,21 +3,24 @@
 kopf indexes each object through its own worker, with a readiness toggle per object that wakes every
 waiting worker: at 5,000 nodes its start-up grows with the square of the fleet, and each event costs a
 deep copy of the body and a pass through its handler machinery. Nodes and pods are only read here, so a
-plain list-then-watch (as client-go's informers do) in one thread per resource is enough. It says when
-the first list is complete, and a list after a broken watch replaces the cache: an object deleted while
-the watch was down is dropped, not kept forever.
+plain list-then-watch (as client-go's reflectors do) in one task per resource is enough, through the API
+adapter (its errors, metrics and credentials). It says when the first list is complete, and a list after a
+broken watch replaces the cache: an object deleted while the watch was down is dropped, not kept forever.
+Failures back off exponentially with jitter (and wait at least a 429's `Retry-After`), so an outage of a
+minute costs a handful of lists of the fleet, not one a second.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
-import threading
+import random
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from kubernetes.watch.watch import iter_resp_lines
+from torchproof.kube import KubeApi, KubeError
 
 log = logging.getLogger(__name__)
 GONE = 410
@@ -26,8 +29,27 @@ TOMBSTONE_SECONDS = 60.0
 V = TypeVar("V")
 
 
-class _Expired(Exception):
-    """The watch's resourceVersion is too old: list again."""
+@dataclass(frozen=True)
+class Backoff:
+    """Delays after consecutive failures: `first`, doubling up to `cap`, each drawn from [½, 1] of itself (jitter:
+    replicas and informers that failed together do not retry together)."""
+
+    first: float = 1.0
+    cap: float = 60.0
+
+    def delay(self, failures: int, retry_after: float | None = None,
+              rand: Callable[[], float] = random.random) -> float:
+        nominal: float = min(self.cap, self.first * 2.0 ** max(0, failures - 1))
+        return max(nominal * (0.5 + rand() / 2), retry_after or 0.0)
+
+
+@dataclass(frozen=True)
+class Source:
+    """What an informer lists and watches: `path` and query `params` (a label selector) on the API server."""
+
+    what: str
+    path: str
+    params: Mapping[str, str]
 
 
 class Informer(Generic[V]):
@@ -35,21 +57,23 @@ class Informer(Generic[V]):
 
     `gone` remembers, for `TOMBSTONE_SECONDS`, when each deleted name was seen to go: a pod created and
     deleted between two passes is never in `items` when a pass looks, so its creation expectation needs it.
+    `relists` counts the lists made (the first included).
     """
 
     def __init__(
         self,
-        what: str,
-        list_call: Callable[..., Any],
+        api: KubeApi,
+        source: Source,
         view: Callable[[Mapping[str, Any]], V],
         on_change: Callable[[V], None],
         *,
         clock: Callable[[], float],
         watch_seconds: int = 60,
-        backoff: float = 1.0,
+        backoff: Backoff = Backoff(),
     ) -> None:
-        self.what = what
-        self.list_call = list_call
+        self.api = api
+        self.source = source
+        self.what = source.what
         self.view = view
         self.on_change = on_change
         self.clock = clock
@@ -58,105 +82,64 @@ class Informer(Generic[V]):
         self.items: dict[str, V] = {}
         self.gone: dict[str, float] = {}
         self.synced = asyncio.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._response: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
-        self._pending: list[tuple[Callable[[Any], None], Any]] = []
+        self.relists = 0
+        self._task: asyncio.Task[None] | None = None
 
     def views(self) -> list[V]:
         return list(self.items.values())
 
     def start(self) -> None:
-        """Start listing and watching in a daemon thread; changes are applied in the calling event loop."""
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name=f"torchproof-{self.what}", daemon=True)
-        self._thread.start()
+        """Start listing and watching in a task of the running event loop."""
+        self._task = asyncio.create_task(self._run(), name=f"torchproof-{self.what}")
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         """Stop now: end the open watch too, so that no request outlives the operator."""
-        self._stop.set()
-        response = self._response
-        if response is not None:
-            response.shutdown()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
-    # -- the thread
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    async def _run(self) -> None:
+        failures = 0
+        while True:
             try:
-                version = self._list()
-                while not self._stop.is_set():
-                    version = self._watch(version)
-            except _Expired:
-                continue
-            except Exception as exc:  # any failure: log, wait, list again (level-triggered, nothing is lost)
-                if self._stop.is_set():
-                    return
-                log.warning("%s watch failed, listing again: %s", self.what, exc)
-                self._stop.wait(self.backoff)
+                version = await self._list()
+                while True:
+                    version = await self._watch(version)
+                    failures = 0  # a watch that ran its course: the server is back
+            except Exception as exc:  # any failure: back off, list again (level-triggered, nothing is lost)
+                kube = exc if isinstance(exc, KubeError) else None
+                if kube is not None and kube.status == GONE:
+                    continue  # the watch's resourceVersion is too old: list again at once
+                failures += 1
+                delay = self.backoff.delay(failures, kube.retry_after if kube is not None else None)
+                log.warning("%s watch failed, listing again in %.1fs: %s", self.what, delay, exc)
+                await asyncio.sleep(delay)
 
-    def _list(self) -> str:
-        response: Any = self.list_call(_preload_content=False)
-        document = json.loads(response.data)
-        views = {str((item.get("metadata") or {}).get("name", "")): self.view(item)
-                 for item in document.get("items") or []}
-        self._post(self._replace, views)
+    async def _list(self) -> str:
+        self.relists += 1
+        document = await self.api.list_raw(self.what, self.source.path, self.source.params)
+        self._replace({str((item.get("metadata") or {}).get("name", "")): self.view(item)
+                       for item in document.get("items") or []})
         return str((document.get("metadata") or {}).get("resourceVersion") or "")
 
-    def _watch(self, version: str) -> str:
-        response: Any = self.list_call(
-            watch=True, resource_version=version, allow_watch_bookmarks=True,
-            timeout_seconds=self.watch_seconds, _preload_content=False,
-        )
-        self._response = response
-        try:
-            if self._stop.is_set():  # stopped while the request was in flight: `stop()` did not see it
-                return version
-            for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
-                if self._stop.is_set():
-                    break
-                if not line.strip():
-                    continue
-                version = self._event(json.loads(line)) or version
-        finally:
-            self._response = None
-            response.release_conn()
+    async def _watch(self, version: str) -> str:
+        events = self.api.watch(self.what, self.source.path, self.source.params, version, self.watch_seconds)
+        async with contextlib.aclosing(events):  # an event that ends the watch closes its request at once
+            async for event in events:
+                version = self._event(event) or version
         return version
 
     def _event(self, event: dict[str, Any]) -> str | None:
         kind, obj = event.get("type"), event.get("object") or {}
-        if kind == "ERROR":
-            if obj.get("code") == GONE:
-                raise _Expired()
-            raise RuntimeError(f"watch error {obj.get('code')}: {obj.get('message')}")
         meta = obj.get("metadata") or {}
         if kind in ("ADDED", "MODIFIED"):
-            self._post(self._put, (str(meta.get("name", "")), self.view(obj)))
+            self._put((str(meta.get("name", "")), self.view(obj)))
         elif kind == "DELETED":
-            self._post(self._drop, str(meta.get("name", "")))
+            self._drop(str(meta.get("name", "")))
         version = meta.get("resourceVersion")
         return str(version) if version else None
-
-    def _post(self, fn: Callable[[Any], None], arg: Any) -> None:
-        """Queue a change for the event loop; wake the loop only when the queue was empty (a wake-up is a
-        syscall and a callback, and events come in bursts: one drain applies the whole burst)."""
-        assert self._loop is not None
-        with self._lock:
-            self._pending.append((fn, arg))
-            if len(self._pending) > 1:
-                return
-        try:
-            self._loop.call_soon_threadsafe(self._drain)
-        except RuntimeError:  # the loop is closed: the operator is gone
-            self._stop.set()
-
-    def _drain(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, []
-        for fn, arg in pending:
-            fn(arg)
 
     # -- in the event loop
 

@@ -44,6 +44,10 @@ class Metrics:
             "torchproof_api_errors_total", "Kubernetes API calls that failed, by verb and HTTP status.",
             ["verb", "code"], registry=r,
         )
+        self.api_requests = Counter(
+            "torchproof_api_requests_total", "Kubernetes API requests by verb, resource and HTTP status (0: none).",
+            ["verb", "resource", "code"], registry=r,
+        )
         self.reconcile_seconds = Histogram(
             "torchproof_reconcile_duration_seconds", "Time to plan and apply one reconcile pass.",
             ["profile"], registry=r,

@@ -24,7 +24,7 @@ import kopf
 import yaml
 from torchproof import report
 from torchproof.controller import OperatorConfig, Reconciler, build_registry
-from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, load_api_client
+from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, load_configuration
 from torchproof.resources import crd_path
 
 from torchproof_sim.cluster import EmbeddedCluster
@@ -71,8 +71,8 @@ async def embedded_operator(
     """Run the real operator (kopf + the kubernetes client) against the embedded cluster until exit, as the
     ServiceAccount of `deploy/rbac`: a call its RBAC does not grant is refused (403), as on a real cluster."""
     user, token = await install_operator_identity(cluster, namespace)
-    api = KubeApi(load_api_client(server=cluster.url, token=token))
-    cfg = OperatorConfig(api=api, namespace=namespace, server=cluster.url, **settings)
+    api = KubeApi(load_configuration(server=cluster.url, token=token))
+    cfg = OperatorConfig(api=api, namespace=namespace, **settings)
     registry, reconciler = build_registry(cfg)
     stop = asyncio.Event()
     ready = asyncio.Event()
@@ -90,7 +90,7 @@ async def embedded_operator(
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, timeout=15)
-        api.close()
+        await api.close()
 
 
 def settled(profile: Mapping[str, Any]) -> bool:

@@ -1,14 +1,16 @@
-"""The informer keeps a faithful cache through broken watches: a list after a failed watch replaces it."""
+"""The informer keeps a faithful cache through broken watches: a list after a failed watch replaces it; an outage
+costs a bounded number of lists (exponential backoff), not one per retry interval."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from torchproof.informer import Informer
-from torchproof.kube import KubeApi, load_api_client
+from torchproof.informer import Backoff, Informer, Source
+from torchproof.kube import KubeApi, KubeError, load_configuration
 from torchproof.views import PodView, pod_view
 from torchproof_sim.cluster import EmbeddedCluster
 from torchproof_sim.emulator import ApiFaults
@@ -16,6 +18,8 @@ from torchproof_sim.simulate import wait_for
 
 NAMESPACE = "torchproof"
 PODS = "v1/pods"
+OUTAGE_SECONDS = 3.0
+SOURCE = Source("pods", f"/api/v1/namespaces/{NAMESPACE}/pods", {"labelSelector": "app=probe"})
 
 
 def pod(name: str) -> dict[str, Any]:
@@ -29,12 +33,18 @@ async def cluster() -> AsyncIterator[EmbeddedCluster]:
         yield c
 
 
-async def test_a_pod_deleted_while_the_watch_is_down_is_dropped_and_remembered(cluster: EmbeddedCluster) -> None:
-    api = KubeApi(load_api_client(server=cluster.url, token=cluster.admin_token))
+@pytest.fixture
+async def api(cluster: EmbeddedCluster) -> AsyncIterator[KubeApi]:
+    async with KubeApi(load_configuration(server=cluster.url, token=cluster.admin_token)) as api:
+        yield api
+
+
+async def test_a_pod_deleted_while_the_watch_is_down_is_dropped_and_remembered(cluster: EmbeddedCluster,
+                                                                               api: KubeApi) -> None:
     changed: list[str] = []
     informer: Informer[PodView] = Informer(
-        "pods", lambda **kw: api.core.list_namespaced_pod(NAMESPACE, label_selector="app=probe", **kw),
-        pod_view, lambda view: changed.append(view.name), clock=time.time, watch_seconds=1, backoff=0.05,
+        api, SOURCE, pod_view, lambda view: changed.append(view.name), clock=time.time, watch_seconds=1,
+        backoff=Backoff(first=0.05, cap=0.2),
     )
     await cluster.emulator.create_object(PODS, pod("kept"))
     await cluster.emulator.create_object(PODS, pod("doomed"))
@@ -55,5 +65,61 @@ async def test_a_pod_deleted_while_the_watch_is_down_is_dropped_and_remembered(c
         await cluster.emulator.create_object(PODS, pod("late"))
         await wait_for(lambda: "late" in informer.items, what="the watch to resume")
     finally:
-        informer.stop()
-        api.close()
+        await informer.stop()
+
+
+async def test_an_outage_costs_a_bounded_number_of_lists(cluster: EmbeddedCluster, api: KubeApi) -> None:
+    """Lists and watches all fail for 3 s: with delays from 0.05 s doubling to a 1 s cap, about seven lists;
+    a constant 0.05 s retry would make sixty."""
+    informer: Informer[PodView] = Informer(api, SOURCE, pod_view, lambda _: None, clock=time.time,
+                                           watch_seconds=1, backoff=Backoff(first=0.05, cap=1.0))
+    await cluster.emulator.create_object(PODS, pod("kept"))
+    informer.start()
+    try:
+        await wait_for(informer.synced.is_set, what="the first list")
+        cluster.emulator.faults = ApiFaults(rate_500=1.0, verbs=frozenset({"list", "watch"}))
+        first = informer.relists
+        await wait_for(lambda: informer.relists >= first + 2, what="the informer to list again")
+        during = informer.relists
+        await asyncio.sleep(OUTAGE_SECONDS)  # the outage itself, not a wait for a condition
+        assert informer.relists - during <= 8, informer.relists - during
+        cluster.emulator.faults = None
+        await cluster.emulator.create_object(PODS, pod("after"))
+        await wait_for(lambda: "after" in informer.items, timeout=10, what="the informer to recover")
+    finally:
+        await informer.stop()
+
+
+class ExpiringApi:
+    """Lists succeed; the first watch answers 410 Gone (its version too old), later ones stay open."""
+
+    def __init__(self) -> None:
+        self.lists = 0
+
+    async def list_raw(self, what: str, path: str, params: Any) -> dict[str, Any]:
+        self.lists += 1
+        return {"metadata": {"resourceVersion": str(self.lists)}, "items": [pod("kept")]}
+
+    async def watch(self, what: str, path: str, params: Any, version: str, seconds: int) -> AsyncIterator[Any]:
+        if self.lists == 1:
+            raise KubeError(f"watch {what}", 410, "too old resource version")
+        await asyncio.Event().wait()
+        yield {}
+
+
+async def test_an_expired_watch_lists_again_at_once_without_backing_off() -> None:
+    api = ExpiringApi()
+    informer: Informer[PodView] = Informer(api, SOURCE, pod_view, lambda _: None,  # type: ignore[arg-type]
+                                           clock=time.time, backoff=Backoff(first=60.0))
+    informer.start()
+    try:
+        await wait_for(lambda: api.lists >= 2, timeout=5, what="a second list at once, not after 30-60 s")
+    finally:
+        await informer.stop()
+
+
+def test_backoff_doubles_to_its_cap_with_jitter_and_waits_at_least_retry_after() -> None:
+    backoff = Backoff(first=1.0, cap=8.0)
+    assert [backoff.delay(n, rand=lambda: 1.0) for n in range(1, 6)] == [1.0, 2.0, 4.0, 8.0, 8.0]
+    assert backoff.delay(3, rand=lambda: 0.0) == 2.0  # jitter: half the nominal delay at least
+    assert backoff.delay(1, retry_after=5.0, rand=lambda: 1.0) == 5.0

@@ -24,7 +24,7 @@ from harness import Env, profile
 from test_run_command import free_port
 from torchproof import cli
 from torchproof.election import Elector, Timings
-from torchproof.kube import KubeApi, load_api_client
+from torchproof.kube import KubeApi, load_configuration
 from torchproof_sim.emulator import ApiFaults
 from torchproof_sim.rbac import kustomize_namespace, service_account_user
 from torchproof_sim.simulate import NAMESPACE, RBAC_PATH, install_operator_identity, wait_for
@@ -49,9 +49,9 @@ def lease(env: Env) -> dict[str, Any]:
 async def operator_api(env: Env) -> AsyncIterator[KubeApi]:
     """The API adapter as the operator's ServiceAccount (its Role grants the Lease)."""
     _, token = await install_operator_identity(env.cluster)
-    api = KubeApi(load_api_client(server=env.cluster.url, token=token), workers=4)
+    api = KubeApi(load_configuration(server=env.cluster.url, token=token))
     yield api
-    api.close()
+    await api.close()
 
 
 def elector(api: KubeApi, identity: str, timings: Timings = QUICK) -> Elector:

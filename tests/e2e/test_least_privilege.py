@@ -14,7 +14,7 @@ from test_deployed import render
 from test_kubectl_flow import kubectl
 from torchproof import labels as L
 from torchproof.election import Elector, Timings
-from torchproof.kube import KubeApi, load_api_client
+from torchproof.kube import KubeApi, load_configuration
 from torchproof.podspec import CONFIGMAP_LABELS, CONFIGMAP_PREFIX
 from torchproof_sim.emulator import ApiFaults
 from torchproof_sim.rbac import DISCOVERY_URLS, Attributes, Call, granted, rule_allows
@@ -48,14 +48,14 @@ def covers(grant: Grant, call: Call) -> bool:
 async def lead_once(env: Env) -> None:
     """What `torchproof run --leader-elect` does with its Lease: create it, renew it, release it on the way out."""
     _, token = await install_operator_identity(env.cluster)
-    api = KubeApi(load_api_client(server=env.cluster.url, token=token), workers=2)
+    api = KubeApi(load_configuration(server=env.cluster.url, token=token))
     elector = Elector(api, NAMESPACE, "torchproof-operator", "torchproof-0", Timings(2, 1.5, 0.25))
     try:
         assert await elector.acquire(asyncio.Event())
         assert await elector.try_acquire_or_renew(1.0)
         await elector.release()
     finally:
-        api.close()
+        await api.close()
 
 
 async def exercise_everything(env: Env) -> str:

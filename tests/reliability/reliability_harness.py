@@ -22,7 +22,7 @@ import kopf
 import yaml
 from torchproof import labels as L
 from torchproof.controller import OperatorConfig, build_registry
-from torchproof.kube import KubeApi, load_api_client
+from torchproof.kube import KubeApi, load_configuration
 from torchproof_sim.cluster import EmbeddedCluster
 from torchproof_sim.emulator import ApiFaults
 from torchproof_sim.fleet import parse_fleet
@@ -186,8 +186,8 @@ class OperatorThread:
         await asyncio.sleep(0.05)
 
     async def _operate(self) -> None:
-        api = KubeApi(load_api_client(server=self.url, token=self.token))
-        registry, _ = build_registry(OperatorConfig(api=api, namespace=NAMESPACE, server=self.url, **SETTINGS))
+        api = KubeApi(load_configuration(server=self.url, token=self.token))
+        registry, _ = build_registry(OperatorConfig(api=api, namespace=NAMESPACE, **SETTINGS))
         self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
         try:
             await kopf.operator(registry=registry, standalone=True, namespaces=[NAMESPACE],
@@ -196,7 +196,7 @@ class OperatorThread:
             self.error = exc
             raise
         finally:
-            api.close()
+            await api.close()
 
     async def kill(self) -> None:
         """Cancel the operator where it stands (mid-request, mid-pass), not a graceful stop."""

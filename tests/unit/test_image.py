@@ -176,7 +176,7 @@ exec(sys.argv[2])
 from torchproof.controller import OperatorConfig, build_registry
 from torchproof.kube import KubeApi
 from kubernetes import client
-build_registry(OperatorConfig(api=KubeApi(client.ApiClient())))
+build_registry(OperatorConfig(api=KubeApi(client.Configuration())))
 print(json.dumps({"modules": sorted(sys.modules), "refused": sorted(set(refused))}))
 """
 

@@ -3,7 +3,9 @@ ones skip with a reason, an older torch without their API skips cleanly, and a c
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -75,3 +77,21 @@ def test_a_bad_setting_of_a_new_check_is_a_plan_error(run_probe: RunProbe, check
     run = run_probe(make_plan({check: {field: value}}))
     assert run.returncode == 2
     assert f"TORCHPROOF_PLAN.checks.{check}.{field}: {message}" in run.stderr
+
+
+def test_memory_counts_each_word_read_back_wrong(probe_module: ModuleType) -> None:
+    import torch
+
+    chunks, filled = probe_module._fill(torch, "cpu", 3, time.monotonic() + 60)
+    assert filled and [c.numel() for c, _ in chunks] == [3 << 18]
+    chunks[0][0][12345] += 1
+    chunks[0][0][-1] = 0
+    assert probe_module._verify(torch, chunks, time.monotonic() + 60) == (3, 2, True)
+
+
+def test_memory_stops_at_its_bound_and_says_it_covered_less(probe_module: ModuleType) -> None:
+    import torch
+
+    assert probe_module._fill(torch, "cpu", 3, time.monotonic() - 1) == ([], False)
+    chunks, _ = probe_module._fill(torch, "cpu", 2, time.monotonic() + 60)
+    assert probe_module._verify(torch, chunks, time.monotonic() - 1) == (0, 0, False)

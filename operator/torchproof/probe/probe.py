@@ -837,30 +837,49 @@ def check_memory(p, cfg):
     ecc_before = _ecc_uncorrected(p)
     tested, wrong, complete = 0, 0, True
     for device, mib in targets:
-        chunks = []
-        while sum(c.numel() for c, _ in chunks) * 4 < mib << 20:
-            if time.monotonic() > fill_until:
-                complete = False
-                break
-            numel = min(MEMORY_CHUNK_MIB, mib - sum(c.numel() for c, _ in chunks) * 4 // (1 << 20)) << 18
-            seed = 7919 * len(chunks) + 1
-            chunks.append((torch.arange(numel, dtype=torch.int32, device=device).add_(seed), seed))
-        for chunk, seed in chunks:
-            if time.monotonic() > verify_until:
-                complete = False
-                break
-            numel = chunk.numel()
-            want = numel * (numel - 1) // 2 + seed * numel
-            if int(chunk.sum(dtype=torch.int64)) != want:
-                wrong += _count_wrong(torch, chunk, seed)
-            tested += numel * 4 >> 20
-        del chunks
+        chunks, filled = _fill(torch, device, mib, fill_until)
+        covered, bad, verified = _verify(torch, chunks, verify_until)
+        del chunks  # the last reference: the memory goes back before the next GPU
         if device != "cpu":
             torch.cuda.empty_cache()
+        tested, wrong, complete = tested + covered, wrong + bad, complete and filled and verified
     ecc_after = _ecc_uncorrected(p)
     ecc = ecc_after - ecc_before if ecc_before is not None and ecc_after is not None else None
     return {"devices": len(targets) if p.device == "cuda" else 0, "freeMiB": free_total, "testedMiB": tested,
             "mismatches": wrong, "eccErrors": ecc, "complete": complete}
+
+
+def _fill(torch, device, mib, until):
+    # type: (object, str, int, float) -> tuple
+    """(chunks of (tensor, seed), whether all of `mib` was filled before `until` or memory ran out)."""
+    chunks, done = [], 0
+    while done < mib:
+        if time.monotonic() > until:
+            return chunks, False
+        step = min(MEMORY_CHUNK_MIB, mib - done)
+        seed = 7919 * len(chunks) + 1
+        try:
+            chunks.append((torch.arange(step << 18, dtype=torch.int32, device=device).add_(seed), seed))
+        except RuntimeError as exc:
+            if "out of memory" not in str(exc):
+                raise
+            return chunks, False
+        done += step
+    return chunks, True
+
+
+def _verify(torch, chunks, until):
+    # type: (object, list, float) -> tuple
+    """(MiB read back, words wrong, whether every chunk was read before `until`): each chunk's sum is known."""
+    covered, wrong = 0, 0
+    for chunk, seed in chunks:
+        if time.monotonic() > until:
+            return covered, wrong, False
+        numel = chunk.numel()
+        if int(chunk.sum(dtype=torch.int64)) != numel * (numel - 1) // 2 + seed * numel:
+            wrong += _count_wrong(torch, chunk, seed)
+        covered += numel * 4 >> 20
+    return covered, wrong, True
 
 
 def _free_mib(torch, index):

@@ -124,7 +124,8 @@ def _branches(row: Mapping[str, Any], minimum: str) -> tuple[list[dict[str, Any]
         notes.append(f"Datacenter branches {driver['branchesNote']} in the notes: kept as allowances "
                      "(the probe decides on them)")
     if dropped:
-        notes.append(f"Datacenter branch {', '.join(dropped)} left out: not older than the minimum {minimum}")
+        notes.append(f"Datacenter branch {', '.join(dropped)} left out: on the branch of the minimum {minimum}, "
+                     "or newer")
     return kept, notes
 
 

@@ -43,12 +43,12 @@ bench: $(STAMP)
 	$(PY) -m bench.scale
 
 # The CRD and its package-data copy, generated from the typed models in operator/torchproof/profile.py;
-# tests/unit/test_crd.py fails while the committed files differ from what this writes.
+# tests/profile/test_crd.py fails while the committed files differ from what this writes.
 crd: $(STAMP)
 	$(PY) -m torchproof.crdgen .
 
 # Every profiles/pytorch-YY.MM.yaml, generated from the release catalogue profiles/releases.yaml;
-# tests/unit/test_releases.py fails while a committed profile differs from what this writes.
+# tests/profile/test_releases.py fails while a committed profile differs from what this writes.
 profiles: $(STAMP)
 	$(VENV)/bin/torchproof profile generate --all
 

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 import yaml
-from builders import ROOT, pod_body, terminated
 from torchproof.profile import Profile, parse_profile
 from torchproof.verdict import Evaluation, evaluate_pod
 from torchproof.views import node_view, pod_view
 from torchproof_sim.fleet import build_node, parse_fleet
 from torchproof_sim.kubelet import ending
+
+from tests.support.builders import ROOT, pod_body, terminated
 
 H100 = "NVIDIA H100 80GB HBM3"
 BODY = yaml.safe_load((ROOT / "profiles" / "pytorch-24.10.yaml").read_text())

@@ -13,7 +13,6 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from builders import BASE_RESULT, PROFILE_PATH
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from torchproof.checks.fields import (
@@ -36,6 +35,8 @@ from torchproof.labels import VERDICTS
 from torchproof.profile import Profile, parse_profile
 from torchproof.result import FORBIDDEN, MAX_DEVICES, MAX_ENV_VARS, ProbeResult, UntrustedResult, parse_result
 from torchproof.verdict import judge
+
+from tests.support.builders import BASE_RESULT, PROFILE_PATH
 
 SCALE = int(os.environ.get("TORCHPROOF_FUZZ_SCALE", "1"))
 FUZZ = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from torchproof.checks.base import Check, CheckOutcome, Observed, SimulatedPod, cuda_failure, fmt
+from torchproof.checks.base import Board, Check, CheckOutcome, Observed, SimulatedPod, cuda_failure, fmt
 from torchproof.checks.fields import COUNT, DEVICE_COUNT, MEMORY_MIB, Validator, boolean, integer, optional
 from torchproof.profile import Checks, MemoryCheck
 from torchproof.reasons import Reason
@@ -43,7 +43,7 @@ class Memory(Check[MemoryCheck]):
             reasons.append(Reason("MemoryEccErrors", f"{int(ecc)} uncorrected ECC errors during the memory check"))
         return reasons
 
-    def implausible(self, outcome: CheckOutcome, boards: tuple[Any, ...]) -> list[str]:
+    def implausible(self, outcome: CheckOutcome, boards: tuple[Board, ...]) -> list[str]:
         tested, free = outcome.number("testedMiB"), outcome.number("freeMiB")
         if tested is not None and free is not None and tested > free:
             return [f"memory: testedMiB {tested:g} is more than the {free:g} MiB free"]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from torchproof.checks.base import (
     AllowedSkip,
+    Board,
     Check,
     CheckOutcome,
     Observed,
@@ -77,7 +78,7 @@ class Nccl(Check[NcclCheck]):
             return [Reason("NcclSlow", f"all-reduce bus bandwidth {bus:.3g} GB/s < {settings.min_bus_bandwidth:g}")]
         return []
 
-    def implausible(self, outcome: CheckOutcome, boards: tuple[Any, ...]) -> list[str]:
+    def implausible(self, outcome: CheckOutcome, boards: tuple[Board, ...]) -> list[str]:
         alg, bus, n = outcome.number("algBandwidth"), outcome.number("busBandwidth"), outcome.number("devices")
         if alg is None or bus is None or n is None or n < 2:
             return []

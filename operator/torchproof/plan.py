@@ -118,5 +118,6 @@ def compute_plan(inp: PlanInput) -> Plan:
         wake_at=min(b.wakes) if b.wakes else None,
         create_backoff={n: backoff for n, backoff in b.backoff.items() if n in matched},
         failures=tuple(b.failures),
+        waiting=dict(b.waiting_reason),
         memo=PlanMemo(b.context, b.idle, order),
     )

@@ -3,7 +3,7 @@ its record, pre-checked incompatible, skipped, or a candidate for a new pod (sch
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torchproof import labels as L
@@ -70,10 +70,11 @@ class Classifier:
         self.backoff = {n: b for n, b in inp.create_backoff.items() if b.spec_hash == inp.profile.spec_hash}
         self.failures: list[NodeFailure] = []
         self.running = 0
-        self.context = (inp.profile.name, inp.profile.spec_hash, inp.profile_revalidate)
-        memo = inp.memo
-        self.memo = memo.idle if memo is not None and memo.context == self.context else {}
+        self.context = (inp.profile, inp.profile_revalidate, self.blocked)
+        self.memo: dict[str, Idle] = {}  # the last pass's records of the nodes classified again, views unchanged
         self.idle: dict[str, Idle] = {}
+        self.settled: set[str] = set()  # without a pod, in a state only a change of its view (or time) changes
+        self.expires: dict[str, float] = {}  # settled on a record that revalidateAfter ends then
 
     def token(self, node: NodeView) -> str:
         return f"{self.inp.profile_revalidate}/{node.annotations.get(L.REVALIDATE_ANNOTATION, '')}"
@@ -88,11 +89,11 @@ class Classifier:
         if self.inp.profile.revalidate_after_seconds is not None:
             self.wakes.append(self.inp.now + self.inp.profile.revalidate_after_seconds)
 
-    def migrate(self) -> None:
+    def migrate(self, nodes: Iterable[NodeView]) -> None:
         """Drop the legacy owned-labels list from the nodes this pass does not patch, once nothing needs it
         (labels.py): a validated node may not be written again for a long time."""
         patched = {u.node for u in self.update}
-        for node in self.inp.nodes:
+        for node in nodes:
             if L.LEGACY_OWNED_ANNOTATION in node.annotations and node.name not in patched:
                 patch = L.migration_patch(node.labels, node.annotations)
                 if patch is not None:
@@ -238,6 +239,10 @@ class Classifier:
         idle = self.known(node)
         if self.current(idle):
             self.state[node.name] = node.labels[L.label_key(self.inp.profile.name)]
+            self.settled.add(node.name)
+            after = self.inp.profile.revalidate_after_seconds
+            if after is not None and idle.recorded_at is not None:
+                self.expires[node.name] = idle.recorded_at + after
             return
         static = idle.static
         if static.verdict == "incompatible":
@@ -245,6 +250,7 @@ class Classifier:
         elif not node.ready or node.unschedulable:
             self.state[node.name] = "skipped"
             self.waiting_reason[node.name] = "NodeNotReady" if not node.ready else "NodeCordoned"
+            self.settled.add(node.name)
         elif self.blocked:
             self.state[node.name] = "waiting"
             self.waiting_reason[node.name] = "ImagePullFailed"
@@ -256,6 +262,7 @@ class Classifier:
         else:
             self.state[node.name] = "pending"
             self.candidates.append(node)
+            self.settled.add(node.name)
 
     def refused(self, node: NodeView, backoff: CreateBackoff) -> None:
         """A node whose create was refused keeps its slot while it backs off: a refusal is mostly

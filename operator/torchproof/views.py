@@ -194,13 +194,13 @@ def parse_record(node: NodeView, profile: str) -> NodeRecord | None:
     """The node's last verdict for a profile; None when absent, not standing, or not what the label says
     (then it revalidates)."""
     raw = node.annotations.get(L.result_annotation_key(profile))
-    record = _record(raw) if isinstance(raw, str) else None
+    record = cached_record(raw) if isinstance(raw, str) else None
     if record is None or not record.standing or node.labels.get(L.label_key(profile)) != record.verdict:
         return None
     return record
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _record(raw: str) -> NodeRecord | None:
-    """Parsed once per distinct annotation: the planner reads every node's record on every pass."""
+def cached_record(raw: str) -> NodeRecord | None:
+    """Parsed once per distinct annotation: the planner reads records again on many passes."""
     return NodeRecord.from_annotation(raw)

@@ -43,7 +43,7 @@ bench: $(STAMP)
 	$(PY) -m bench.scale
 
 # The CRD and its package-data copy, generated from the typed models in operator/torchproof/profile.py;
-# tests/unit/test_crd.py fails while the committed files differ from what this writes.
+# tests/profile/test_crd.py fails while the committed files differ from what this writes.
 crd: $(STAMP)
 	$(PY) -m torchproof.crdgen .
 

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from torchproof.informer import Informer, Source
@@ -21,12 +22,19 @@ from torchproof.views import NodeView, node_view
 from torchproof_sim.cluster import EmbeddedCluster
 from torchproof_sim.emulator import ApiFaults
 from torchproof_sim.fleet import build_node, parse_fleet
-from torchproof_sim.simulate import wait_for
 
 from bench.scale.fleet import fleet_data
 
 NODES = "v1/nodes"
 WATCH_SECONDS = 1
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:.0f}s")
+        await asyncio.sleep(0.02)
 
 
 def lists(cluster: EmbeddedCluster) -> int:

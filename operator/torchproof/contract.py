@@ -14,9 +14,10 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from torchproof.labels import VERDICTS
+Verdict = Literal["passed", "failed", "incompatible", "error"]
+VERDICTS: tuple[Verdict, ...] = ("passed", "failed", "incompatible", "error")  # the values of a profile's label
 
 PLAN_SCHEMA = "torchproof.dev/probe-plan/v1"
 RESULT_SCHEMA = "torchproof.dev/probe-result/v1"

@@ -15,10 +15,11 @@ lists is gone or owned through its profile's record, so no entry is ever lost.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-if TYPE_CHECKING:
-    from torchproof.contract import NodeRecord
+from torchproof.contract import VERDICTS as VERDICTS  # the label's values, written once in the contract
+from torchproof.contract import NodeRecord
+from torchproof.contract import Verdict as Verdict
 
 DOMAIN = "torchproof.dev"
 LEGACY_OWNED_ANNOTATION = f"{DOMAIN}/owned-labels"  # read, and removed once nothing needs it
@@ -28,10 +29,6 @@ PROFILE_LABEL = f"{DOMAIN}/profile"
 NODE_ANNOTATION = f"{DOMAIN}/node"
 SPEC_ANNOTATION = f"{DOMAIN}/validates"
 MANAGED_BY = "torchproof"
-
-Verdict = Literal["passed", "failed", "incompatible", "error"]
-VERDICTS: tuple[Verdict, ...] = ("passed", "failed", "incompatible", "error")
-
 
 def label_key(profile: str) -> str:
     return f"{DOMAIN}/{profile}"

@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,13 @@ from typing import Any
 import yaml
 
 from torchproof import logs
+from torchproof.checks import BY_NAME, NAMES
+from torchproof.checks.base import fmt
 from torchproof.contract import PLAN_ENV, PLAN_SCHEMA
 from torchproof.podspec import build_plan
 from torchproof.probe import PROBE_PATH
 from torchproof.profile import InvalidSpec, parse_profile
-from torchproof.result import CHECK_NAMES, CheckOutcome, ProbeResult, UntrustedResult, parse_result
+from torchproof.result import ProbeResult, UntrustedResult, parse_result
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_NO_RESULT = 0, 1, 2, 3
 FAILED_STATUSES = ("error", "timeout")
@@ -56,7 +57,7 @@ class LocalRun:
 def default_plan() -> dict[str, Any]:
     """Every check with the probe's own default sizes, as when no profile is given."""
     return {"schema": PLAN_SCHEMA, "profile": None, "device": "cuda",
-            "timeBudgetSeconds": DEFAULT_BUDGET_SECONDS, "checks": {name: {} for name in CHECK_NAMES}}
+            "timeBudgetSeconds": DEFAULT_BUDGET_SECONDS, "checks": {name: {} for name in NAMES}}
 
 
 def profile_plan(path: str) -> dict[str, Any]:
@@ -106,86 +107,15 @@ def run_local(plan: dict[str, Any], python: str | None = None) -> LocalRun:
 # -- the table -------------------------------------------------------------------------------------
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _environment(result: ProbeResult, _: CheckOutcome) -> str:
-    e = result.env
-    return (f"python {_fmt(e.python)}, torch {_fmt(e.torch)}, cuda {_fmt(e.cuda)}, cudnn {_fmt(e.cudnn)}, "
-            f"nccl {_fmt(e.nccl)}, apex {_fmt(e.apex)}")
-
-
-def _gpu(result: ProbeResult, _: CheckOutcome) -> str:
-    g = result.gpu
-    devices = ", ".join(f"{d.name} (cc {_fmt(d.cc)}, {_fmt(d.memory_mib)} MiB)" for d in g.devices)
-    text = f"{g.source}: driver {_fmt(g.driver)}, cuda driver {_fmt(g.cuda_driver)}, {_fmt(g.count)} GPU"
-    return text + (f": {devices}" if devices else "") + (f" [{g.note}]" if g.note else "")
-
-
-def _cuda(_: ProbeResult, c: CheckOutcome) -> str:
-    return f"available {_fmt(c.flag('available'))}, kernel ok {_fmt(c.flag('kernelOk'))}"
-
-
-def _amp(_: ProbeResult, c: CheckOutcome) -> str:
-    parts = []
-    for name in ("native", "apex", "bf16"):
-        run = c.data.get(name)
-        if not run:
-            continue
-        if "skipped" in run or "error" in run:
-            parts.append(f"{name}: {run.get('skipped') or run.get('error')}")
-            continue
-        parts.append(
-            f"{name} {_fmt(run.get('dtype'))}: loss {_fmt(run.get('firstLoss'))}->{_fmt(run.get('lastLoss'))}"
-            f", rel err {_fmt(run.get('maxRelError'))}, skipped {_fmt(run.get('skippedSteps'))}"
-            f"/{_fmt(run.get('steps'))}"
-        )
-    return "; ".join(parts)
-
-
-def _tensor_cores(_: ProbeResult, c: CheckOutcome) -> str:
-    rates = [f"{p} {_fmt(c.number(p))}" for p in ("fp32", "fp16", "bf16", "tf32") if c.number(p) is not None]
-    speedups = [f"{p} x{_fmt(c.number(p + 'Speedup'))}" for p in ("fp16", "bf16", "tf32")
-                if c.number(p + "Speedup") is not None]
-    return f"n={_fmt(c.data.get('size'))}: " + ", ".join(rates) + " TFLOP/s" + (
-        f" ({', '.join(speedups)})" if speedups else "")
-
-
-def _channels_last(_: ProbeResult, c: CheckOutcome) -> str:
-    return f"finite {_fmt(c.flag('finite'))}, rel err {_fmt(c.number('maxRelError'))}"
-
-
-def _conv3d(_: ProbeResult, c: CheckOutcome) -> str:
-    return f"{_fmt(c.data.get('nanCount'))} NaN in {_fmt(c.data.get('iterations'))} iterations"
-
-
-def _multi_gpu(_: ProbeResult, c: CheckOutcome) -> str:
-    return (f"{_fmt(c.data.get('devices'))} GPUs, peer access {_fmt(c.flag('peerAccess'))}, "
-            f"all-reduce ok {_fmt(c.flag('allReduceOk'))}")
-
-
-_NUMBERS: dict[str, Callable[[ProbeResult, CheckOutcome], str]] = {
-    "environment": _environment, "gpu": _gpu, "cuda": _cuda, "amp": _amp, "tensorCores": _tensor_cores,
-    "channelsLast": _channels_last, "conv3d": _conv3d, "multiGpu": _multi_gpu,
-}
-
-
 def format_table(result: ProbeResult) -> str:
     """One line per check: name, status, seconds, and its key numbers (or why it did not run)."""
     rows = [("check", "status", "seconds", "numbers")]
     for name, c in result.checks.items():
-        numbers = _NUMBERS[name](result, c) if c.status == "ok" else c.error or c.reason or ""
+        numbers = BY_NAME[name].describe(result, c) if c.status == "ok" else c.error or c.reason or ""
         rows.append((name, c.status, "-" if c.seconds is None else f"{c.seconds:.2f}", numbers))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}".rstrip() for r in rows]
-    lines.append(f"probe {result.probe} on {result.device}, {_fmt(result.seconds)} s in all")
+    lines.append(f"probe {result.probe} on {result.device}, {fmt(result.seconds)} s in all")
     return "\n".join(lines)
 
 

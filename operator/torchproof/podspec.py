@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from torchproof import labels as L
+from torchproof.checks import REGISTRY
 from torchproof.contract import PLAN_ENV, PLAN_SCHEMA, RESULT_PATH
 from torchproof.profile import Profile
 
@@ -41,25 +42,10 @@ GPU_TOLERATIONS: tuple[Mapping[str, str], ...] = (
 
 
 def build_plan(profile: Profile) -> dict[str, Any]:
-    """The probe's instructions: which checks, with which sizes, within which time budget."""
+    """The probe's instructions: which checks (each check's own payload), within which time budget."""
     c = profile.checks
-    checks: dict[str, dict[str, Any]] = {}
-    if c.environment.enabled:
-        checks["environment"] = {}
-    if c.gpu.enabled:
-        checks["gpu"] = {}
-    if c.cuda.enabled:
-        checks["cuda"] = {}
-    if c.amp.enabled:
-        checks["amp"] = {"steps": c.amp.steps, "native": c.amp.native, "apex": c.amp.apex, "bf16": c.amp.bf16}
-    if c.tensor_cores.enabled:
-        checks["tensorCores"] = {"size": c.tensor_cores.size, "iterations": c.tensor_cores.iterations}
-    if c.channels_last.enabled:
-        checks["channelsLast"] = {}
-    if c.conv3d.enabled:
-        checks["conv3d"] = {"iterations": c.conv3d.iterations}
-    if c.multi_gpu.enabled:
-        checks["multiGpu"] = {}
+    planned = ((check.name, check.plan(c)) for check in REGISTRY)
+    checks = {name: payload for name, payload in planned if payload is not None}
     return {
         "schema": PLAN_SCHEMA,
         "profile": profile.name,

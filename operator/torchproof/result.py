@@ -10,18 +10,34 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from torchproof.contract import MAX_DEVICES, MAX_RESULT_BYTES, MAX_STRING, RESULT_SCHEMA
+from torchproof.checks import BY_NAME, NAMES
+from torchproof.checks.base import CheckOutcome as CheckOutcome
+from torchproof.checks.fields import (
+    COUNT,
+    DEVICE_COUNT,
+    DEVICE_INDEX,
+    MAX_INT,
+    MEMORY_MIB,
+    SECONDS,
+    boolean,
+    fail,
+    integer,
+    json_object,
+    known_fields,
+    number,
+    optional,
+    string,
+)
+from torchproof.checks.fields import UntrustedResult as UntrustedResult
+from torchproof.contract import MAX_DEVICES, MAX_RESULT_BYTES, RESULT_SCHEMA
 
 MAX_DEPTH = 6
-CHECK_NAMES = ("environment", "gpu", "cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu")
 STATUSES = frozenset({"ok", "error", "timeout", "skipped"})
-AMP_RUNS = ("native", "apex", "bf16")
 MAX_ENV_VARS = 32
-MAX_INT = 2**53  # I-JSON (RFC 7493): the integers a double holds exactly
 ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Code points no result string may hold (decoded from escapes such as \u0000): C0 controls but tab, newline and
 # carriage return; DEL and C1 controls; lone surrogates; noncharacters (I-JSON, RFC 7493 section 2.1).
@@ -30,35 +46,6 @@ FORBIDDEN = re.compile(
     + "".join(f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}" for plane in range(17))
     + "]"
 )
-
-
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric field of the contract can truly take; anything outside is rejected."""
-
-    low: float
-    high: float
-
-
-FP32_MAX = 3.4028234663852886e38
-SECONDS = Range(0.0, 86400.0)  # a pod never outlives runtimeTimeoutSeconds (at most one day)
-TFLOPS = Range(0.0, 1e5)  # 100 PFLOP/s on one GPU: far above any GPU's peak (plausibility is verdict.py's)
-SPEEDUP = Range(0.0, 1e4)
-LOSS = Range(0.0, FP32_MAX)  # cross-entropy, computed in fp32 (beyond it the probe writes null)
-REL_ERROR = Range(0.0, 1e51)  # |got - want| (fp32) over a scale the probe floors at 1e-12
-STEPS = Range(0, 10_000)  # amp steps and skipped steps, conv3d iterations (the profile allows 100)
-MATMUL_SIZE = Range(1, 65_536)  # the profile allows 16384
-DEVICE_INDEX = Range(0, 63)
-DEVICE_COUNT = Range(0, 64)
-MEMORY_MIB = Range(0, 2**24)  # 16 TiB
-COUNT = Range(0, MAX_INT)  # ECC errors, NaN outputs
-
-
-class UntrustedResult(ValueError):
-    """The probe's output broke the contract; the message says where."""
-
-
-Validator = Callable[[Any, str], Any]
 
 
 @dataclass(frozen=True)
@@ -96,25 +83,6 @@ class EnvObservation:
 
 
 @dataclass(frozen=True)
-class CheckOutcome:
-    """One check as the probe reported it: a status word and the check's own numbers."""
-
-    status: str
-    seconds: float | None
-    error: str | None
-    reason: str | None
-    data: Mapping[str, Any] = field(default_factory=dict)
-
-    def number(self, key: str) -> float | None:
-        value = self.data.get(key)
-        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-    def flag(self, key: str) -> bool | None:
-        value = self.data.get(key)
-        return value if isinstance(value, bool) else None
-
-
-@dataclass(frozen=True)
 class ProbeResult:
     probe: str
     device: str
@@ -124,121 +92,29 @@ class ProbeResult:
     checks: Mapping[str, CheckOutcome]
 
 
-# -- primitive validators: each returns the value or raises UntrustedResult naming the path ---------
-
-
-def _fail(path: str, message: str) -> UntrustedResult:
-    return UntrustedResult(f"{path}: {message}")
-
-
-def _opt(validator: Validator) -> Validator:
-    def check(value: Any, path: str) -> Any:
-        return None if value is None else validator(value, path)
-
-    return check
-
-
-def _str(value: Any, path: str) -> str:
-    if not isinstance(value, str):
-        raise _fail(path, f"expected a string, got {type(value).__name__}")
-    if len(value) > MAX_STRING:
-        raise _fail(path, f"string longer than {MAX_STRING} characters")
-    return value
-
-
-def _bool(value: Any, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(path, f"expected true/false, got {type(value).__name__}")
-    return value
-
-
-def _int(bounds: Range) -> Validator:
-    def check(value: Any, path: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _fail(path, f"expected an integer, got {type(value).__name__}")
-        if not bounds.low <= value <= bounds.high:
-            raise _fail(path, f"{value} out of range [{bounds.low:g}, {bounds.high:g}]")
-        return value
-
-    return check
-
-
-def _num(bounds: Range) -> Validator:
-    def check(value: Any, path: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _fail(path, f"expected a number, got {type(value).__name__}")
-        if isinstance(value, int) and abs(value) > MAX_INT:  # parse_result refuses them first; float() overflows
-            raise _fail(path, "integer beyond ±2^53")
-        if not bounds.low <= value <= bounds.high:
-            raise _fail(path, f"{value:.6g} out of range [{bounds.low:g}, {bounds.high:g}]")
-        return float(value)
-
-    return check
-
-
-def _obj(value: Any, path: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise _fail(path, f"expected an object, got {type(value).__name__}")
-    return value
-
-
-def _fields(value: Any, path: str, spec: Mapping[str, Validator]) -> dict[str, Any]:
-    """Validate the known keys of an object; unknown keys are dropped (forward compatible)."""
-    obj = _obj(value, path)
-    return {key: check(obj.get(key), f"{path}.{key}") for key, check in spec.items() if key in obj}
-
-
-_AMP_RUN: Mapping[str, Validator] = {
-    "api": _opt(_str), "dtype": _opt(_str), "steps": _opt(_int(STEPS)), "firstLoss": _opt(_num(LOSS)),
-    "lastLoss": _opt(_num(LOSS)), "finite": _opt(_bool), "decreased": _opt(_bool),
-    "maxRelError": _opt(_num(REL_ERROR)), "skippedSteps": _opt(_int(STEPS)), "error": _opt(_str),
-    "skipped": _opt(_str),
-}
-
-
-def _amp_run(value: Any, path: str) -> dict[str, Any]:
-    return _fields(value, path, _AMP_RUN)
-
-
-_TFLOPS, _SPEEDUP = _opt(_num(TFLOPS)), _opt(_num(SPEEDUP))
-_CHECK_DATA: Mapping[str, Mapping[str, Validator]] = {
-    "environment": {},
-    "gpu": {},
-    "cuda": {"available": _opt(_bool), "kernelOk": _opt(_bool)},
-    "amp": {run: _opt(_amp_run) for run in AMP_RUNS},
-    "tensorCores": {
-        "size": _opt(_int(MATMUL_SIZE)), "fp32": _TFLOPS, "fp16": _TFLOPS, "bf16": _TFLOPS, "tf32": _TFLOPS,
-        "fp16Speedup": _SPEEDUP, "bf16Speedup": _SPEEDUP, "tf32Speedup": _SPEEDUP,
-    },
-    "channelsLast": {"finite": _opt(_bool), "maxRelError": _opt(_num(REL_ERROR))},
-    "conv3d": {"iterations": _opt(_int(STEPS)), "nanCount": _opt(_int(COUNT))},
-    "multiGpu": {"devices": _opt(_int(DEVICE_COUNT)), "peerAccess": _opt(_bool), "allReduceOk": _opt(_bool)},
-}
-
-
 def _check(name: str, value: Any, path: str) -> CheckOutcome:
-    obj = _obj(value, path)
-    status = _str(obj.get("status"), f"{path}.status")
+    obj = json_object(value, path)
+    status = string(obj.get("status"), f"{path}.status")
     if status not in STATUSES:
-        raise _fail(f"{path}.status", f"unknown status {status!r}")
-    seconds = _opt(_num(SECONDS))(obj.get("seconds"), f"{path}.seconds")
+        raise fail(f"{path}.status", f"unknown status {status!r}")
+    seconds = optional(number(SECONDS))(obj.get("seconds"), f"{path}.seconds")
     return CheckOutcome(
         status=status,
         seconds=seconds,
-        error=_opt(_str)(obj.get("error"), f"{path}.error"),
-        reason=_opt(_str)(obj.get("reason"), f"{path}.reason"),
-        data=_fields(obj, path, _CHECK_DATA[name]),
+        error=optional(string)(obj.get("error"), f"{path}.error"),
+        reason=optional(string)(obj.get("reason"), f"{path}.reason"),
+        data=known_fields(obj, path, BY_NAME[name].schema),
     )
 
 
 def _device(value: Any, path: str) -> Device:
-    d = _fields(value, path, {
-        "index": _int(DEVICE_INDEX), "name": _opt(_str), "brand": _opt(_str), "uuid": _opt(_str),
-        "cc": _opt(_str), "memoryMiB": _opt(_int(MEMORY_MIB)), "ecc": _opt(_bool),
-        "eccErrors": _opt(_int(COUNT)), "mig": _opt(_bool),
+    d = known_fields(value, path, {
+        "index": integer(DEVICE_INDEX), "name": optional(string), "brand": optional(string), "uuid": optional(string),
+        "cc": optional(string), "memoryMiB": optional(integer(MEMORY_MIB)), "ecc": optional(boolean),
+        "eccErrors": optional(integer(COUNT)), "mig": optional(boolean),
     })
     if "index" not in d:
-        raise _fail(f"{path}.index", "missing")
+        raise fail(f"{path}.index", "missing")
     return Device(
         index=d["index"], name=d.get("name"), brand=d.get("brand"), uuid=d.get("uuid"), cc=d.get("cc"),
         memory_mib=d.get("memoryMiB"), ecc=d.get("ecc"), ecc_errors=d.get("eccErrors"), mig=d.get("mig"),
@@ -246,16 +122,17 @@ def _device(value: Any, path: str) -> Device:
 
 
 def _gpu(value: Any, path: str) -> GpuObservation:
-    d = _fields(value, path, {
-        "source": _str, "driver": _opt(_str), "cudaDriver": _opt(_str), "count": _opt(_int(DEVICE_COUNT)),
-        "devices": _opt(_obj_list), "note": _opt(_str),
+    d = known_fields(value, path, {
+        "source": string, "driver": optional(string), "cudaDriver": optional(string),
+        "count": optional(integer(DEVICE_COUNT)),
+        "devices": optional(_obj_list), "note": optional(string),
     })
     source = d.get("source")
     if source not in ("nvml", "torch", "none"):
-        raise _fail(f"{path}.source", f"unknown source {source!r}")
+        raise fail(f"{path}.source", f"unknown source {source!r}")
     raw_devices = d.get("devices") or []
     if len(raw_devices) > MAX_DEVICES:
-        raise _fail(f"{path}.devices", f"more than {MAX_DEVICES} devices")
+        raise fail(f"{path}.devices", f"more than {MAX_DEVICES} devices")
     devices = tuple(_device(dev, f"{path}.devices[{i}]") for i, dev in enumerate(raw_devices))
     return GpuObservation(
         source=source, driver=d.get("driver"), cuda_driver=d.get("cudaDriver"), count=d.get("count"),
@@ -265,19 +142,19 @@ def _gpu(value: Any, path: str) -> GpuObservation:
 
 def _obj_list(value: Any, path: str) -> list[Any]:
     if not isinstance(value, list):
-        raise _fail(path, f"expected a list, got {type(value).__name__}")
+        raise fail(path, f"expected a list, got {type(value).__name__}")
     return value
 
 
 def _env(value: Any, path: str) -> EnvObservation:
-    d = _fields(value, path, {
-        "python": _opt(_str), "torch": _opt(_str), "cuda": _opt(_str), "cudnn": _opt(_str),
-        "nccl": _opt(_str), "apex": _opt(_bool), "vars": _opt(_obj),
+    d = known_fields(value, path, {
+        "python": optional(string), "torch": optional(string), "cuda": optional(string), "cudnn": optional(string),
+        "nccl": optional(string), "apex": optional(boolean), "vars": optional(json_object),
     })
     raw_vars = d.get("vars") or {}
     if len(raw_vars) > MAX_ENV_VARS:
-        raise _fail(f"{path}.vars", f"more than {MAX_ENV_VARS} variables")
-    env_vars = {_var_name(k, f"{path}.vars"): _str(v, f"{path}.vars.{k}") for k, v in raw_vars.items()}
+        raise fail(f"{path}.vars", f"more than {MAX_ENV_VARS} variables")
+    env_vars = {_var_name(k, f"{path}.vars"): string(v, f"{path}.vars.{k}") for k, v in raw_vars.items()}
     return EnvObservation(
         python=d.get("python"), torch=d.get("torch"), cuda=d.get("cuda"), cudnn=d.get("cudnn"),
         nccl=d.get("nccl"), apex=d.get("apex"), vars=env_vars,
@@ -285,8 +162,8 @@ def _env(value: Any, path: str) -> EnvObservation:
 
 
 def _var_name(value: str, path: str) -> str:
-    if not ENV_VAR_NAME.fullmatch(_str(value, path)):
-        raise _fail(path, f"{value!r} is not an environment variable name")
+    if not ENV_VAR_NAME.fullmatch(string(value, path)):
+        raise fail(path, f"{value!r} is not an environment variable name")
     return value
 
 
@@ -406,7 +283,7 @@ def parse_result(text: str | bytes | None) -> ProbeResult:
         raise
     except (ValueError, RecursionError) as exc:
         raise UntrustedResult(f"result is not JSON: {str(exc)[:120]}") from None
-    top = _obj(doc, "result")
+    top = json_object(doc, "result")
     # A decoded string holds only the text's own characters unless an escape made one: without a backslash,
     # one search of the text stands for the walk over every key and string.
     if "\\" in decoded or FORBIDDEN.search(decoded) is not None:
@@ -414,18 +291,18 @@ def parse_result(text: str | bytes | None) -> ProbeResult:
     schema = top.get("schema")
     if schema != RESULT_SCHEMA:
         raise UntrustedResult(f"result.schema: expected {RESULT_SCHEMA!r}, got {str(schema)[:80]!r}")
-    device = _str(top.get("device"), "result.device")
+    device = string(top.get("device"), "result.device")
     if device not in ("cuda", "cpu"):
         raise UntrustedResult(f"result.device: unknown device {device!r}")
-    raw_checks = _obj(top.get("checks", {}), "result.checks")
+    raw_checks = json_object(top.get("checks", {}), "result.checks")
     checks = {
         name: _check(name, raw_checks[name], f"result.checks.{name}")
-        for name in CHECK_NAMES if name in raw_checks
+        for name in NAMES if name in raw_checks
     }
     return ProbeResult(
-        probe=_str(top.get("probe", "?"), "result.probe"),
+        probe=string(top.get("probe", "?"), "result.probe"),
         device=device,
-        seconds=_opt(_num(SECONDS))(top.get("seconds"), "result.seconds"),
+        seconds=optional(number(SECONDS))(top.get("seconds"), "result.seconds"),
         env=_env(top.get("env", {}), "result.env"),
         gpu=_gpu(top.get("gpu", {"source": "none"}), "result.gpu"),
         checks=checks,

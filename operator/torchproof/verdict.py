@@ -1,46 +1,36 @@
 """Judging: a finished validation pod (or a node's labels) plus the profile give a verdict and reasons.
 
-The probe only observes; every threshold lives here, taken from the profile. `passed` is a promise that
+The probe only observes; every threshold is the operator's, taken from the profile, and each check's own
+rules live in its module of `torchproof.checks`, which this iterates. `passed` is a promise that
 training jobs rely on, so it needs evidence: the result proves every check the plan asks for, its numbers
 are possible, and it describes the node it labels (docs/contract.md, "Judging").
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from torchproof import catalogue, compat
+from torchproof.checks import BY_NAME, REGISTRY
+from torchproof.checks.base import AllowedSkip, Board, CheckOutcome, Observed, incomplete, torch_version
 from torchproof.contract import MAX_DEVICES
 from torchproof.labels import Verdict
 from torchproof.podspec import build_plan
 from torchproof.profile import KnownIssue, Profile
 from torchproof.reasons import Reason
-from torchproof.result import AMP_RUNS, CheckOutcome, Device, ProbeResult, UntrustedResult, parse_result
+from torchproof.result import ProbeResult, UntrustedResult, parse_result
 from torchproof.versions import ComputeCapability, DriverVersion
 from torchproof.views import PodView, Terminated
 
 MAX_REASONS = 8
-#: A reported speedup may differ this much (relative) from the throughputs it was computed from: the
-#: probe rounds each number to 4 significant digits (< 0.1%), the simulator a speedup to 2 decimals.
-SPEEDUP_TOLERANCE = 0.05
-#: A measured throughput above this multiple of the catalogue's dense peak cannot be true. Peaks are at
-#: boost clock; 25% covers clocks above the data sheet's and timer granularity, and nothing else.
-PEAK_MARGIN = 1.25
 # Linux signal numbers (exit code 128 + n): the container ran on a Linux node, whatever runs the operator.
 _SIGNALS = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE",
             9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM"}
-_TORCH_VERSION = re.compile(r"^(\d+)\.(\d+)")
-# What an `ok` check must carry to prove anything; a missing field is missing evidence.
-_PROOF: Mapping[str, tuple[str, ...]] = {
-    "cuda": ("kernelOk",),
-    "channelsLast": ("finite", "maxRelError"),
-    "conv3d": ("nanCount",),
-    "multiGpu": ("allReduceOk",),
-}
-_AMP_PROOF = ("finite", "decreased", "maxRelError")
+#: Every skip a `passed` node may carry, from each check's own list; any other skipped or missing planned
+#: check is `IncompleteResult`. Conditions read the observed hardware (every board must meet them) and the plan.
+ALLOWED_SKIPS: tuple[AllowedSkip, ...] = tuple(skip for check in REGISTRY for skip in check.allowed_skips)
 
 
 @dataclass(frozen=True)
@@ -88,28 +78,6 @@ def _error(code: str, message: str) -> Evaluation:
     return Evaluation(verdict="error", reasons=(Reason(code, message),))
 
 
-@dataclass(frozen=True)
-class Board:
-    """One distinct GPU model among a result's devices, named by its first device ("gpu1 (Tesla P4)")."""
-
-    name: str
-    device: Device
-    fit: compat.CompatResult
-    compute_capability: ComputeCapability | None  # the catalogue's for a catalogued product, else reported
-
-    @property
-    def product(self) -> str:
-        return self.device.name or self.name
-
-    @property
-    def tensor_cores(self) -> bool | None:
-        return catalogue.has_tensor_cores(self.device.name, self.compute_capability)
-
-    @property
-    def architecture(self) -> str | None:
-        return self.fit.model.architecture if self.fit.model else None
-
-
 def boards(profile: Profile, result: ProbeResult) -> tuple[Board, ...]:
     """Each distinct (product, brand, compute capability) in the result, judged against the requirements."""
     seen: dict[tuple[str | None, str | None, str | None], Board] = {}
@@ -151,21 +119,21 @@ def judge(profile: Profile, result: ProbeResult, node_labels: Mapping[str, str])
     if blocking:
         return Evaluation("incompatible", tuple(blocking[:MAX_REASONS]), (), numbers, tuple(findings))
     issues = _known_issues(profile, found)
-    speed_judged = not all(b.tensor_cores is False for b in found)
+    observed = _observed(profile, result, found)
     if profile.validation.device == "cpu":
         findings.append(Reason("CpuDryRun", "the probe ran on the CPU (validation.device cpu): the flow works "
                                             "here, but nothing about a GPU is proven"))
-    elif not speed_judged and "tensorCores" in result.checks:
-        products = ", ".join(_about(b) for b in found)
-        findings.append(Reason("NoTensorCores", f"{products}: no tensor cores; fp16 speedup not judged"))
+    else:
+        for name, outcome in result.checks.items():
+            findings += BY_NAME[name].findings(outcome, observed)
     failures: list[Reason] = []
     gaps: list[Reason] = []
-    for name, check in result.checks.items():
-        failed = _judge_check(profile, name, check, speed_judged=speed_judged)
+    for name, outcome in result.checks.items():
+        failed = _judge_check(profile, name, outcome, observed)
         failures += failed
         if not failed:
-            gaps += _proof_gaps(name, check, speed_judged)
-    allowed, skipped = _evidence(profile, result, found)
+            gaps += _proof_gaps(name, outcome, observed)
+    allowed, skipped = _evidence(profile, result, observed)
     findings += allowed
     gaps += skipped
     if failures:
@@ -181,10 +149,6 @@ def _named(b: Board, reasons: Iterable[Reason], several: bool) -> list[Reason]:
     return [Reason(r.code, f"{b.name}: {r.message}") if several else r for r in reasons]
 
 
-def _about(b: Board) -> str:
-    return b.device.name or (f"compute capability {b.compute_capability}" if b.compute_capability else b.name)
-
-
 def _known_issues(profile: Profile, found: Iterable[Board]) -> tuple[KnownIssue, ...]:
     architectures = {b.architecture for b in found}
     return tuple(
@@ -196,142 +160,67 @@ def _known_issues(profile: Profile, found: Iterable[Board]) -> tuple[KnownIssue,
 # -- rules of evidence ------------------------------------------------------------------------------
 
 
-def _incomplete(message: str) -> Reason:
-    return Reason("IncompleteResult", message)
-
-
 def _structure_gaps(profile: Profile, result: ProbeResult) -> list[Reason]:
     """What makes a result no evidence of a GPU run at all, whatever its checks say."""
     device = str(build_plan(profile)["device"])
     gaps: list[Reason] = []
     if result.device != device:
-        gaps.append(_incomplete(f"the probe ran on the {result.device}, not on {device} as the plan asks"))
+        gaps.append(incomplete(f"the probe ran on the {result.device}, not on {device} as the plan asks"))
     if not result.checks:
-        gaps.append(_incomplete("the result has no checks"))
+        gaps.append(incomplete("the result has no checks"))
     elif all(c.status == "skipped" for c in result.checks.values()):
-        gaps.append(_incomplete("every check was skipped"))
+        gaps.append(incomplete("every check was skipped"))
     if device != "cuda":
         return gaps
-    cuda = result.checks.get("cuda")
-    if cuda is None:
-        gaps.append(_incomplete("cuda missing: a GPU run must prove that CUDA works"))
-    elif cuda.status == "skipped":
-        gaps.append(_incomplete(f"cuda skipped ({cuda.reason or 'no reason given'}) on a GPU run"))
+    for check in (c for c in REGISTRY if c.proves_gpu_run):
+        outcome = result.checks.get(check.name)
+        if outcome is None:
+            gaps.append(incomplete(f"{check.name} missing: a GPU run must prove that {check.proves_gpu_run}"))
+        elif outcome.status == "skipped":
+            gaps.append(incomplete(f"{check.name} skipped ({outcome.reason or 'no reason given'}) on a GPU run"))
     gpu = result.gpu
     if gpu.source == "none" or gpu.count == 0 or not gpu.devices:
-        gaps.append(_incomplete(
+        gaps.append(incomplete(
             f"no GPU observed (gpu.source {gpu.source}, count {gpu.count}, {len(gpu.devices)} devices)"
         ))
     return gaps
 
 
-def _proof_gaps(name: str, check: CheckOutcome, speed_judged: bool) -> list[Reason]:
-    if check.status != "ok":
+def _proof_gaps(name: str, outcome: CheckOutcome, observed: Observed) -> list[Reason]:
+    if outcome.status != "ok":
         return []
-    fields = _PROOF.get(name, ())
-    if name == "tensorCores" and speed_judged:
-        fields = ("fp16Speedup",)
-    return [_incomplete(f"{name}: ok without {key}") for key in fields if check.data.get(key) is None]
+    fields = BY_NAME[name].proof_fields(observed)
+    return [incomplete(f"{name}: ok without {key}") for key in fields if outcome.data.get(key) is None]
 
 
-@dataclass(frozen=True)
-class Observed:
-    """What an allowed skip may depend on: the profile, the boards in the result, the image's torch."""
-
-    profile: Profile
-    boards: tuple[Board, ...]
-    gpu_count: int
-    torch: tuple[int, int] | None
+def _observed(profile: Profile, result: ProbeResult, found: tuple[Board, ...]) -> Observed:
+    count = result.gpu.count if result.gpu.count is not None else len(found)
+    return Observed(profile, found, count, torch_version(result.env.torch))
 
 
-@dataclass(frozen=True)
-class AllowedSkip:
-    """A planned check (or amp sub-run) that may be skipped, when, and why that still proves the node."""
-
-    what: str
-    why: str
-    holds: Callable[[Observed], bool]
-
-
-def _torch_before(version: tuple[int, int]) -> Callable[[Observed], bool]:
-    """The image's torch predates an API, and so does the release the profile names (when it names one)."""
-
-    def holds(o: Observed) -> bool:
-        if o.torch is None or o.torch >= version:
-            return False
-        stated = o.profile.components.pytorch
-        release = _torch_version(stated)
-        return stated is None or (release is not None and release < version)
-
-    return holds
-
-
-def _below_ampere(o: Observed) -> bool:
-    return all(b.compute_capability is not None and b.compute_capability < ComputeCapability(8, 0) for b in o.boards)
-
-
-def _no_tensor_cores(o: Observed) -> bool:
-    return all(b.tensor_cores is False for b in o.boards)
-
-
-def _one_gpu(o: Observed) -> bool:
-    return o.gpu_count < 2 and o.profile.validation.gpus_per_probe < 2
-
-
-def _cpu_dry_run(o: Observed) -> bool:
-    return o.profile.validation.device == "cpu"
-
-
-#: Every skip a `passed` node may carry; any other skipped or missing planned check is `IncompleteResult`.
-#: Conditions read the observed hardware (every board in the result must meet them) and the plan.
-ALLOWED_SKIPS: tuple[AllowedSkip, ...] = (
-    AllowedSkip("amp.bf16", "bf16 needs compute capability 8.0 and no GPU in the result has it", _below_ampere),
-    AllowedSkip("amp.bf16", "the release's torch predates torch.autocast (PyTorch 1.10)", _torch_before((1, 10))),
-    AllowedSkip("amp.native", "the release's torch predates torch.cuda.amp (PyTorch 1.6)", _torch_before((1, 6))),
-    AllowedSkip("tensorCores", "the catalogue says no GPU in the result has tensor cores", _no_tensor_cores),
-    AllowedSkip("multiGpu", "the pod sees one GPU, as the profile's gpusPerProbe asks", _one_gpu),
-    AllowedSkip("amp.apex", "apex amp needs CUDA, which a CPU dry run does not have", _cpu_dry_run),
-)
-
-
-def _torch_version(text: str | None) -> tuple[int, int] | None:
-    match = _TORCH_VERSION.match(text or "")
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-def _evidence(profile: Profile, result: ProbeResult, found: tuple[Board, ...]) -> tuple[list[Reason], list[Reason]]:
-    """(findings for allowed skips, gaps) over every check and amp sub-run the plan asks for."""
-    observed = Observed(profile, found, result.gpu.count if result.gpu.count is not None else len(found),
-                        _torch_version(result.env.torch))
+def _evidence(profile: Profile, result: ProbeResult, observed: Observed) -> tuple[list[Reason], list[Reason]]:
+    """(findings for allowed skips, gaps) over every check and sub-run the plan asks for."""
     allowed: list[Reason] = []
     gaps: list[Reason] = []
 
-    def skipped(what: str, reason: str | None) -> None:
+    def skipped(what: str, reason: str | None) -> Reason | None:
         why = next((s.why for s in ALLOWED_SKIPS if s.what == what and s.holds(observed)), None)
         told = reason or "no reason given"
         if why is None:
-            gaps.append(_incomplete(f"{what} skipped ({told}), which the profile does not allow here"))
-        else:
-            allowed.append(Reason("SkipAllowed", f"{what} skipped ({told}): {why}"))
+            return incomplete(f"{what} skipped ({told}), which the profile does not allow here")
+        allowed.append(Reason("SkipAllowed", f"{what} skipped ({told}): {why}"))
+        return None
 
-    for name, config in build_plan(profile)["checks"].items():
-        check = result.checks.get(name)
-        if name == "cuda":
-            continue  # a structural requirement of every GPU run (_structure_gaps)
-        if check is None:
-            gaps.append(_incomplete(f"{name} missing from the result"))
-        elif check.status == "skipped":
-            skipped(name, check.reason)
-        elif name == "amp" and check.status == "ok":
-            for run in (r for r in AMP_RUNS if config.get(r)):
-                data = check.data.get(run)
-                if not isinstance(data, Mapping):
-                    gaps.append(_incomplete(f"amp.{run} missing from the result"))
-                elif "skipped" in data:
-                    skipped(f"amp.{run}", data.get("skipped"))
-                elif _amp_failure(run, data, profile.checks.amp.tolerance) is None:
-                    gaps += [_incomplete(f"amp.{run}: ran without {key}")
-                             for key in _AMP_PROOF if data.get(key) is None]
+    for check in REGISTRY:
+        if check.proves_gpu_run or check.plan(profile.checks) is None:
+            continue  # a structural requirement of every GPU run (_structure_gaps), or not planned
+        outcome = result.checks.get(check.name)
+        if outcome is None:
+            gaps.append(incomplete(f"{check.name} missing from the result"))
+        elif outcome.status == "skipped":
+            gaps += [gap for gap in (skipped(check.name, outcome.reason),) if gap is not None]
+        elif outcome.status == "ok":
+            gaps += check.evidence(check.settings(profile.checks), outcome, observed, skipped)
     return allowed, gaps
 
 
@@ -379,107 +268,23 @@ def _implausible(result: ProbeResult, found: tuple[Board, ...]) -> list[Reason]:
         for b in found
         if b.fit.model is not None and _parse_cc(b.device.cc) not in (None, b.fit.model.compute_capability)
     ]
-    tc = result.checks.get("tensorCores")
-    if tc is not None:
-        messages += [*_speedups_disagree(tc), *_above_peak(tc, found)]
+    for name, outcome in result.checks.items():
+        messages += BY_NAME[name].implausible(outcome, found)
     return [Reason("ImplausibleResult", m) for m in messages]
-
-
-def _speedups_disagree(tc: CheckOutcome) -> list[str]:
-    fp32 = tc.number("fp32")
-    out: list[str] = []
-    for precision in ("fp16", "bf16", "tf32"):
-        speedup, value = tc.number(f"{precision}Speedup"), tc.number(precision)
-        if speedup is None:
-            continue
-        if value is None or fp32 is None or fp32 <= 0:
-            out.append(f"tensorCores: {precision}Speedup {speedup:g} without the {precision} and fp32 "
-                       f"throughputs it is computed from")
-            continue
-        ratio = value / fp32
-        if abs(speedup - ratio) > SPEEDUP_TOLERANCE * ratio:
-            out.append(f"tensorCores: {precision}Speedup {speedup:g}, but {precision}/fp32 is "
-                       f"{value:g}/{fp32:g} = {ratio:.3g}")
-    return out
-
-
-def _above_peak(tc: CheckOutcome, found: tuple[Board, ...]) -> list[str]:
-    """The check ran on one of the result's GPUs: above every one's peak (with the margin) is impossible."""
-    peaks = [catalogue.peak(b.device.name) if b.device.name else None for b in found]
-    out: list[str] = []
-    for precision in ("fp32", "tf32", "fp16", "bf16"):
-        value = tc.number(precision)
-        limits = [float(x) for x in (getattr(p, precision, None) for p in peaks) if x is not None]
-        if value is None or not found or len(limits) != len(found):
-            continue  # a GPU without a listed peak for this precision is not judged on it
-        limit = max(limits)
-        if value > PEAK_MARGIN * limit:
-            board = found[limits.index(limit)]
-            out.append(f"tensorCores: {precision} {value:g} TFLOP/s is more than {PEAK_MARGIN:g}x the "
-                       f"{board.product} peak of {limit:g}")
-    return out
 
 
 # -- thresholds -------------------------------------------------------------------------------------
 
 
-def _judge_check(profile: Profile, name: str, check: CheckOutcome, *, speed_judged: bool) -> list[Reason]:
-    if check.status == "error":
-        code = "CudaUnavailable" if name == "cuda" else "CheckError"
-        return [Reason(code, f"{name}: {check.error or 'error'}")]
-    if check.status == "timeout":
+def _judge_check(profile: Profile, name: str, outcome: CheckOutcome, observed: Observed) -> list[Reason]:
+    check = BY_NAME[name]
+    if outcome.status == "error":
+        return [Reason(check.error_code, f"{name}: {outcome.error or 'error'}")]
+    if outcome.status == "timeout":
         return [Reason("CheckTimeout", f"{name}: cut by the time budget")]
-    if check.status != "ok":
+    if outcome.status != "ok":
         return []
-    c = profile.checks
-    if name == "cuda":
-        if check.flag("available") is False:
-            return [Reason("CudaUnavailable", "torch.cuda.is_available() is False")]
-        if check.flag("kernelOk") is False:
-            return [Reason("CudaKernelWrong", "a CUDA kernel returned a wrong result")]
-    if name == "amp":
-        return _judge_amp(check, c.amp.tolerance)
-    if name == "tensorCores" and speed_judged:
-        speedup = check.number("fp16Speedup")
-        if speedup is not None and speedup < c.tensor_cores.min_speedup:
-            return [Reason("TensorCoresSlow", f"fp16 GEMM {speedup:.2f}x fp32 < {c.tensor_cores.min_speedup:g}x")]
-    if name == "channelsLast":
-        error = check.number("maxRelError")
-        if check.flag("finite") is False:
-            return [Reason("ChannelsLastMismatch", "channels-last output not finite")]
-        if error is not None and error > c.channels_last.tolerance:
-            return [Reason("ChannelsLastMismatch", f"relative error {error:.3g} > {c.channels_last.tolerance:g}")]
-    if name == "conv3d":
-        nans = check.number("nanCount")
-        if nans:
-            return [Reason("Conv3dNaN", f"{int(nans)} NaN outputs in cuDNN 3D convolution")]
-    if name == "multiGpu" and (check.flag("peerAccess") is False or check.flag("allReduceOk") is False):
-        return [Reason("MultiGpuFailed", "peer access or NCCL all-reduce failed")]
-    return []
-
-
-def _judge_amp(check: CheckOutcome, tolerance: float) -> list[Reason]:
-    runs = (check.data.get(run) for run in AMP_RUNS)
-    failures = (_amp_failure(run, data, tolerance) for run, data in zip(AMP_RUNS, runs, strict=True))
-    return [f for f in failures if f is not None]
-
-
-def _amp_failure(run: str, data: Any, tolerance: float) -> Reason | None:
-    """What an amp sub-run that ran shows wrong; None for a good one, a skipped one or none at all."""
-    if not isinstance(data, Mapping) or "skipped" in data:
-        return None
-    label = f"amp {run}"
-    if data.get("error"):
-        return Reason("CheckError", f"{label}: {data['error']}")
-    if data.get("finite") is False:
-        return Reason("AmpNotFinite", f"{label}: loss or output not finite")
-    if data.get("decreased") is False:
-        return Reason("AmpNotConverging", f"{label}: loss did not decrease")
-    if isinstance(data.get("maxRelError"), float) and data["maxRelError"] > tolerance:
-        return Reason("AmpMismatch", f"{label}: relative error {data['maxRelError']:.3g} > {tolerance:g}")
-    if isinstance(data.get("steps"), int) and data.get("skippedSteps") == data["steps"] and data["steps"] > 0:
-        return Reason("AmpScalerStuck", f"{label}: the GradScaler skipped every step")
-    return None
+    return check.judge(check.settings(profile.checks), outcome, observed)
 
 
 def _key_numbers(result: ProbeResult, found: Iterable[Board]) -> dict[str, Any]:
@@ -487,13 +292,8 @@ def _key_numbers(result: ProbeResult, found: Iterable[Board]) -> dict[str, Any]:
     products = [b.device.name for b in found if b.device.name]
     if products:
         numbers["gpu"] = ", ".join(dict.fromkeys(products))
-    tc = result.checks.get("tensorCores")
-    if tc is not None and tc.number("fp16Speedup") is not None:
-        numbers["fp16Speedup"] = round(tc.number("fp16Speedup") or 0.0, 2)
-    amp = result.checks.get("amp")
-    native = amp.data.get("native") if amp else None
-    if isinstance(native, Mapping) and isinstance(native.get("maxRelError"), float):
-        numbers["ampMaxRelError"] = round(native["maxRelError"], 5)
+    for name, outcome in result.checks.items():
+        numbers.update(BY_NAME[name].summary(outcome))
     if result.seconds is not None:
         numbers["probeSeconds"] = round(result.seconds, 1)
     return {k: v for k, v in numbers.items() if v is not None}

@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchproof import catalogue
+from torchproof.checks import BY_NAME
+from torchproof.checks.base import DRIVER_TOO_OLD as DRIVER_TOO_OLD
+from torchproof.checks.base import NO_DRIVER as NO_DRIVER
+from torchproof.checks.base import NO_KERNEL as NO_KERNEL
+from torchproof.checks.base import SimulatedPod, Throughput
 from torchproof.contract import MAX_RESULT_BYTES, PROBE_VERSION, RESULT_SCHEMA
 from torchproof.versions import ComputeCapability, DriverVersion
 
@@ -37,15 +42,6 @@ _MEMORY_MIB: tuple[tuple[str, int], ...] = (
     (r"H200", 143771), (r"H100", 81559), (r"B200", 183359), (r"2080 TI", 11019), (r"RTX 20", 7982),
     (r"RTX 30", 24268), (r"RTX 40", 24564), (r"RTX 50", 32607), (r"RTX PRO 6000", 97887),
 )
-
-
-@dataclass(frozen=True)
-class Throughput:
-    """Measured dense matmul TFLOP/s; None where the board has no such path."""
-
-    fp32: float
-    fp16: float
-    tf32: float | None = None
 
 
 # (compute capability, datacenter) → throughput a 4096³ matmul reaches. Consumer boards accumulate
@@ -82,6 +78,10 @@ class Board:
     datacenter: bool
     brand: str
     memory_mib: int
+
+
+# What a CPU dry run stands on: no board at all.
+_CPU_BOARD = Board("cpu", ComputeCapability(0, 0), "", False, "", 0)
 
 
 def parse_driver(text: str) -> DriverVersion:
@@ -171,12 +171,6 @@ def throughput(gpu: Board) -> Throughput:
 
 # -- what the probe reports ---------------------------------------------------------------------------
 
-DRIVER_TOO_OLD = "RuntimeError: CUDA driver version is insufficient for CUDA runtime version"
-NO_KERNEL = "RuntimeError: CUDA error: no kernel image is available for execution on the device"
-NO_DRIVER = "RuntimeError: Found no NVIDIA driver on your system"
-_SECONDS = {"environment": 0.01, "gpu": 0.05, "cuda": 1.9, "amp": 2.1, "tensorCores": 1.2,
-            "channelsLast": 0.4, "conv3d": 0.6, "multiGpu": 0.8}
-_GPU_CHECKS = ("amp", "tensorCores", "channelsLast", "conv3d", "multiGpu")
 
 
 @dataclass(frozen=True)
@@ -206,129 +200,36 @@ def _gpu_section(s: ProbeSetting) -> dict[str, Any]:
             "count": s.visible, "devices": [_device(s, s.board, i) for i in range(min(s.visible, 8))]}
 
 
-def _amp_run(api: str, dtype: str, steps: int, rel_error: float, nan: bool) -> dict[str, Any]:
-    return {"api": api, "dtype": dtype, "steps": steps, "firstLoss": 2.31,
-            "lastLoss": None if nan else 1.02, "finite": not nan, "decreased": not nan,
-            "maxRelError": None if nan else rel_error, "skippedSteps": 0}
-
-
-def _amp(s: ProbeSetting, gpu: Board, plan: Mapping[str, Any]) -> dict[str, Any]:
-    steps = int(plan.get("steps", 8))
-    out: dict[str, Any] = {"status": "ok", "seconds": _SECONDS["amp"]}
-    if plan.get("native"):
-        out["native"] = (_amp_run("torch.cuda.amp", "float16", steps, 0.004, s.amp_nan) if s.image.native_amp
-                         else {"skipped": f"torch {s.image.torch} has no torch.cuda.amp"})
-    if plan.get("apex"):
-        out["apex"] = (_amp_run("apex.amp", "float16", steps, 0.005, False) if s.image.apex
-                       else {"skipped": "apex not importable"})
-    if plan.get("bf16"):
-        if gpu.compute_capability < ComputeCapability(8, 0):
-            out["bf16"] = {"skipped": f"compute capability {gpu.compute_capability} < 8.0"}
-        elif not s.image.autocast:
-            out["bf16"] = {"skipped": f"torch {s.image.torch} has no torch.autocast"}
-        else:
-            out["bf16"] = _amp_run("torch.autocast", "bfloat16", steps, 0.012, False)
-    return out
-
-
-def _tensor_cores(s: ProbeSetting, gpu: Board, plan: Mapping[str, Any]) -> dict[str, Any]:
-    t = throughput(gpu)
-    fp16 = round(t.fp32 * 1.1, 1) if s.slow_tensor_cores else t.fp16
-    modern = gpu.compute_capability >= ComputeCapability(8, 0)
-    bf16 = fp16 if modern and s.image.autocast else None
-    tf32 = t.tf32 if modern and s.image.tf32 else None
-
-    def speedup(value: float | None) -> float | None:
-        return None if value is None else round(value / t.fp32, 2)
-
-    return {"status": "ok", "seconds": _SECONDS["tensorCores"], "size": int(plan.get("size", 4096)),
-            "fp32": t.fp32, "fp16": fp16, "bf16": bf16, "tf32": tf32, "fp16Speedup": speedup(fp16),
-            "bf16Speedup": speedup(bf16), "tf32Speedup": speedup(tf32)}
-
-
-def _gpu_check(name: str, s: ProbeSetting, gpu: Board, plan: Mapping[str, Any]) -> dict[str, Any]:
-    seconds = _SECONDS[name]
-    if name == "amp":
-        return _amp(s, gpu, plan)
-    if name == "tensorCores":
-        return _tensor_cores(s, gpu, plan)
-    if name == "channelsLast":
-        return {"status": "ok", "seconds": seconds, "finite": True, "maxRelError": 0.002}
-    if name == "conv3d":
-        return {"status": "ok", "seconds": seconds, "iterations": int(plan.get("iterations", 5)),
-                "nanCount": 0}
-    if s.visible < 2:
-        return {"status": "skipped", "seconds": 0.0, "reason": f"{s.visible} GPU in the pod"}
-    return {"status": "ok", "seconds": seconds, "devices": s.visible, "peerAccess": True, "allReduceOk": True}
-
-
-def _cpu_amp(s: ProbeSetting, plan: Mapping[str, Any]) -> dict[str, Any]:
-    """As the probe on a CPU: native autocast in bf16 (the CPU has no fp16 autocast), no apex, bf16."""
-    steps = int(plan.get("steps", 8))
-    out: dict[str, Any] = {"status": "ok", "seconds": 3.5}
-    if plan.get("native"):
-        out["native"] = _amp_run("torch.autocast+torch.amp.GradScaler", "bfloat16", steps, 0.012, s.amp_nan)
-    if plan.get("apex"):
-        out["apex"] = {"skipped": "apex amp needs cuda"}
-    if plan.get("bf16"):
-        out["bf16"] = _amp_run("torch.autocast", "bfloat16", steps, 0.012, s.amp_nan)
-    return out
-
-
-def _cpu_checks(s: ProbeSetting, checks: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, plan in checks.items():
-        if name in ("environment", "gpu"):
-            out[name] = {"status": "ok", "seconds": _SECONDS[name]}
-        elif name == "amp":
-            out[name] = _cpu_amp(s, plan)
-        elif name == "tensorCores":
-            out[name] = {"status": "ok", "seconds": 4.0, "size": int(plan.get("size", 4096)), "fp32": 1.2,
-                         "fp16": None, "bf16": 1.5, "tf32": None, "fp16Speedup": None, "bf16Speedup": 1.25,
-                         "tf32Speedup": None}
-        elif name in ("channelsLast", "conv3d"):
-            out[name] = _gpu_check(name, s, Board("cpu", ComputeCapability(0, 0), "", False, "", 0), plan)
-        else:
-            out[name] = {"status": "skipped", "seconds": 0.0, "reason": "device cpu"}
-    return out
-
-
-def _cuda_checks(s: ProbeSetting, checks: Mapping[str, Any]) -> dict[str, Any]:
+def _failure(s: ProbeSetting) -> str | None:
+    """Why CUDA cannot start in this pod, as torch words it; None when it can."""
     if s.board is None or s.driver is None or s.visible == 0:
-        failure: str | None = NO_DRIVER
-    elif not driver_runs(s.image, s.driver, datacenter=s.board.datacenter):
-        failure = DRIVER_TOO_OLD
-    else:
-        failure = None if has_kernels(s.image, s.board.compute_capability) else NO_KERNEL
-    out: dict[str, Any] = {}
-    for name, plan in checks.items():
-        seconds = _SECONDS[name]
-        if name == "environment":
-            out[name] = {"status": "ok", "seconds": seconds}
-        elif name == "gpu":
-            out[name] = ({"status": "ok", "seconds": seconds} if s.board and s.visible
-                         else {"status": "skipped", "seconds": 0.0, "reason": "no GPU visible"})
-        elif name == "cuda":
-            out[name] = ({"status": "ok", "seconds": seconds, "available": True, "kernelOk": True}
-                         if failure is None else
-                         {"status": "error", "seconds": 0.4, "available": failure == NO_KERNEL,
-                          "kernelOk": False, "error": failure})
-        elif failure == NO_KERNEL:
-            out[name] = {"status": "error", "seconds": 0.1, "error": NO_KERNEL}
-        elif failure is not None:
-            out[name] = {"status": "skipped", "seconds": 0.0, "reason": "cuda unavailable"}
-        elif s.board is not None:
-            out[name] = _gpu_check(name, s, s.board, plan)
-    return out
+        return NO_DRIVER
+    if not driver_runs(s.image, s.driver, datacenter=s.board.datacenter):
+        return DRIVER_TOO_OLD
+    return None if has_kernels(s.image, s.board.compute_capability) else NO_KERNEL
+
+
+def simulated_pod(s: ProbeSetting, device: str) -> SimulatedPod:
+    """The facts each check's simulated outcome reads, for a plan on ``device``."""
+    gpu = s.board or _CPU_BOARD
+    image = s.image
+    return SimulatedPod(
+        device=device, failure=_failure(s) if device == "cuda" else None,
+        gpu_visible=s.board is not None and s.visible > 0, visible=s.visible,
+        compute_capability=gpu.compute_capability, throughput=throughput(gpu), torch=image.torch,
+        native_amp=image.native_amp, apex=image.apex, autocast=image.autocast, tf32=image.tf32,
+        amp_nan=s.amp_nan, slow_tensor_cores=s.slow_tensor_cores,
+    )
 
 
 def probe_result(s: ProbeSetting, plan: Mapping[str, Any]) -> dict[str, Any]:
     """The result document the probe would write, for only the checks the plan lists."""
     device = "cpu" if plan.get("device") == "cpu" else "cuda"
     raw_checks = plan.get("checks")
-    checks = {k: v if isinstance(v, Mapping) else {} for k, v in (raw_checks or {}).items() if k in _SECONDS}
+    checks = {k: v if isinstance(v, Mapping) else {} for k, v in (raw_checks or {}).items() if k in BY_NAME}
     image = s.image
-    body = _cpu_checks(s, checks) if device == "cpu" else _cuda_checks(s, checks)
+    pod = simulated_pod(s, device)
+    body = {name: BY_NAME[name].simulate(pod, payload) for name, payload in checks.items()}
     gpu = _gpu_section(s)
     if device == "cpu":
         gpu = {"source": "none", "count": 0, "devices": [], "note": "device cpu: NVML not queried"}

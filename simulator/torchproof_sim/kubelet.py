@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 
+from torchproof.checks import default_payloads
 from torchproof.contract import PLAN_ENV, PROBE_VERSION, RESULT_SCHEMA
 from torchproof.labels import PROFILE_LABEL
 
@@ -37,8 +38,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PLAN: Mapping[str, Any] = {
     "device": "cuda",
-    "checks": {name: {"native": True, "apex": True, "bf16": True} if name == "amp" else {} for name in (
-        "environment", "gpu", "cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu")},
+    "checks": default_payloads(),
 }
 GARBAGE = f'{{"schema": "{RESULT_SCHEMA}", "probe": "{PROBE_VERSION}", "device": "cu'
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"

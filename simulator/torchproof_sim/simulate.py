@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -103,17 +103,6 @@ def settled(profile: Mapping[str, Any]) -> bool:
         and "pending" in counts
         and counts.get("pending") == counts.get("waiting", 0)
     ) or any(c.get("reason") == "InvalidSpec" for c in status.get("conditions") or [])
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll until `predicate()` is truthy and return its value; `TimeoutError` naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
 def progress_line(name: str, profile: Mapping[str, Any] | None) -> str:

@@ -13,7 +13,8 @@ from torchproof.kube import KubeApi, KubeError, load_configuration
 from torchproof.metrics import Metrics
 from torchproof_sim.cluster import EmbeddedCluster
 from torchproof_sim.emulator import ApiFaults
-from torchproof_sim.simulate import wait_for
+
+from tests.support.polling import eventually
 
 NODE = {"metadata": {"name": "gpu-0", "labels": {"nvidia.com/gpu.present": "true"}}}
 
@@ -31,8 +32,8 @@ async def test_a_throttled_call_waits_for_retry_after_then_succeeds(cluster: Emb
         cluster.emulator.faults = ApiFaults(rate_429=1.0, verbs=frozenset({"patch"}))
         start = time.monotonic()
         patching = asyncio.ensure_future(api.patch_node("gpu-0", {"metadata": {"labels": {"a": "b"}}}))
-        await wait_for(lambda: metrics.api_requests.labels("patch", "node", "429")._value.get() >= 1,
-                       what="a 429")
+        await eventually(lambda: metrics.api_requests.labels("patch", "node", "429")._value.get() >= 1,
+                         what="a 429")
         cluster.emulator.faults = None
         await patching
         assert time.monotonic() - start >= 0.9, "the server's Retry-After: 1 was waited on"

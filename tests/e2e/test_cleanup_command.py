@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from harness import FAST, KEY, NAME, ROOT, Env, profile
 from torchproof import labels as L
 from torchproof.cleanup import FINALIZER, OPERATOR_LABELS
 from torchproof.controller import POD_SELECTOR
 from torchproof.podspec import CONFIGMAP_PREFIX
-from torchproof_sim.simulate import NAMESPACE, embedded_operator, wait_for
+from torchproof_sim.simulate import NAMESPACE
+
+from tests.support.polling import eventually
+from tests.support.rig import FAST, KEY, NAME, ROOT, Rig, profile
 
 HAND_MADE = "torchproof.dev/hand-made"  # in torchproof's domain, but set by a person: not torchproof's to remove
 
@@ -32,7 +34,7 @@ async def cleanup(*args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-def marks(env: Env) -> dict[str, dict[str, str]]:
+def marks(env: Rig) -> dict[str, dict[str, str]]:
     """Every torchproof key on every node (labels and annotations)."""
     out = {}
     for node in env.cluster.emulator.list_objects("v1/nodes"):
@@ -42,14 +44,14 @@ def marks(env: Env) -> dict[str, dict[str, str]]:
     return out
 
 
-async def leave_marks(env: Env) -> None:
+async def leave_marks(env: Rig) -> None:
     """A converged profile, then the operator gone with a validation pod left behind and the profile deleted:
     it hangs on the operator's finalizer. t4-a also carries an earlier release's owned-labels list."""
     await env.cluster.emulator.patch_object("v1/nodes", None, "t4-a", {"metadata": {
         "labels": {HAND_MADE: "yes"}, "annotations": {L.REVALIDATE_ANNOTATION: "2026-01-01"}}})
-    async with embedded_operator(env.cluster, **FAST):
+    async with env.operator(**FAST):
         await env.apply(profile())
-        await wait_for(env.converged, timeout=60, what="convergence")
+        await eventually(env.converged, timeout=60, what="convergence")
     await env.cluster.emulator.patch_object("v1/nodes", None, "t4-a", {"metadata": {
         "annotations": {L.LEGACY_OWNED_ANNOTATION: KEY}}})
     await env.cluster.emulator.create_object("v1/pods", {"metadata": {
@@ -61,12 +63,12 @@ async def leave_marks(env: Env) -> None:
     assert FINALIZER in stuck["metadata"]["finalizers"]
 
 
-def probe_configmaps(env: Env) -> list[str]:
+def probe_configmaps(env: Rig) -> list[str]:
     return [cm["metadata"]["name"] for cm in env.cluster.emulator.list_objects("v1/configmaps", NAMESPACE)
             if cm["metadata"]["name"].startswith(CONFIGMAP_PREFIX)]
 
 
-async def test_cleanup_removes_every_mark_and_releases_the_stuck_profile(env: Env, tmp_path: Path) -> None:
+async def test_cleanup_removes_every_mark_and_releases_the_stuck_profile(env: Rig, tmp_path: Path) -> None:
     config = env.cluster.write_kubeconfig(tmp_path / "admin.kubeconfig")
     await leave_marks(env)
     before = marks(env)
@@ -86,7 +88,7 @@ async def test_cleanup_removes_every_mark_and_releases_the_stuck_profile(env: En
     code, out, err = await cleanup(f"--kubeconfig={config}")
     assert (code, err) == (0, ""), err
     assert out.splitlines()[-1].startswith("cleaned up 5 node(s), 1 pod(s), 1 configmap(s), 1 finalizer(s)")
-    await wait_for(lambda: not env.pods(), what="the validation pod deleted")
+    await eventually(lambda: not env.pods(), what="the validation pod deleted")
     assert marks(env) == {name: {} for name in before} | {
         "t4-a": {HAND_MADE: "yes", L.REVALIDATE_ANNOTATION: "2026-01-01"}}
     assert env.node("cpu-1")["metadata"]["labels"]["team"] == "web"
@@ -96,7 +98,7 @@ async def test_cleanup_removes_every_mark_and_releases_the_stuck_profile(env: En
     assert (code, out, err) == (0, "nothing to clean up\n", "")
 
 
-async def test_cleanup_refuses_while_an_operator_runs(env: Env, tmp_path: Path) -> None:
+async def test_cleanup_refuses_while_an_operator_runs(env: Rig, tmp_path: Path) -> None:
     config = env.cluster.write_kubeconfig(tmp_path / "admin.kubeconfig")
     await leave_marks(env)
     await env.cluster.emulator.create_object("v1/pods", {

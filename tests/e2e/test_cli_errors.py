@@ -14,10 +14,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from harness import NAME, Env, profile
 from test_run_command import free_port
 from torchproof_sim.cluster import EmbeddedCluster
-from torchproof_sim.simulate import embedded_operator, wait_for, wait_settled
+from torchproof_sim.simulate import wait_settled
+
+from tests.support.polling import eventually
+from tests.support.rig import NAME, Rig, profile
 
 NO_CLUSTER = {"KUBERNETES_SERVICE_HOST": "", "PYTHONUNBUFFERED": "1"}
 
@@ -85,7 +87,7 @@ def healthz(port: int) -> int:
         return 0
 
 
-async def test_run_serves_healthz_on_the_health_address(env: Env, tmp_path: Path) -> None:
+async def test_run_serves_healthz_on_the_health_address(env: Rig, tmp_path: Path) -> None:
     config = await env.operator_kubeconfig(tmp_path / "kubeconfig")
     port = free_port()
     proc = await start("run", "--standalone", f"--kubeconfig={config}", "--metrics-port=0",
@@ -100,12 +102,12 @@ async def test_run_serves_healthz_on_the_health_address(env: Env, tmp_path: Path
     assert proc.returncode == 0, err[-2000:]
 
 
-async def test_simulate_waiting_logs_progress_per_profile(env: Env, caplog: pytest.LogCaptureFixture) -> None:
-    async with embedded_operator(env.cluster, batch_window=0.02, status_interval=0.1):
+async def test_simulate_waiting_logs_progress_per_profile(env: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    async with env.operator(batch_window=0.02, status_interval=0.1):
         await env.apply(profile(maxConcurrent=1))
         with caplog.at_level(logging.INFO, "torchproof.progress"):
             assert await wait_settled(env.cluster, [NAME], timeout=60, every=0.05)
-        await wait_for(env.converged, what="convergence")
+        await eventually(env.converged, what="convergence")
     lines = [r.getMessage() for r in caplog.records if r.name == "torchproof.progress"]
     assert lines, "no progress line while waiting"
     counted = [line for line in lines if line != f"{NAME}: no status yet"]

@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import KEY, Env, profile
 from torchproof.cli import parser
-from torchproof_sim.simulate import wait_for
+
+from tests.support.polling import eventually
+from tests.support.rig import KEY, Rig, profile
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
@@ -95,7 +96,7 @@ def as_image_user(uid: int, gid: int) -> list[str]:
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare (util-linux) maps the image's uid")
-async def test_the_operator_starts_as_deployed(env: Env) -> None:
+async def test_the_operator_starts_as_deployed(env: Rig) -> None:
     deployment = one(render(ROOT / "deploy" / "default"), "Deployment")
     spec = deployment["spec"]["template"]["spec"]
     (container,) = spec["containers"]
@@ -128,8 +129,8 @@ async def test_the_operator_starts_as_deployed(env: Env) -> None:
     )
     try:
         await env.apply(profile())
-        await wait_for(lambda: env.converged() or proc.returncode is not None, timeout=60,
-                       what="convergence under the deployed `torchproof run`")
+        await eventually(lambda: env.converged() or proc.returncode is not None, timeout=60,
+                         what="convergence under the deployed `torchproof run`")
         assert proc.returncode is None, "the operator exited"
         assert env.label("t4-a") == "passed" and env.label("k80-a") == "incompatible"
         namespaces = {p["metadata"]["namespace"] for p in env.cluster.emulator.list_objects("v1/pods", None)}

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from harness import FAST, NAME, Env, profile
 from torchproof import controller, verdict
 from torchproof import labels as L
 from torchproof.kube import KubeError
@@ -20,8 +19,10 @@ from torchproof.plan import validation_order
 from torchproof.result import ProbeResult
 from torchproof_sim.cluster import EmbeddedCluster
 from torchproof_sim.fleet import parse_fleet
-from torchproof_sim.simulate import embedded_operator, wait_for
 from torchproof_sim.store import ApiError
+
+from tests.support.polling import eventually
+from tests.support.rig import FAST, NAME, Rig, profile
 
 T4 = {"product": "Tesla T4", "count": 1, "driver": "450.51.06"}
 V100 = {"product": "Tesla V100-SXM2-16GB", "count": 1, "driver": "450.51.06"}
@@ -32,18 +33,18 @@ def sample(op: Any, metric: str, **labels: str) -> float:
     return op.reconciler.cfg.metrics.registry.get_sample_value(metric, {"profile": NAME, **labels}) or 0.0
 
 
-def events(env: Env, reason: str) -> list[dict[str, Any]]:
+def events(env: Rig, reason: str) -> list[dict[str, Any]]:
     return [e for e in env.cluster.emulator.list_objects("v1/events") if e.get("reason") == reason]
 
 
-def reasons(env: Env, node: str) -> list[str]:
+def reasons(env: Rig, node: str) -> list[str]:
     raw = env.node(node)["metadata"]["annotations"][L.result_annotation_key(NAME)]
     return list(json.loads(raw)["reasons"])
 
 
 @pytest.mark.parametrize("fleet_nodes", [PAIR])
 async def test_a_failing_pass_shows_degraded_once_backs_off_and_recovers(
-    fault_env: Env, monkeypatch: pytest.MonkeyPatch
+    fault_env: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = fault_env
     broken = True
@@ -55,23 +56,23 @@ async def test_a_failing_pass_shows_degraded_once_backs_off_and_recovers(
         return real(inp)
 
     monkeypatch.setattr(controller, "compute_plan", compute_plan)
-    async with embedded_operator(env.cluster, **FAST, error_backoff=0.05) as op:
+    async with env.operator(**FAST, error_backoff=0.05) as op:
         await env.apply(profile())
-        await wait_for(lambda: env.condition("Degraded").get("reason") == "PassFailed", what="Degraded=True")
+        await eventually(lambda: env.condition("Degraded").get("reason") == "PassFailed", what="Degraded=True")
         assert env.condition("Degraded")["status"] == "True"
         assert env.condition("Degraded")["message"] == "RuntimeError: planner bug"
-        await wait_for(lambda: sample(op, "torchproof_pass_failures_total") >= 4, what="passes retried")
+        await eventually(lambda: sample(op, "torchproof_pass_failures_total") >= 4, what="passes retried")
         assert len(events(env, "DegradedTrue")) == 1, "one Event per transition, not per pass"
         assert env.label("node-a") is None
         broken = False
-        await wait_for(lambda: env.label("node-a") == env.label("node-b") == "passed", what="recovery")
-        await wait_for(lambda: env.condition("Degraded").get("status") == "False", what="Degraded=False")
+        await eventually(lambda: env.label("node-a") == env.label("node-b") == "passed", what="recovery")
+        await eventually(lambda: env.condition("Degraded").get("status") == "False", what="Degraded=False")
         assert len(events(env, "DegradedTrue")) == 1
 
 
 @pytest.mark.parametrize("fleet_nodes", [[*PAIR, {"name": "node-v100", "gpu": V100}]])
 async def test_a_pod_whose_judging_raises_gives_only_its_node_error_logged_once(
-    fault_env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    fault_env: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     env = fault_env
     real = verdict.judge
@@ -84,14 +85,14 @@ async def test_a_pod_whose_judging_raises_gives_only_its_node_error_logged_once(
 
     monkeypatch.setattr(verdict, "judge", judge)
     caplog.set_level(logging.WARNING, logger="torchproof")
-    async with embedded_operator(env.cluster, **FAST) as op:
+    async with env.operator(**FAST) as op:
         await env.apply(profile())
-        await wait_for(env.converged, what="the fleet to settle")
+        await eventually(env.converged, what="the fleet to settle")
         assert (env.label("node-a"), env.label("node-b"), env.label("node-v100")) == ("passed", "passed", "error")
         assert reasons(env, "node-v100") == ["EvaluationFailed: ZeroDivisionError: float division by zero"]
-        await wait_for(lambda: not env.pods(), what="every finished pod deleted")
+        await eventually(lambda: not env.pods(), what="every finished pod deleted")
         op.reconciler.poke()
-        await wait_for(lambda: env.condition("Ready").get("status") == "True", what="Ready")
+        await eventually(lambda: env.condition("Ready").get("status") == "True", what="Ready")
         assert sample(op, "torchproof_evaluation_failures_total") == 1
         logged = [r for r in caplog.records if "judging pod" in r.getMessage()]
         assert len(logged) == 1 and "node-v100" in logged[0].getMessage()
@@ -119,12 +120,12 @@ BASE, CAP = 0.1, 1.0
 
 
 @pytest.mark.parametrize("fleet_nodes", [PAIR])
-async def test_refused_creates_wait_with_the_reason_back_off_exponentially_then_validate(fault_env: Env) -> None:
+async def test_refused_creates_wait_with_the_reason_back_off_exponentially_then_validate(fault_env: Rig) -> None:
     env = fault_env
     attempts, allow = refuse_pod_creates(env.cluster, FORBIDDEN)
-    async with embedded_operator(env.cluster, **FAST, create_backoff_base=BASE, create_backoff_max=CAP) as op:
+    async with env.operator(**FAST, create_backoff_base=BASE, create_backoff_max=CAP) as op:
         await env.apply(profile(maxConcurrent=1))
-        await wait_for(lambda: len(attempts) >= 7, what="seven refused creates")
+        await eventually(lambda: len(attempts) >= 7, what="seven refused creates")
         times = [t for t, _ in attempts[:7]]
         assert len({name for _, name in attempts}) == 1, "the refused node keeps its slot; no other is tried"
         for i, gap in enumerate(b - a for a, b in itertools.pairwise(times)):
@@ -138,8 +139,8 @@ async def test_refused_creates_wait_with_the_reason_back_off_exponentially_then_
         assert len(events(env, "DegradedTrue")) == 1
         assert sample(op, "torchproof_pod_create_refusals_total", code="403") >= 7
         allow()
-        await wait_for(lambda: env.label("node-a") == env.label("node-b") == "passed", what="validated")
-        await wait_for(lambda: env.condition("Degraded").get("status") == "False", what="Degraded=False")
+        await eventually(lambda: env.label("node-a") == env.label("node-b") == "passed", what="validated")
+        await eventually(lambda: env.condition("Degraded").get("status") == "False", what="Degraded=False")
         assert not env.status().get("waitingNodes")
 
 
@@ -157,29 +158,29 @@ GRACE = 1.0
 
 
 @pytest.mark.parametrize("fleet_nodes", [LOST_FLEET])
-async def test_a_pod_whose_kubelet_died_is_deleted_its_node_error_and_its_slot_reused(fault_env: Env) -> None:
+async def test_a_pod_whose_kubelet_died_is_deleted_its_node_error_and_its_slot_reused(fault_env: Rig) -> None:
     env = fault_env
-    async with embedded_operator(env.cluster, **FAST, lost_grace=GRACE) as op:
+    async with env.operator(**FAST, lost_grace=GRACE) as op:
         await env.apply(profile(maxConcurrent=1))
 
         def lost_pods() -> list[dict[str, Any]]:
             return [p for p in env.pods() if p["metadata"]["annotations"][L.NODE_ANNOTATION] == LOST]
 
-        await wait_for(lambda: env.label(FIRST) == "passed"
-                       and any((p.get("status") or {}).get("phase") == "Running" for p in lost_pods()),
-                       what="the first node passed and the lost node's pod running")
-        await wait_for(lambda: env.status()["counts"]["running"] == 1, what="the lost pod holding the only slot")
+        await eventually(lambda: env.label(FIRST) == "passed"
+                         and any((p.get("status") or {}).get("phase") == "Running" for p in lost_pods()),
+                         what="the first node passed and the lost node's pod running")
+        await eventually(lambda: env.status()["counts"]["running"] == 1, what="the lost pod holding the only slot")
         runtime = profile()["spec"]["validation"]["runtimeTimeoutSeconds"]
         op.reconciler.cfg.clock = lambda: time.time() + runtime + GRACE + 5
         op.reconciler.poke()
         # Deleted gracefully, the pod stays Terminating: no kubelet is left to stop it, as on a real cluster.
-        await wait_for(lambda: env.label(LOST) == "error" and all(
+        await eventually(lambda: env.label(LOST) == "error" and all(
             p["metadata"].get("deletionTimestamp") for p in lost_pods()), what="the lost pod deleted")
         assert reasons(env, LOST)[0].startswith("ProbeLost: ")
         grace = lost_pods()[0]["metadata"]["deletionGracePeriodSeconds"]
         op.reconciler.cfg.clock = lambda: time.time() + grace + GRACE + 1  # past its deletion time and the grace
         late = parse_fleet({"nodes": [{"name": "node-late", "gpu": T4}]}).nodes[0]
         await env.kubelet.add_node(late)
-        await wait_for(lambda: env.label("node-late") == "passed", what="the freed slot used by another node")
+        await eventually(lambda: env.label("node-late") == "passed", what="the freed slot used by another node")
         assert len(lost_pods()) == 1, "no new pod for the lost node: its error record is current"
         assert env.kubelet.stats.max_live[(NAME, LOST)] == 1

@@ -14,7 +14,8 @@ from torchproof.kube import KubeApi, KubeError, load_configuration
 from torchproof.views import PodView, pod_view
 from torchproof_sim.cluster import EmbeddedCluster
 from torchproof_sim.emulator import ApiFaults
-from torchproof_sim.simulate import wait_for
+
+from tests.support.polling import eventually
 
 NAMESPACE = "torchproof"
 PODS = "v1/pods"
@@ -50,20 +51,20 @@ async def test_a_pod_deleted_while_the_watch_is_down_is_dropped_and_remembered(c
     await cluster.emulator.create_object(PODS, pod("doomed"))
     informer.start()
     try:
-        await wait_for(informer.synced.is_set, what="the first list")
+        await eventually(informer.synced.is_set, what="the first list")
         assert set(informer.items) == {"kept", "doomed"} and informer.gone == {}
         cluster.emulator.faults = ApiFaults(rate_500=1.0, verbs=frozenset({"watch"}))
-        await wait_for(lambda: cluster.emulator.request_counts()["byVerb"].get("list", 0) >= 3,
-                       what="the informer to fall back to listing")
+        await eventually(lambda: cluster.emulator.request_counts()["byVerb"].get("list", 0) >= 3,
+                         what="the informer to fall back to listing")
         before = time.time()
         await cluster.emulator.delete_object(PODS, NAMESPACE, "doomed")
-        await wait_for(lambda: "doomed" not in informer.items, what="the relist to drop the deleted pod")
+        await eventually(lambda: "doomed" not in informer.items, what="the relist to drop the deleted pod")
         assert set(informer.items) == {"kept"}
         assert informer.gone["doomed"] >= before
         assert changed.count("doomed") >= 2, "added, then dropped: both are changes"
         cluster.emulator.faults = None
         await cluster.emulator.create_object(PODS, pod("late"))
-        await wait_for(lambda: "late" in informer.items, what="the watch to resume")
+        await eventually(lambda: "late" in informer.items, what="the watch to resume")
     finally:
         await informer.stop()
 
@@ -76,16 +77,16 @@ async def test_an_outage_costs_a_bounded_number_of_lists(cluster: EmbeddedCluste
     await cluster.emulator.create_object(PODS, pod("kept"))
     informer.start()
     try:
-        await wait_for(informer.synced.is_set, what="the first list")
+        await eventually(informer.synced.is_set, what="the first list")
         cluster.emulator.faults = ApiFaults(rate_500=1.0, verbs=frozenset({"list", "watch"}))
         first = informer.relists
-        await wait_for(lambda: informer.relists >= first + 2, what="the informer to list again")
+        await eventually(lambda: informer.relists >= first + 2, what="the informer to list again")
         during = informer.relists
         await asyncio.sleep(OUTAGE_SECONDS)  # the outage itself, not a wait for a condition
         assert informer.relists - during <= 8, informer.relists - during
         cluster.emulator.faults = None
         await cluster.emulator.create_object(PODS, pod("after"))
-        await wait_for(lambda: "after" in informer.items, timeout=10, what="the informer to recover")
+        await eventually(lambda: "after" in informer.items, timeout=10, what="the informer to recover")
     finally:
         await informer.stop()
 
@@ -113,7 +114,7 @@ async def test_an_expired_watch_lists_again_at_once_without_backing_off() -> Non
                                            clock=time.time, backoff=Backoff(first=60.0))
     informer.start()
     try:
-        await wait_for(lambda: api.lists >= 2, timeout=5, what="a second list at once, not after 30-60 s")
+        await eventually(lambda: api.lists >= 2, timeout=5, what="a second list at once, not after 30-60 s")
     finally:
         await informer.stop()
 

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import yaml
-from conftest import make_env_fixture
-from harness import FAST, Env
 from torchproof import labels as L
-from torchproof_sim.simulate import embedded_operator, wait_for
+
+from tests.support.polling import eventually
+from tests.support.rig import FAST, Rig, rig_fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = yaml.safe_load((ROOT / "examples" / "profile-cpu-dryrun.yaml").read_text())
@@ -22,13 +22,13 @@ KIND_FLEET = [
 ]
 WORKERS = ("kind-worker", "kind-worker2")
 
-env = make_env_fixture(KIND_FLEET)
+env = rig_fixture(KIND_FLEET)
 
 
-async def test_the_cpu_dry_run_labels_the_workers_passed_with_no_gpu_asked(env: Env) -> None:
-    async with embedded_operator(env.cluster, **FAST):
+async def test_the_cpu_dry_run_labels_the_workers_passed_with_no_gpu_asked(env: Rig) -> None:
+    async with env.operator(**FAST):
         await env.apply(EXAMPLE)
-        await wait_for(lambda: env.converged(NAME), 20.0, "the profile to converge")
+        await eventually(lambda: env.converged(NAME), "the profile to converge", 20.0)
         key = L.label_key(NAME)
         assert {n: env.label(n, key) for n in (*WORKERS, "kind-control-plane")} == {
             "kind-worker": "passed", "kind-worker2": "passed", "kind-control-plane": None}

@@ -9,24 +9,25 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from harness import FAST, KEY, MIXED_FLEET, NAME, ROOT, Env, assert_nothing_denied
 from torchproof_sim.cluster import EmbeddedCluster
 from torchproof_sim.fleet import parse_fleet
 from torchproof_sim.kubelet import SimKubelet
-from torchproof_sim.simulate import embedded_operator, wait_for
+
+from tests.support.polling import eventually
+from tests.support.rig import FAST, KEY, MIXED_FLEET, NAME, ROOT, Rig, assert_nothing_denied
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 
 
 @pytest.fixture
-async def bare_env() -> AsyncIterator[Env]:
+async def bare_env() -> AsyncIterator[Rig]:
     """No CRD yet: the test installs it with kubectl, as an admin would."""
     fleet = parse_fleet({"nodes": copy.deepcopy(MIXED_FLEET)})
     async with (
         EmbeddedCluster() as cluster,
         SimKubelet(cluster.emulator, fleet, probe_seconds=0.05) as kubelet,
     ):
-        yield Env(cluster, kubelet)
+        yield Rig(cluster, kubelet)
         assert_nothing_denied(cluster)
 
 
@@ -40,13 +41,13 @@ async def kubectl(kubeconfig: Path, *args: str) -> str:
     return out.decode()
 
 
-async def test_admin_flow_with_kubectl(bare_env: Env, tmp_path: Path) -> None:
+async def test_admin_flow_with_kubectl(bare_env: Rig, tmp_path: Path) -> None:
     env = bare_env
     config = env.cluster.write_kubeconfig(tmp_path / "kubeconfig")
     await kubectl(config, "apply", "-k", "deploy/crd")
-    async with embedded_operator(env.cluster, **FAST):
+    async with env.operator(**FAST):
         await kubectl(config, "apply", "-f", "profiles/pytorch-20.06.yaml")
-        await wait_for(env.converged, what="convergence after kubectl apply")
+        await eventually(env.converged, what="convergence after kubectl apply")
 
         table = await kubectl(config, "get", "prp")
         header, row = table.splitlines()[:2]
@@ -58,9 +59,9 @@ async def test_admin_flow_with_kubectl(bare_env: Env, tmp_path: Path) -> None:
 
         started = env.kubelet.stats.started
         await kubectl(config, "annotate", "node", "t4-a", "torchproof.dev/revalidate=1")
-        await wait_for(lambda: env.kubelet.stats.started == started + 1, what="revalidation after kubectl annotate")
+        await eventually(lambda: env.kubelet.stats.started == started + 1, what="revalidation after kubectl annotate")
 
         await kubectl(config, "delete", "-f", "profiles/pytorch-20.06.yaml", "--wait=true")
-        await wait_for(lambda: env.profile() is None, what="the profile deleted")
+        await eventually(lambda: env.profile() is None, what="the profile deleted")
         labelled = await kubectl(config, "get", "nodes", "-l", KEY, "-o", "name")
         assert labelled.strip() == ""

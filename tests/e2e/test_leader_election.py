@@ -19,15 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_env_fixture
-from harness import Env, profile
 from test_run_command import free_port
 from torchproof import cli
 from torchproof.election import Elector, Timings
 from torchproof.kube import KubeApi, load_configuration
 from torchproof_sim.emulator import ApiFaults
 from torchproof_sim.rbac import kustomize_namespace, service_account_user
-from torchproof_sim.simulate import NAMESPACE, RBAC_PATH, install_operator_identity, wait_for
+from torchproof_sim.simulate import NAMESPACE, RBAC_PATH, install_operator_identity
+
+from tests.support.polling import eventually
+from tests.support.rig import Rig, profile, rig_fixture
 
 LEASES = "coordination.k8s.io/v1/leases"
 LEASE = "torchproof-operator"
@@ -38,15 +39,15 @@ T4 = {"product": "Tesla T4", "count": 1, "driver": "450.51.06"}
 FLEET = [{"name": f"t4-{i}", "gpu": dict(T4)} for i in range(6)] + [
     {"name": "k80-a", "gpu": {"product": "Tesla K80", "count": 1, "driver": "450.51.06"}}]
 EXPECTED = {**{f"t4-{i}": "passed" for i in range(6)}, "k80-a": "incompatible"}
-slow_env = make_env_fixture(FLEET, probe_seconds=1.0)
+slow_env = rig_fixture(FLEET, probe_seconds=1.0)
 
 
-def lease(env: Env) -> dict[str, Any]:
+def lease(env: Rig) -> dict[str, Any]:
     return (env.cluster.emulator.get_object(LEASES, NAMESPACE, LEASE) or {}).get("spec") or {}
 
 
 @pytest.fixture
-async def operator_api(env: Env) -> AsyncIterator[KubeApi]:
+async def operator_api(env: Rig) -> AsyncIterator[KubeApi]:
     """The API adapter as the operator's ServiceAccount (its Role grants the Lease)."""
     _, token = await install_operator_identity(env.cluster)
     api = KubeApi(load_configuration(server=env.cluster.url, token=token))
@@ -91,7 +92,7 @@ def test_client_go_defaults_work_and_state_the_takeover() -> None:
 
 
 async def test_one_leads_and_a_standby_takes_over_only_when_the_lease_runs_out(operator_api: KubeApi,
-                                                                              env: Env) -> None:
+                                                                              env: Rig) -> None:
     first, second = elector(operator_api, "replica-a"), elector(operator_api, "replica-b")
     assert await first.acquire(asyncio.Event())
     assert lease(env)["holderIdentity"] == "replica-a" and lease(env)["leaseDurationSeconds"] == 2
@@ -103,11 +104,11 @@ async def test_one_leads_and_a_standby_takes_over_only_when_the_lease_runs_out(o
     assert lease(env)["holderIdentity"] == "replica-b" and lease(env)["leaseTransitions"] == 1
 
 
-async def test_a_released_lease_is_taken_at_the_next_try(operator_api: KubeApi, env: Env) -> None:
+async def test_a_released_lease_is_taken_at_the_next_try(operator_api: KubeApi, env: Rig) -> None:
     first, second = elector(operator_api, "replica-a"), elector(operator_api, "replica-b")
     assert await first.acquire(asyncio.Event())
     standby = asyncio.create_task(second.acquire(asyncio.Event()))
-    await wait_for(lambda: second.holder == "replica-a", what="the standby seeing the leader")
+    await eventually(lambda: second.holder == "replica-a", what="the standby seeing the leader")
     released = time.monotonic()
     await first.release()
     assert "holderIdentity" not in lease(env)
@@ -126,7 +127,7 @@ async def test_a_standby_stops_waiting_when_told(operator_api: KubeApi) -> None:
     assert not await asyncio.wait_for(standby, timeout=QUICK.retry_period * 2)
 
 
-async def test_the_leader_gives_up_at_once_when_another_holds_the_lease(operator_api: KubeApi, env: Env) -> None:
+async def test_the_leader_gives_up_at_once_when_another_holds_the_lease(operator_api: KubeApi, env: Rig) -> None:
     leader = elector(operator_api, "replica-a")
     assert await leader.acquire(asyncio.Event())
     holding = asyncio.create_task(leader.hold())
@@ -140,7 +141,7 @@ async def test_the_leader_gives_up_at_once_when_another_holds_the_lease(operator
 
 
 async def test_the_leader_gives_up_by_the_renew_deadline_when_the_api_fails(operator_api: KubeApi,
-                                                                            env: Env) -> None:
+                                                                            env: Rig) -> None:
     """Before any standby may take over: it waits a whole lease duration after the last renewal."""
     leader = elector(operator_api, "replica-a")
     assert await leader.acquire(asyncio.Event())
@@ -173,7 +174,7 @@ def standby_account(docs: list[dict[str, Any]], name: str) -> list[dict[str, Any
 class Replica:
     """One `torchproof run --leader-elect` process, as its own ServiceAccount."""
 
-    def __init__(self, env: Env, pod: str, kubeconfig: Path, user: str) -> None:
+    def __init__(self, env: Rig, pod: str, kubeconfig: Path, user: str) -> None:
         self.env, self.pod, self.kubeconfig, self.user = env, pod, kubeconfig, user
         self.health_port = free_port()
         self.proc: asyncio.subprocess.Process | None = None
@@ -208,7 +209,7 @@ class Replica:
         return self.proc.returncode, output.decode(errors="replace")
 
 
-async def replica(env: Env, tmp_path: Path, pod: str) -> Replica:
+async def replica(env: Rig, tmp_path: Path, pod: str) -> Replica:
     account = f"operator-{pod}"
     await env.cluster.apply_documents(standby_account(kustomize_namespace(RBAC_PATH, NAMESPACE), account))
     token = env.cluster.service_account_token(NAMESPACE, account)
@@ -217,30 +218,30 @@ async def replica(env: Env, tmp_path: Path, pod: str) -> Replica:
 
 
 @pytest.mark.slow
-async def test_the_standby_takes_over_from_a_killed_leader_with_no_pod_twice(slow_env: Env, tmp_path: Path) -> None:
+async def test_the_standby_takes_over_from_a_killed_leader_with_no_pod_twice(slow_env: Rig, tmp_path: Path) -> None:
     env = slow_env
     await install_operator_identity(env.cluster)  # the Roles the bindings name
     a, b = await replica(env, tmp_path, "torchproof-a"), await replica(env, tmp_path, "torchproof-b")
     replicas = [a, b]
     try:
         await a.start()
-        await wait_for(lambda: lease(env).get("holderIdentity") == a.pod, timeout=30, what="a leading")
+        await eventually(lambda: lease(env).get("holderIdentity") == a.pod, timeout=30, what="a leading")
         await b.start()
-        await wait_for(lambda: b.health() == "standby\n", timeout=30, what="b up as a standby")
+        await eventually(lambda: b.health() == "standby\n", timeout=30, what="b up as a standby")
         await env.apply(profile(maxConcurrent=2))
-        await wait_for(lambda: env.kubelet.stats.completed >= 2 and env.kubelet.stats.live.total() > 0,
-                       timeout=30, what="a mid-validation: pods done and pods running")
+        await eventually(lambda: env.kubelet.stats.completed >= 2 and env.kubelet.stats.live.total() > 0,
+                         timeout=30, what="a mid-validation: pods done and pods running")
         assert b.calls() <= {("get", "leases"), ("update", "leases")}, b.calls()  # the standby only waits
         assert ("create", "pods") in a.calls()
 
         killed = time.monotonic()
         code, _ = await a.stop(signal.SIGKILL)
         assert code == -signal.SIGKILL
-        await wait_for(lambda: lease(env).get("holderIdentity") == b.pod,
-                       timeout=QUICK.takeover_seconds + SLACK, what="b taking the lease")
+        await eventually(lambda: lease(env).get("holderIdentity") == b.pod,
+                         timeout=QUICK.takeover_seconds + SLACK, what="b taking the lease")
         assert time.monotonic() - killed <= QUICK.takeover_seconds + SLACK
-        await wait_for(lambda: env.converged() and all(env.label(n) == v for n, v in EXPECTED.items()),
-                       timeout=60, what="convergence under the new leader")
+        await eventually(lambda: env.converged() and all(env.label(n) == v for n, v in EXPECTED.items()),
+                         timeout=60, what="convergence under the new leader")
         assert ("create", "pods") in b.calls()
         assert b.health() != "standby\n"  # kopf's own liveness endpoint now
         assert {n: env.label(n) for n in EXPECTED} == EXPECTED
@@ -249,12 +250,12 @@ async def test_the_standby_takes_over_from_a_killed_leader_with_no_pod_twice(slo
         c = await replica(env, tmp_path, "torchproof-c")
         replicas.append(c)
         await c.start()
-        await wait_for(lambda: c.health() == "standby\n", timeout=30, what="c up as a standby")
+        await eventually(lambda: c.health() == "standby\n", timeout=30, what="c up as a standby")
         code, output = await b.stop()
         stopped = time.monotonic()
         assert code == 0 and "Traceback" not in output, output[-2000:]
-        await wait_for(lambda: lease(env).get("holderIdentity") == c.pod,
-                       timeout=QUICK.retry_period * 1.2 + SLACK, what="c taking the released lease")
+        await eventually(lambda: lease(env).get("holderIdentity") == c.pod,
+                         timeout=QUICK.retry_period * 1.2 + SLACK, what="c taking the released lease")
         assert time.monotonic() - stopped < QUICK.lease_duration  # released: not waited out
     finally:
         for r in replicas:
@@ -263,20 +264,20 @@ async def test_the_standby_takes_over_from_a_killed_leader_with_no_pod_twice(slo
 
 
 @pytest.mark.slow
-async def test_a_leader_that_loses_its_lease_exits_at_once(env: Env, tmp_path: Path) -> None:
+async def test_a_leader_that_loses_its_lease_exits_at_once(env: Rig, tmp_path: Path) -> None:
     """And a standby stopped while it waits just exits: it holds nothing to release."""
     await install_operator_identity(env.cluster)
     a, b = await replica(env, tmp_path, "torchproof-a"), await replica(env, tmp_path, "torchproof-b")
     await a.start()
     try:
-        await wait_for(lambda: lease(env).get("holderIdentity") == a.pod, timeout=30, what="a leading")
+        await eventually(lambda: lease(env).get("holderIdentity") == a.pod, timeout=30, what="a leading")
         await b.start()
-        await wait_for(lambda: b.health() == "standby\n", timeout=30, what="b up as a standby")
+        await eventually(lambda: b.health() == "standby\n", timeout=30, what="b up as a standby")
         code, output = await b.stop()
         assert code == 0 and "Traceback" not in output, output[-2000:]
         assert lease(env).get("holderIdentity") == a.pod
         await env.apply(profile())
-        await wait_for(env.converged, timeout=60, what="convergence")
+        await eventually(env.converged, timeout=60, what="convergence")
         await env.cluster.emulator.patch_object(LEASES, NAMESPACE, LEASE, {"spec": {"holderIdentity": "intruder"}})
         assert a.proc is not None
         await asyncio.wait_for(a.proc.wait(), timeout=QUICK.retry_period + SLACK)

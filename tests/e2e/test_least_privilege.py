@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import FAST, NAME, ROOT, Env, profile
 from test_deployed import render
 from test_kubectl_flow import kubectl
 from torchproof import labels as L
@@ -18,14 +17,10 @@ from torchproof.kube import KubeApi, load_configuration
 from torchproof.podspec import CONFIGMAP_LABELS, CONFIGMAP_PREFIX
 from torchproof_sim.emulator import ApiFaults
 from torchproof_sim.rbac import DISCOVERY_URLS, Attributes, Call, granted, rule_allows
-from torchproof_sim.simulate import (
-    NAMESPACE,
-    PROFILES,
-    embedded_operator,
-    install_operator_identity,
-    simulate,
-    wait_for,
-)
+from torchproof_sim.simulate import NAMESPACE, PROFILES, install_operator_identity, simulate
+
+from tests.support.polling import eventually
+from tests.support.rig import FAST, NAME, ROOT, Rig, profile
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders the kustomization")
 Grant = tuple[str, str, str, str | None]
@@ -45,7 +40,7 @@ def covers(grant: Grant, call: Call) -> bool:
             and namespace in (None, call.namespace))
 
 
-async def lead_once(env: Env) -> None:
+async def lead_once(env: Rig) -> None:
     """What `torchproof run --leader-elect` does with its Lease: create it, renew it, release it on the way out."""
     _, token = await install_operator_identity(env.cluster)
     api = KubeApi(load_configuration(server=env.cluster.url, token=token))
@@ -58,7 +53,7 @@ async def lead_once(env: Env) -> None:
         await api.close()
 
 
-async def exercise_everything(env: Env) -> str:
+async def exercise_everything(env: Rig) -> str:
     """Lead (the Lease), clean up an earlier probe ConfigMap, converge a mixed fleet (pods, the probe ConfigMap,
     labels, status, events) with faults injected on patches, revalidate a node, delete a profile
     mid-validation (cleanup) and another while the operator is down (the sweep at start). Returns the
@@ -67,35 +62,35 @@ async def exercise_everything(env: Env) -> str:
     old_probe = {"metadata": {"name": f"{CONFIGMAP_PREFIX}0000000000", "namespace": NAMESPACE,
                               "labels": dict(CONFIGMAP_LABELS)}, "data": {"probe.py": "# an earlier probe"}}
     await env.cluster.emulator.create_object("v1/configmaps", old_probe)  # left by an earlier operator version
-    async with embedded_operator(env.cluster, **FAST) as op:
+    async with env.operator(**FAST) as op:
         old_name = old_probe["metadata"]["name"]
-        await wait_for(lambda: env.cluster.emulator.get_object("v1/configmaps", NAMESPACE, old_name) is None,
-                       what="the earlier probe ConfigMap cleaned up")
+        await eventually(lambda: env.cluster.emulator.get_object("v1/configmaps", NAMESPACE, old_name) is None,
+                         what="the earlier probe ConfigMap cleaned up")
         env.cluster.emulator.faults = ApiFaults(seed=7, rate_409=0.5, verbs=frozenset({"patch"}))
         await env.apply(profile())
-        await wait_for(env.converged, timeout=30, what="convergence through faulty patches")
+        await eventually(env.converged, timeout=30, what="convergence through faulty patches")
         env.cluster.emulator.faults = None
         started = env.kubelet.stats.started
         await env.cluster.emulator.patch_object(
             "v1/nodes", None, "t4-a", {"metadata": {"annotations": {L.REVALIDATE_ANNOTATION: "now"}}})
-        await wait_for(lambda: env.kubelet.stats.started == started + 1, what="revalidation of t4-a")
+        await eventually(lambda: env.kubelet.stats.started == started + 1, what="revalidation of t4-a")
         await env.apply(profile(maxConcurrent=1) | {"metadata": {"name": "second"}})
-        await wait_for(lambda: env.label("t4-a", "torchproof.dev/second"), what="a label of the second profile")
+        await eventually(lambda: env.label("t4-a", "torchproof.dev/second"), what="a label of the second profile")
         await env.cluster.emulator.delete_object(PROFILES, None, "second")
-        await wait_for(lambda: env.profile("second") is None and env.label("t4-a", "torchproof.dev/second") is None,
-                       what="the second profile cleaned up")
+        await eventually(lambda: env.profile("second") is None and env.label("t4-a", "torchproof.dev/second") is None,
+                         what="the second profile cleaned up")
         await env.apply(profile(maxConcurrent=1) | {"metadata": {"name": "third"}})
-        await wait_for(lambda: env.label("t4-a", "torchproof.dev/third"), what="a label of the third profile")
+        await eventually(lambda: env.label("t4-a", "torchproof.dev/third"), what="a label of the third profile")
     await env.cluster.emulator.patch_object(PROFILES, None, "third", {"metadata": {"finalizers": None}})
     await env.cluster.emulator.delete_object(PROFILES, None, "third")
-    async with embedded_operator(env.cluster, **FAST):
-        await wait_for(lambda: env.label("t4-a", "torchproof.dev/third") is None, what="the sweep at start")
+    async with env.operator(**FAST):
+        await eventually(lambda: env.label("t4-a", "torchproof.dev/third") is None, what="the sweep at start")
         await env.cluster.emulator.delete_object(PROFILES, None, NAME)
-        await wait_for(lambda: env.profile() is None, what="the first profile deleted")
+        await eventually(lambda: env.profile() is None, what="the first profile deleted")
     return op.user
 
 
-async def test_the_rbac_grants_exactly_what_the_operator_uses(env: Env) -> None:
+async def test_the_rbac_grants_exactly_what_the_operator_uses(env: Rig) -> None:
     rules = operator_rbac(render(ROOT / "deploy" / "default"))
     user = await exercise_everything(env)
     calls = env.cluster.access.calls_of(user)
@@ -125,12 +120,12 @@ def test_the_operator_is_bound_only_to_its_own_roles() -> None:
         ("Role", NAMESPACE), ("ClusterRole", None)}
 
 
-async def test_kubectl_describe_finds_the_events_in_the_operators_namespace(env: Env, tmp_path: Path) -> None:
+async def test_kubectl_describe_finds_the_events_in_the_operators_namespace(env: Rig, tmp_path: Path) -> None:
     config = env.cluster.write_kubeconfig(tmp_path / "kubeconfig")
-    async with embedded_operator(env.cluster, **FAST):
+    async with env.operator(**FAST):
         await env.apply(profile())
-        await wait_for(env.converged, what="convergence")
-        await wait_for(lambda: env.cluster.emulator.list_objects("v1/events", NAMESPACE), what="an Event")
+        await eventually(env.converged, what="convergence")
+        await eventually(lambda: env.cluster.emulator.list_objects("v1/events", NAMESPACE), what="an Event")
     assert not env.cluster.emulator.list_objects("v1/events", "default")
     described = await kubectl(config, "describe", "prp", NAME)
     events = described[described.index("Events:"):]

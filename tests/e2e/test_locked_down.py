@@ -10,12 +10,14 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import FAST, MIXED_FLEET, Env, profile
 from torchproof.podspec import CONFIGMAP_LABELS, CONFIGMAP_PREFIX
 from torchproof_sim.cluster import EmbeddedCluster
 from torchproof_sim.fleet import parse_fleet
 from torchproof_sim.kubelet import SimKubelet
-from torchproof_sim.simulate import CRD_PATH, embedded_operator, wait_for
+from torchproof_sim.simulate import CRD_PATH
+
+from tests.support.polling import eventually
+from tests.support.rig import FAST, MIXED_FLEET, Rig, profile
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = yaml.safe_load((ROOT / "deploy" / "manager" / "namespace.yaml").read_text())
@@ -23,20 +25,20 @@ NS = NAMESPACE["metadata"]["name"]
 
 
 @pytest.fixture
-async def restricted() -> AsyncIterator[Env]:
+async def restricted() -> AsyncIterator[Rig]:
     fleet = parse_fleet({"nodes": copy.deepcopy(MIXED_FLEET)})
     async with (
         EmbeddedCluster(crd_paths=[CRD_PATH], namespace=NS, namespace_labels=NAMESPACE["metadata"]["labels"]) as c,
         SimKubelet(c.emulator, fleet, probe_seconds=0.05) as kubelet,
     ):
-        yield Env(c, kubelet)
+        yield Rig(c, kubelet)
 
 
-async def test_validation_pods_are_admitted_under_restricted_and_the_fleet_converges(restricted: Env) -> None:
+async def test_validation_pods_are_admitted_under_restricted_and_the_fleet_converges(restricted: Rig) -> None:
     env = restricted
-    async with embedded_operator(env.cluster, **FAST) as running:
+    async with env.operator(**FAST) as running:
         await env.apply(profile())
-        await wait_for(env.converged, 20.0, "the profile to converge")
+        await eventually(env.converged, "the profile to converge", 20.0)
         assert {n: env.label(n) for n in ("t4-a", "v100-a", "hidden-v100")} == dict.fromkeys(
             ("t4-a", "v100-a", "hidden-v100"), "passed")
         assert running.api.writes.get("create pod", 0) >= 3  # each one admitted, or no node would have passed
@@ -46,11 +48,11 @@ def probe_configmap(name: str) -> dict[str, Any]:
     return {"metadata": {"name": name, "namespace": NS, "labels": dict(CONFIGMAP_LABELS)}, "data": {"probe.py": ""}}
 
 
-def configmaps(env: Env) -> set[str]:
+def configmaps(env: Rig) -> set[str]:
     return {c["metadata"]["name"] for c in env.cluster.emulator.list_objects("v1/configmaps", NS)}
 
 
-async def test_old_probe_configmaps_go_once_no_pod_uses_them(env: Env) -> None:
+async def test_old_probe_configmaps_go_once_no_pod_uses_them(env: Rig) -> None:
     emulator = env.cluster.emulator
     unused, held = f"{CONFIGMAP_PREFIX}0000000001", f"{CONFIGMAP_PREFIX}0000000002"
     for name in (unused, held):
@@ -60,11 +62,11 @@ async def test_old_probe_configmaps_go_once_no_pod_uses_them(env: Env) -> None:
               "spec": {"containers": [{"name": "c", "image": "img"}],
                        "volumes": [{"name": "probe", "configMap": {"name": held}}]}}
     await emulator.create_object("v1/pods", holder)
-    async with embedded_operator(env.cluster, resync_seconds=0.5, **FAST) as running:
+    async with env.operator(resync_seconds=0.5, **FAST) as running:
         await env.apply(profile())
-        await wait_for(env.converged, 20.0, "the profile to converge")
+        await eventually(env.converged, "the profile to converge", 20.0)
         current = running.reconciler.configmap_name
-        await wait_for(lambda: unused not in configmaps(env), 10.0, "the unused old ConfigMap to go")
+        await eventually(lambda: unused not in configmaps(env), "the unused old ConfigMap to go", 10.0)
         assert configmaps(env) == {current, held, "team-settings"}
         await emulator.delete_object("v1/pods", NS, "holder")
-        await wait_for(lambda: configmaps(env) == {current, "team-settings"}, 10.0, "the held one to go too")
+        await eventually(lambda: configmaps(env) == {current, "team-settings"}, "the held one to go too", 10.0)

@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from harness import FAST, KEY, NAME, Env, profile
 from torchproof import labels as L
-from torchproof_sim.simulate import embedded_operator, wait_for
+
+from tests.support.polling import eventually
+from tests.support.rig import FAST, KEY, NAME, Rig, profile
 
 SECOND = "second"
 LABELLED = ("t4-a", "v100-a", "k80-a", "rtx-a", "hidden-v100")
@@ -22,10 +23,10 @@ def conflicts(metrics: Any) -> float:
                if s.name.endswith("_total") and s.labels.get("code") == "409")
 
 
-async def test_two_profiles_never_conflict_and_legacy_nodes_keep_their_labels_and_ownership(env: Env) -> None:
-    async with embedded_operator(env.cluster, **FAST):
+async def test_two_profiles_never_conflict_and_legacy_nodes_keep_their_labels_and_ownership(env: Rig) -> None:
+    async with env.operator(**FAST):
         await env.apply(profile())
-        await wait_for(env.converged, 20, "the first profile to converge")
+        await eventually(env.converged, "the first profile to converge", 20)
     before = {n: env.label(n) for n in LABELLED}
     assert all(before.values())
     for node in LABELLED:  # as an earlier release left them: the shared list names every torchproof label
@@ -34,7 +35,7 @@ async def test_two_profiles_never_conflict_and_legacy_nodes_keep_their_labels_an
             "annotations": {L.LEGACY_OWNED_ANNOTATION: f"{KEY},{L.label_key(OLD)}"}}})
 
     patches: list[Mapping[str, Any]] = []
-    async with embedded_operator(env.cluster, **FAST) as op:
+    async with env.operator(**FAST) as op:
         patch_node = op.reconciler.cfg.api.patch_node
 
         async def recorded(name: str, patch: Mapping[str, Any]) -> None:
@@ -43,12 +44,12 @@ async def test_two_profiles_never_conflict_and_legacy_nodes_keep_their_labels_an
 
         op.reconciler.cfg.api.patch_node = recorded
         await env.apply(profile(maxConcurrent=2) | {"metadata": {"name": SECOND}})
-        await wait_for(lambda: env.converged(SECOND) and env.converged(), 30, "both profiles to converge")
+        await eventually(lambda: env.converged(SECOND) and env.converged(), "both profiles to converge", 30)
 
         def migrated() -> bool:
             return all(L.LEGACY_OWNED_ANNOTATION not in env.node(n)["metadata"]["annotations"] for n in LABELLED)
 
-        await wait_for(migrated, 20, "the legacy list gone from every node")
+        await eventually(migrated, "the legacy list gone from every node", 20)
         assert conflicts(op.reconciler.cfg.metrics) == 0
     assert patches and not any("resourceVersion" in (p.get("metadata") or {}) for p in patches)
     for node in LABELLED:

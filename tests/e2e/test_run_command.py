@@ -10,8 +10,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from harness import NAME, Env, profile
-from torchproof_sim.simulate import wait_for
+from tests.support.polling import eventually
+from tests.support.rig import NAME, Rig, profile
 
 FAST_ENV = {"PYTHONUNBUFFERED": "1"}
 
@@ -27,7 +27,7 @@ def scrape(port: int) -> str:
         return str(response.read().decode())
 
 
-async def test_run_command_labels_nodes_and_serves_metrics(env: Env, tmp_path: Path) -> None:
+async def test_run_command_labels_nodes_and_serves_metrics(env: Rig, tmp_path: Path) -> None:
     config = await env.operator_kubeconfig(tmp_path / "kubeconfig")
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
@@ -37,7 +37,7 @@ async def test_run_command_labels_nodes_and_serves_metrics(env: Env, tmp_path: P
     )
     try:
         await env.apply(profile())
-        await wait_for(env.converged, timeout=60, what="convergence under `torchproof run`")
+        await eventually(env.converged, timeout=60, what="convergence under `torchproof run`")
         assert env.label("t4-a") == "passed" and env.label("k80-a") == "incompatible"
         text = await asyncio.to_thread(scrape, port)
         assert f'torchproof_nodes{{profile="{NAME}",state="passed"}} 3.0' in text

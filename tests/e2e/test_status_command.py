@@ -9,8 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from harness import FAST, KEY, NAME, Env, profile
-from torchproof_sim.simulate import embedded_operator, wait_for
+from tests.support.polling import eventually
+from tests.support.rig import FAST, KEY, NAME, Rig, profile
 
 
 async def status(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -23,11 +23,11 @@ async def status(*args: str, env: dict[str, str] | None = None) -> tuple[int, st
     return proc.returncode, out.decode(), err.decode()
 
 
-async def test_status_prints_every_nodes_verdict_as_the_labels_say(env: Env, tmp_path: Path) -> None:
+async def test_status_prints_every_nodes_verdict_as_the_labels_say(env: Rig, tmp_path: Path) -> None:
     config = env.cluster.write_kubeconfig(tmp_path / "kubeconfig")
-    async with embedded_operator(env.cluster, **FAST):
+    async with env.operator(**FAST):
         await env.apply(profile())
-        await wait_for(env.converged, timeout=60, what="convergence")
+        await eventually(env.converged, timeout=60, what="convergence")
         code, out, err = await status(f"--kubeconfig={config}")
         assert code == 0, err
         rows = {line.split()[0]: line for line in out.splitlines()[2:] if line and not line.startswith(" ")}

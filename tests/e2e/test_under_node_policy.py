@@ -11,16 +11,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
-from harness import Env
 from test_deployed import render
 from test_least_privilege import exercise_everything
 from torchproof_sim.store import MERGE_PATCH
+
+from tests.support.rig import Rig
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders the kustomization")
 
 
-async def test_the_operator_does_everything_under_the_node_policy(env: Env, tmp_path: Path) -> None:
+async def test_the_operator_does_everything_under_the_node_policy(env: Rig, tmp_path: Path) -> None:
     deploy = os.path.relpath(ROOT / "deploy", tmp_path)
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",

@@ -12,11 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hostile_rig import NAME, Rig, profile, rig
+from hostile_fleet import FLEET
 from torchproof import labels as L
 from torchproof.profile import InvalidSpec, parse_profile
-from torchproof_sim.simulate import wait_for
 from torchproof_sim.store import ApiError
+
+from tests.support.polling import eventually
+from tests.support.rig import NAME, Rig, cluster_rig, profile
 
 Edit = Callable[[dict[str, Any]], None]
 
@@ -115,7 +117,7 @@ def test_parse_profile_names_the_bad_field(case: str, edit: Edit, field: str) ->
 
 @pytest.mark.parametrize("case,edit,field", SCHEMA_REFUSED, ids=[c[0] for c in SCHEMA_REFUSED])
 async def test_the_api_server_refuses_with_422_and_the_path(case: str, edit: Edit, field: str) -> None:
-    async with rig() as r:
+    async with cluster_rig(FLEET) as r:
         with pytest.raises(ApiError) as refused:
             await r.apply(bad(edit))
         assert refused.value.code == 422, case
@@ -134,14 +136,14 @@ def _invalid(r: Rig, name: str) -> dict[str, Any]:
 async def test_profiles_the_operator_refuses_get_invalid_spec_and_label_nothing() -> None:
     names = [f"bad-{i}" for i in range(len(OPERATOR_REFUSED))]
     bodies = [bad(edit, name) for (_case, edit, _field), name in zip(OPERATOR_REFUSED, names, strict=True)]
-    async with rig() as r:
+    async with cluster_rig(FLEET) as r:
         nodes_before = r.node_snapshot()
         async with r.operator():
             for body in bodies:
                 await r.apply(body)
             await r.apply(profile("good-neighbour"))
             for name, (case, _edit, field) in zip(names, OPERATOR_REFUSED, strict=True):
-                condition = await wait_for(lambda n=name: _invalid(r, n), what=f"InvalidSpec on {case}")
+                condition = await eventually(lambda n=name: _invalid(r, n), what=f"InvalidSpec on {case}")
                 assert condition["type"] == "Ready" and condition["status"] == "False"
                 assert field in condition["message"], (case, condition["message"])
             await r.wait_converged("good-neighbour")

@@ -9,10 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hostile_rig import FOREIGN, NAME, T4, profile, rig
+from hostile_fleet import FOREIGN, T4
 from torchproof import labels as L
 from torchproof.result import UntrustedResult, parse_result
 from torchproof_sim import kubelet as sim_kubelet
+
+from tests.support.rig import NAME, cluster_rig, profile
 
 Mangle = Callable[[str], str]
 
@@ -87,7 +89,7 @@ def hostile_kubelet(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("hostile_kubelet")
 async def test_each_bad_result_labels_error_untrusted_and_changes_nothing_else() -> None:
     owned = {L.label_key(NAME), L.LEGACY_OWNED_ANNOTATION, L.result_annotation_key(NAME)}
-    async with rig(_fleet()) as r:
+    async with cluster_rig(_fleet()) as r:
         before = r.node_snapshot()
         async with r.operator():
             await r.apply(profile(maxConcurrent=20))

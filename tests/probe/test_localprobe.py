@@ -11,6 +11,7 @@ import pytest
 import yaml
 from probe_harness import assert_contract
 from torchproof import localprobe
+from torchproof.checks import NAMES
 from torchproof.result import parse_result
 
 PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "pytorch-20.06.yaml"
@@ -45,7 +46,7 @@ def test_the_plan_follows_the_profile_device_and_timeout() -> None:
     assert plan["device"] == "cpu" and plan["timeBudgetSeconds"] == 30
     assert "resultPath" not in plan
     assert plan["checks"]["amp"] == {"steps": 8, "native": True, "apex": True, "bf16": False}
-    assert localprobe.local_plan(None, "cuda", None)["checks"].keys() == set(localprobe.CHECK_NAMES)
+    assert localprobe.local_plan(None, "cuda", None)["checks"].keys() == set(NAMES)
 
 
 def test_a_bad_profile_names_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,36 +6,24 @@ count them over many seeds and the tests can print all of them at once.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import json
-import threading
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import kopf
-import yaml
 from torchproof import labels as L
-from torchproof.controller import OperatorConfig, build_registry
-from torchproof.kube import KubeApi, load_configuration
-from torchproof_sim.cluster import EmbeddedCluster
 from torchproof_sim.emulator import ApiFaults
 from torchproof_sim.fleet import parse_fleet
-from torchproof_sim.kubelet import SimKubelet
-from torchproof_sim.simulate import CRD_PATH, PROFILES, install_operator_identity, settled, wait_for
+from torchproof_sim.simulate import NAMESPACE, settled
 from torchproof_sim.store import ApiError
 
-ROOT = Path(__file__).resolve().parents[2]
-PROFILE = yaml.safe_load((ROOT / "profiles" / "pytorch-20.06.yaml").read_text())
-NAME = PROFILE["metadata"]["name"]
-NAMESPACE = "torchproof"
-# error_backoff short so a failed pass is retried within a test's deadline, as it is (2 s) in production.
-SETTINGS: dict[str, Any] = {"batch_window": 0.02, "status_interval": 0.2, "error_backoff": 0.2}
+from tests.support import rig as support
+from tests.support.polling import eventually
+from tests.support.rig import NAME
+
 READS = frozenset({"get", "list", "watch"})
 WRITES = frozenset({"create", "update", "patch", "delete"})
 
@@ -79,13 +67,6 @@ def fleet(nodes: Iterable[Mapping[str, Any]] = FLEET) -> list[dict[str, Any]]:
         entry["labels"] = {**FOREIGN_LABELS, **entry.get("labels", {})}
         out.append(entry)
     return out
-
-
-def profile(name: str = NAME, **spec: Any) -> dict[str, Any]:
-    body = copy.deepcopy(PROFILE)
-    body["metadata"]["name"] = name
-    body["spec"].update(spec)
-    return body
 
 
 class Faults(ApiFaults):
@@ -140,121 +121,13 @@ class NodeWrites:
                     self.violations.append(f"{name}: {kind[:-1]} {key} {old.get(key)!r} -> {new.get(key)!r}")
 
 
-class OperatorThread:
-    """The real operator (`build_registry`, kopf, the kubernetes client) in its own thread and event loop.
-
-    As a separate process would be: `kill()` cancels it mid-request and mid-pass, and kopf's shutdown,
-    which cancels every task its loop started after it, cannot reach the simulated kubelet's pods.
-    (`simulate.embedded_operator` shares the test's loop, so a cancelled operator there also ends
-    every pod the kubelet is playing.)
-    """
-
-    def __init__(self, url: str, token: str) -> None:
-        self.url = url
-        self.token = token
-        self.ready = threading.Event()
-        self.stopping = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="operator", daemon=True)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.error: BaseException | None = None
-
-    async def start(self) -> None:
-        self._thread.start()
-        if not await asyncio.to_thread(self.ready.wait, 20):
-            raise AssertionError(f"the operator did not start: {self.error!r}")
-
-    def _main(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            with contextlib.suppress(asyncio.CancelledError):
-                loop.run_until_complete(self._operate())
-        finally:
-            loop.run_until_complete(self._wind_down())
-            loop.close()
-
-    @staticmethod
-    async def _wind_down() -> None:
-        """As asyncio.run ends, but without waiting for executor threads that may block in a read:
-        every task ends and every transport closes, so the API server sees the connections go."""
-        tasks = asyncio.all_tasks() - {asyncio.current_task()}
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.get_running_loop().shutdown_asyncgens()
-        await asyncio.sleep(0.05)
-
-    async def _operate(self) -> None:
-        api = KubeApi(load_configuration(server=self.url, token=self.token))
-        registry, _ = build_registry(OperatorConfig(api=api, namespace=NAMESPACE, **SETTINGS))
-        self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
-        try:
-            await kopf.operator(registry=registry, standalone=True, namespaces=[NAMESPACE],
-                                stop_flag=self.stopping, ready_flag=self.ready)
-        except Exception as exc:
-            self.error = exc
-            raise
-        finally:
-            await api.close()
-
-    async def kill(self) -> None:
-        """Cancel the operator where it stands (mid-request, mid-pass), not a graceful stop."""
-        if self._loop is not None and self._task is not None:
-            self._loop.call_soon_threadsafe(self._task.cancel)
-        await asyncio.to_thread(self._thread.join, 20)
-
-    async def stop(self) -> None:
-        self.stopping.set()
-        await asyncio.to_thread(self._thread.join, 20)
-        if self._thread.is_alive():
-            raise AssertionError("the operator did not stop within 20 s")
-
-
 @dataclass
-class Rig:
-    cluster: EmbeddedCluster
-    kubelet: SimKubelet
-    writes: NodeWrites
-    profiles: list[str]
+class Rig(support.Rig):
+    """The shared rig, with every Node write watched and API faults injectable."""
+
+    writes: NodeWrites = field(default_factory=lambda: NodeWrites(set(), set()))
+    names: list[str] = field(default_factory=list)  # the profiles whose marks are owned
     faults: ApiFaults | None = None
-
-    @property
-    def emulator(self) -> Any:
-        return self.cluster.emulator
-
-    def nodes(self) -> list[dict[str, Any]]:
-        return self.emulator.list_objects("v1/nodes")
-
-    def node(self, name: str) -> dict[str, Any] | None:
-        return self.emulator.get_object("v1/nodes", None, name)
-
-    def pods(self) -> list[dict[str, Any]]:
-        return self.emulator.list_objects("v1/pods", NAMESPACE)
-
-    def profile(self, name: str = NAME) -> dict[str, Any] | None:
-        return self.emulator.get_object(PROFILES, None, name)
-
-    def labels(self, name: str = NAME) -> dict[str, str | None]:
-        key = L.label_key(name)
-        return {n["metadata"]["name"]: (n["metadata"].get("labels") or {}).get(key) for n in self.nodes()}
-
-    async def apply(self, body: dict[str, Any]) -> None:
-        await self.emulator.create_object(PROFILES, copy.deepcopy(body))
-
-    @contextlib.asynccontextmanager
-    async def operator(self) -> AsyncIterator[OperatorThread]:
-        _, token = await install_operator_identity(self.cluster, NAMESPACE)  # as deployed: its ServiceAccount
-        op = OperatorThread(self.cluster.url, token)
-        await op.start()
-        try:
-            yield op
-        finally:
-            await op.stop()
-
-    @staticmethod
-    async def kill(op: OperatorThread) -> None:
-        await op.kill()
 
     async def add_node(self, entry: Mapping[str, Any]) -> None:
         node = parse_fleet({"nodes": fleet([entry])}).nodes[0]
@@ -289,9 +162,8 @@ class Rig:
     async def settle(self, truth: Mapping[str, Mapping[str, str | None]], gone: Iterable[str] = (),
                      timeout: float = 15.0) -> list[str]:
         """Wait (with a deadline) until nothing is left to converge, then return every invariant broken."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and audit(self, truth, gone):
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(AssertionError):
+            await eventually(lambda: not audit(self, truth, gone), "every invariant to hold", timeout, every=0.05)
         return audit(self, truth, gone)
 
 
@@ -299,15 +171,12 @@ class Rig:
 async def rig(nodes: Iterable[Mapping[str, Any]] = FLEET, *, profiles: Iterable[str] = (NAME,),
               probe_seconds: float = 0.05) -> AsyncIterator[Rig]:
     names = list(profiles)
-    sim = parse_fleet({"nodes": fleet(nodes)})
     writes = NodeWrites(
         owned_labels={L.label_key(n) for n in names},
         owned_annotations={L.LEGACY_OWNED_ANNOTATION, *(L.result_annotation_key(n) for n in names)},
     )
-    async with (
-        EmbeddedCluster(crd_paths=[CRD_PATH], namespace=NAMESPACE) as cluster,
-        SimKubelet(cluster.emulator, sim, probe_seconds=probe_seconds) as kubelet,
-    ):
+    async with support.cluster_rig(fleet(nodes), probe_seconds=probe_seconds) as base:
+        cluster, kubelet = base.cluster, base.kubelet
         for node in kubelet.fleet.nodes:
             await cluster.emulator.patch_object("v1/nodes", None, node.name, {
                 "metadata": {"annotations": FOREIGN_ANNOTATIONS}})
@@ -329,10 +198,9 @@ async def truth_of(nodes: Iterable[Mapping[str, Any]], body: Mapping[str, Any]) 
     key = json.dumps([nodes, body], sort_keys=True)
     if key not in _TRUTH:
         name = body["metadata"]["name"]
-        async with rig(nodes, profiles=[name]) as clean, clean.operator():
+        async with rig(nodes, profiles=[name]) as clean, clean.operator(threaded=True):
             await clean.apply(dict(body))
-            await wait_for(lambda: (p := clean.profile(name)) is not None and settled(p) and not clean.pods(),
-                           30, "the fault-free run to settle")
+            await clean.wait_converged(name, timeout=30)
             _TRUTH[key] = clean.labels(name)
     return dict(_TRUTH[key])
 

@@ -22,12 +22,13 @@ from reliability_harness import (
     WRITES,
     Faults,
     Rig,
-    profile,
     rig,
     truth_of,
-    wait_for,
 )
 from torchproof_sim.simulate import PROFILES
+
+from tests.support.polling import eventually
+from tests.support.rig import profile
 
 BODY = profile(maxConcurrent=3)
 
@@ -54,8 +55,8 @@ def _faults(seed: int, verbs: frozenset[str] = WRITES, **rates: float) -> Faults
 
 
 async def _running(r: Rig) -> None:
-    await wait_for(lambda: any((p.get("status") or {}).get("phase") == "Running" for p in r.pods()), 20,
-                   "a running validation pod")
+    await eventually(lambda: any((p.get("status") or {}).get("phase") == "Running" for p in r.pods()),
+                     "a running validation pod", 20)
 
 
 async def api_faults(seed: int) -> Outcome:
@@ -75,7 +76,7 @@ async def _api_faults(scenario: str, seed: int, verbs: frozenset[str]) -> Outcom
                          slow_seconds=0.05, slow_rate=0.1)
         faults.cut_watch_after_events = 7
         r.inject(faults)
-        async with r.operator():
+        async with r.operator(threaded=True):
             await r.apply(BODY)
             problems = await r.settle({NAME: truth})
         faults.injected["watch streams (each cut after 7 events)"] = r.emulator.request_counts()["byVerb"].get(
@@ -91,14 +92,14 @@ async def restarts(seed: int) -> Outcome:
         faults = _faults(seed)
         r.inject(faults)
         for i in range(3):
-            async with r.operator() as op:
+            async with r.operator(threaded=True) as op:
                 if i == 0:
                     await r.apply(BODY)
                 await _running(r)
                 await asyncio.sleep(rng.uniform(0.0, 0.3))
-                await r.kill(op)
+                await op.kill()
                 faults.injected["operator kills"] += 1
-        async with r.operator():
+        async with r.operator(threaded=True):
             problems = await r.settle({NAME: truth})
         return Outcome("restarts", seed, problems, *_score(r, truth), faults.injected)
 
@@ -141,7 +142,7 @@ async def churn(seed: int) -> Outcome:
             ("pod evicted", r.evict),
         ]
         rng.shuffle(actions)
-        async with r.operator():
+        async with r.operator(threaded=True):
             await r.apply(CHURN_BODY)
             await _running(r)
             for what, act in actions:
@@ -162,11 +163,11 @@ async def profile_edits(seed: int) -> Outcome:
     async with rig(profiles=[NAME, "second"], probe_seconds=0.15) as r:
         faults = _faults(seed)
         r.inject(faults)
-        async with r.operator():
+        async with r.operator(threaded=True):
             await r.apply(first)
             await r.apply(second)
-            await wait_for(lambda: any("second" in p["metadata"]["name"] for p in r.pods()), 20,
-                           "a pod of the second profile")
+            await eventually(lambda: any("second" in p["metadata"]["name"] for p in r.pods()),
+                             "a pod of the second profile", 20)
             edits = [
                 ("profile edited", lambda: r.emulator.patch_object(
                     PROFILES, None, NAME, {"spec": {"checks": {"amp": {"steps": 8}}}})),
@@ -221,12 +222,12 @@ async def event_chaos(seed: int) -> Outcome:
         faults = _faults(seed)
         r.inject(faults)
         seen = scramble_watches(r, seed)
-        async with r.operator() as op:
+        async with r.operator(threaded=True) as op:
             await r.apply(BODY)
             await _running(r)
-            await r.kill(op)
+            await op.kill()
             faults.injected["operator kills"] += 1
-        async with r.operator():
+        async with r.operator(threaded=True):
             problems = await r.settle({NAME: truth})
         return Outcome("event-chaos", seed, problems, *_score(r, truth), faults.injected + seen)
 

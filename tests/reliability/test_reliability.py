@@ -25,7 +25,7 @@ async def test_scenario_converges_to_the_truth_with_every_invariant_held(scenari
 
 async def test_the_audit_sees_each_broken_invariant() -> None:
     truth = await truth_of(FLEET, BODY)
-    async with rig() as r, r.operator():
+    async with rig() as r, r.operator(threaded=True):
         await r.apply(BODY)
         assert await r.settle({NAME: truth}) == []
         await r.emulator.patch_object("v1/nodes", None, "t4-a", {"metadata": {

@@ -7,7 +7,6 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,8 @@ from torchproof_sim.store import (
     apply_merge_patch,
     apply_strategic_merge_patch,
 )
+
+from tests.support.polling import eventually
 
 NS = "testns"
 
@@ -54,15 +55,6 @@ def watch_lines(bg: BackgroundCluster, path: str) -> list[dict[str, Any]]:
 def gadget(name: str, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Gadget", "metadata": {"name": name},
             "spec": {"size": 1, **spec}}
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (result := check()):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.05)
-    return result
 
 
 # --- CRUD and Status bodies ---------------------------------------------------------------------------
@@ -553,9 +545,9 @@ async def test_kopf_operator_sees_nodes_and_custom_resources(cluster: EmbeddedCl
         await asyncio.wait_for(ready.wait(), 10)
         await cluster.emulator.create_object("v1/nodes", {"metadata": {"name": "gpu-node"}})
         await cluster.emulator.create_object(GADGETS, {**gadget("g"), "metadata": {"name": "g", "namespace": NS}})
-        await eventually(lambda: "gpu-node" in seen_nodes)
+        await eventually(lambda: "gpu-node" in seen_nodes, "kopf to see the node")
         status = await eventually(lambda: (emulator_obj := cluster.emulator.get_object(GADGETS, NS, "g"))
-                                  and emulator_obj.get("status"))
+                                  and emulator_obj.get("status"), "the handler's status")
         assert status["phase"] == "Seen"
     finally:
         stop.set()

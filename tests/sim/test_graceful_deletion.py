@@ -9,7 +9,7 @@ import datetime
 import json
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -19,8 +19,9 @@ from torchproof_sim.kubelet import SimKubelet
 from torchproof_sim.podadmission import grace_period
 from torchproof_sim.store import ApiError
 
-NS = "tp"
-IMAGE = "nvcr.io/nvidia/pytorch:20.06-py3"
+from tests.support.pods import IMAGE, NS, current, pinned, wait_pod
+from tests.support.polling import eventually
+
 FLEET = {"nodes": [
     {"name": "t4", "gpu": {"product": "Tesla T4", "driver": "450.51.06"}, "probeSeconds": 30},
     {"name": "lost", "gpu": {"product": "Tesla T4", "driver": "450.51.06"}, "faults": ["kubeletLost"]},
@@ -30,8 +31,7 @@ FLEET = {"nodes": [
 def pod(name: str, node: str | None = "t4", **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"restartPolicy": "Never", "containers": [{"name": "probe", "image": IMAGE}], **spec}
     if node is not None:
-        body["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}}
+        body["affinity"] = pinned(node)
     return {"metadata": {"name": name, "namespace": NS}, "spec": body}
 
 
@@ -48,23 +48,8 @@ async def kubelet(cluster: EmbeddedCluster) -> AsyncIterator[SimKubelet]:
     assert running.errors == []
 
 
-def current(cluster: EmbeddedCluster, name: str) -> dict[str, Any] | None:
-    return cluster.emulator.get_object("v1/pods", NS, name)
-
-
-async def until(condition: Callable[[], Any], what: str, timeout: float = 5.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (value := condition()):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-    return value
-
-
 async def running(cluster: EmbeddedCluster, name: str) -> dict[str, Any]:
-    found: dict[str, Any] = await until(lambda: (p := current(cluster, name)) and p["status"].get("phase") == "Running"
-                                        and p, f"{name} running")
-    return found
+    return await wait_pod(cluster, name, lambda p: p["status"].get("phase") == "Running")
 
 
 def seconds_ahead(stamp: str) -> float:
@@ -93,8 +78,8 @@ async def test_a_running_pod_goes_terminating_then_its_kubelet_stops_and_removes
     assert seen[0]["type"] == "MODIFIED" and seen[-1]["type"] == "DELETED"
     assert last_status["phase"] == "Failed"
     assert last_status["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 143, "stopped by SIGTERM"
-    await until(lambda: kubelet.stats.running[("", "t4")] == 0 and kubelet.stats.live[("", "t4")] == 0,
-                "the kubelet to count the pod gone")
+    await eventually(lambda: kubelet.stats.running[("", "t4")] == 0 and kubelet.stats.live[("", "t4")] == 0,
+                     "the kubelet to count the pod gone")
 
 
 @pytest.mark.parametrize(("case", "spec", "options", "grace"), [
@@ -164,8 +149,8 @@ async def test_a_terminating_pod_with_a_finalizer_waits_for_it_after_the_kubelet
     await cluster.emulator.create_object("v1/pods", body)
     await running(cluster, "p")
     await cluster.emulator.delete_object("v1/pods", NS, "p")
-    held = await until(lambda: (p := current(cluster, "p")) and p["metadata"]["deletionGracePeriodSeconds"] == 0
-                       and p, "the kubelet's grace-0 delete")
+    held = await eventually(lambda: (p := current(cluster, "p")) and p["metadata"]["deletionGracePeriodSeconds"] == 0
+                            and p, "the kubelet's grace-0 delete")
     assert held["status"]["phase"] == "Failed"
     await cluster.emulator.patch_object("v1/pods", NS, "p", {"metadata": {"finalizers": None}})
     assert current(cluster, "p") is None

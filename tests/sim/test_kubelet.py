@@ -15,8 +15,9 @@ from torchproof_sim.fleet import parse_fleet
 from torchproof_sim.hardware import NO_KERNEL
 from torchproof_sim.kubelet import SimKubelet, schedule
 
-NS = "tp"
-IMAGE = "nvcr.io/nvidia/pytorch:20.06-py3"
+from tests.support.pods import IMAGE, NS, pinned, wait_pod
+from tests.support.polling import eventually
+
 PLAN = {
     "schema": "torchproof.dev/probe-plan/v1", "profile": "pytorch-20.06", "device": "cuda",
     "checks": {"environment": {}, "gpu": {}, "cuda": {}, "amp": {"steps": 8, "native": True, "apex": True},
@@ -45,12 +46,10 @@ FLEET = {
 
 def make_pod(name: str, node: str, *, gpus: int = 1, image: str = IMAGE, profile: str = "pytorch-20.06",
              plan: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
-    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}}
     return {
         "metadata": {"name": name, "namespace": NS, "labels": {"torchproof.dev/profile": profile}},
         "spec": {
-            "restartPolicy": "Never", "affinity": affinity,
+            "restartPolicy": "Never", "affinity": pinned(node),
             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
             "containers": [{
                 "name": "probe", "image": image,
@@ -87,25 +86,6 @@ async def kubelet(cluster: EmbeddedCluster) -> AsyncIterator[SimKubelet]:
     async with SimKubelet(cluster.emulator, parse_fleet(FLEET), probe_seconds=0.02) as running:
         yield running
     assert running.errors == []
-
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
-async def wait_pod(cluster: EmbeddedCluster, name: str, condition: Callable[[dict[str, Any]], bool],
-                   timeout: float = 5.0) -> dict[str, Any]:
-    def current() -> dict[str, Any] | None:
-        return cluster.emulator.get_object("v1/pods", NS, name)
-
-    await wait_until(lambda: (pod := current()) is not None and condition(pod), f"pod {name}", timeout)
-    pod = current()
-    assert pod is not None
-    return pod
 
 
 def finished(pod: dict[str, Any]) -> bool:
@@ -282,7 +262,7 @@ async def test_pod_deleted_mid_run_stops_and_frees_its_gpu(cluster: EmbeddedClus
     await cluster.emulator.create_object("v1/pods", make_pod("doomed", "slow"))
     await wait_pod(cluster, "doomed", lambda p: p["status"].get("phase") == "Running")
     await cluster.emulator.delete_object("v1/pods", NS, "doomed")
-    await wait_until(lambda: kubelet.stats.running[("pytorch-20.06", "slow")] == 0, "the kubelet to see the delete")
+    await eventually(lambda: kubelet.stats.running[("pytorch-20.06", "slow")] == 0, "the kubelet to see the delete")
     await cluster.emulator.create_object("v1/pods", make_pod("next", "slow"))
     await wait_pod(cluster, "next", lambda p: p["status"].get("phase") == "Running")
     assert kubelet.stats.completed == 0

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import re
 
-from builders import make_node, pod_body
 from torchproof import labels as L
 from torchproof.contract import PLAN_SCHEMA, NodeRecord
 from torchproof.expectations import Expectations
@@ -15,6 +14,8 @@ from torchproof.podspec import build_plan, build_pod, build_probe_configmap, con
 from torchproof.profile import PodSecurity, Profile
 from torchproof.sweep import plan_removal, plan_sweep
 from torchproof.views import NodeView, pod_view
+
+from tests.support.builders import make_node, pod_body
 
 
 def test_verdict_patch_writes_only_the_profiles_own_keys_without_a_resource_version() -> None:

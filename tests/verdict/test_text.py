@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from builders import make_node_body, make_result, pod_body, profile_body, terminated
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchproof import labels as L
@@ -17,6 +16,8 @@ from torchproof.plan import Plan, PlanInput, compute_plan
 from torchproof.profile import parse_profile
 from torchproof.text import DROPPED, ELLIPSIS, MAX_TEXT, clean_text, clean_tree
 from torchproof.views import node_view, pod_view
+
+from tests.support.builders import make_node_body, make_result, pod_body, profile_body, terminated
 
 T0 = 1_800_000_000.0
 NAME = "pytorch-20.06"

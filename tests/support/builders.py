@@ -1,4 +1,4 @@
-"""Builders for core tests: the 20.06 profile, realistic Node objects, contract-shaped results, pods."""
+"""Builders for the pure-core tests: the 20.06 profile, realistic Node objects, contract-shaped results, pods."""
 
 from __future__ import annotations
 

@@ -15,16 +15,18 @@ from typing import Any
 
 import pytest
 import yaml
-from builders import BASE_RESULT, ROOT, make_node, make_result, pod_body, profile_body, terminated
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torchproof.checks.tensor_cores import PEAK_MARGIN
 from torchproof.labels import VERDICTS
 from torchproof.profile import Profile, parse_profile
 from torchproof.result import UntrustedResult, parse_result
-from torchproof.verdict import ALLOWED_SKIPS, MAX_REASONS, PEAK_MARGIN, Evaluation, evaluate_pod, judge
+from torchproof.verdict import ALLOWED_SKIPS, MAX_REASONS, Evaluation, evaluate_pod, judge
 from torchproof.views import node_view, pod_view
 from torchproof_sim.fleet import build_node, parse_fleet
 from torchproof_sim.kubelet import ending
+
+from tests.support.builders import BASE_RESULT, ROOT, make_node, make_result, pod_body, profile_body, terminated
 
 Change = Callable[[dict[str, Any]], None]
 

@@ -9,7 +9,6 @@ import json
 from typing import Any
 
 import pytest
-from builders import make_node_body, make_result, profile_body, result_for, terminated
 from torchproof import labels as L
 from torchproof import verdict as judging
 from torchproof.plan import (
@@ -25,6 +24,8 @@ from torchproof.plan import iso as plan_iso
 from torchproof.profile import parse_profile
 from torchproof.result import ProbeResult, UntrustedResult
 from torchproof.views import NodeView, node_view, pod_view
+
+from tests.support.builders import make_node_body, make_result, profile_body, result_for, terminated
 
 KEY = L.label_key("pytorch-20.06")
 T0 = 1_800_000_000.0

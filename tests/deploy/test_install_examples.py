@@ -25,12 +25,12 @@ MINIMUM_KUBERNETES = "1.28.0"
 PROFILE = yaml.safe_load((ROOT / "profiles" / "pytorch-20.06.yaml").read_text())
 PASSED = {L.label_key(PROFILE["metadata"]["name"]): "passed"}
 
-# How the operator names a reason: a Reason or an error Evaluation with a literal code, a code chosen between
-# two literals, and the waiting reasons (`waiting_reason[node] = "Code..."`, the refused create's "Code: ...").
+# How the operator names a reason: a Reason or an error Evaluation with a literal code, a check's code for its
+# `error` status, and the waiting reasons (`waiting_reason[node] = "Code..."`, the refused create's "Code: ...").
 REASON_PATTERNS = (
     r'Reason\(\s*"([A-Z]\w+)"',
     r'_error\(\s*"([A-Z]\w+)"',
-    r'\bcode = "([A-Z]\w+)" if .* else "([A-Z]\w+)"',
+    r'\berror_code(?:: str)? = "([A-Z]\w+)"',
     r'\breason = f"([A-Z]\w+): ',
 )
 WAITING_PATTERN = r'waiting_reason\[[^\]]+\] = (.+)'
@@ -38,7 +38,7 @@ WAITING_PATTERN = r'waiting_reason\[[^\]]+\] = (.+)'
 
 def emitted_codes() -> set[str]:
     codes: set[str] = set()
-    for path in (ROOT / "operator" / "torchproof").glob("*.py"):
+    for path in (ROOT / "operator" / "torchproof").rglob("*.py"):
         text = path.read_text()
         for pattern in REASON_PATTERNS:
             codes |= {code for match in re.finditer(pattern, text) for code in match.groups()}

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from builders import make_node, make_result, pod_body, terminated
 from torchproof.profile import Profile
 from torchproof.verdict import evaluate_pod
 from torchproof.views import NodeView, pod_view
+
+from tests.support.builders import make_node, make_result, pod_body, terminated
 
 
 def _finished(profile: Profile, status: dict[str, Any], phase: str = "Succeeded", node: NodeView | None = None) -> Any:

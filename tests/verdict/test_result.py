@@ -8,9 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from builders import make_result
 from torchproof import result as result_module
 from torchproof.result import MAX_DEPTH, MAX_RESULT_BYTES, UntrustedResult, parse_result
+
+from tests.support.builders import make_result
 
 
 def test_a_contract_result_parses_into_typed_observations() -> None:

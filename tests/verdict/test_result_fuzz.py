@@ -13,20 +13,14 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from builders import BASE_RESULT, PROFILE_PATH
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from torchproof.labels import VERDICTS
-from torchproof.profile import Profile, parse_profile
-from torchproof.result import (
+from torchproof.checks.fields import (
     COUNT,
     DEVICE_COUNT,
     DEVICE_INDEX,
-    FORBIDDEN,
     LOSS,
     MATMUL_SIZE,
-    MAX_DEVICES,
-    MAX_ENV_VARS,
     MAX_INT,
     MAX_STRING,
     MEMORY_MIB,
@@ -35,12 +29,14 @@ from torchproof.result import (
     SPEEDUP,
     STEPS,
     TFLOPS,
-    ProbeResult,
     Range,
-    UntrustedResult,
-    parse_result,
 )
+from torchproof.labels import VERDICTS
+from torchproof.profile import Profile, parse_profile
+from torchproof.result import FORBIDDEN, MAX_DEVICES, MAX_ENV_VARS, ProbeResult, UntrustedResult, parse_result
 from torchproof.verdict import judge
+
+from tests.support.builders import BASE_RESULT, PROFILE_PATH
 
 SCALE = int(os.environ.get("TORCHPROOF_FUZZ_SCALE", "1"))
 FUZZ = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

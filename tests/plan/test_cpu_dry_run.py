@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 import yaml
-from builders import ROOT, make_node, profile_body
 from torchproof.podspec import GPU_TOLERATIONS, build_plan, build_pod
 from torchproof.profile import CPU_NEEDS_SELECTOR, InvalidSpec, Profile, parse_profile
 from torchproof.result import parse_result
 from torchproof.verdict import judge, static_evaluation
 from torchproof_sim.hardware import ProbeSetting, encode_result, probe_result
 from torchproof_sim.images import lookup_image
+
+from tests.support.builders import ROOT, make_node, profile_body
 
 EXAMPLE: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "profile-cpu-dryrun.yaml").read_text())
 CPU = parse_profile({**EXAMPLE, "metadata": {**EXAMPLE["metadata"], "uid": "uid-1"}})
@@ -85,7 +86,7 @@ def test_a_gpu_result_is_no_cpu_dry_run_and_a_cpu_result_no_gpu_pass() -> None:
 
 
 def test_apex_skipped_is_allowed_on_the_cpu() -> None:
-    """On a GPU the same skip is IncompleteResult (tests/core/test_evidence.py, apex-not-importable)."""
+    """On a GPU the same skip is IncompleteResult (tests/verdict/test_evidence.py, apex-not-importable)."""
     apex = parse_profile({**EXAMPLE, "spec": {**EXAMPLE["spec"], "checks": {"amp": {"apex": True}}}})
     ev = judge(apex, parse_result(encode_result(sim_result(apex))), WORKER.labels)
     assert ev.verdict == "passed"

@@ -1,10 +1,11 @@
-"""Fixtures for core tests."""
+"""The `profile` fixture: the parsed 20.06 profile, for the tests of planning and judging."""
 
 from __future__ import annotations
 
 import pytest
-from builders import profile_body
 from torchproof.profile import Profile, parse_profile
+
+from tests.support.builders import profile_body
 
 
 @pytest.fixture

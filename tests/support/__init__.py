@@ -1,0 +1,1 @@
+"""What every test directory shares: builders of realistic objects, polling, the cluster and operator rig."""

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from torchproof import labels as L
+from torchproof import plan as planning
 from torchproof import verdict as judging
 from torchproof.plan import (
     Plan,
@@ -658,3 +659,23 @@ def test_the_memo_is_an_input_and_an_output_never_changed_in_place() -> None:
     assert all(second.memo.entries[name] is entry for name, entry in memo.entries.items()), "unchanged: reused"
     with pytest.raises(dataclasses.FrozenInstanceError):
         memo.unstable = frozenset()  # type: ignore[misc]
+
+
+def test_a_pass_classifies_only_the_nodes_that_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a validated fleet, a pass told that no node changed looks at none; told of one, at that one."""
+    w = World(fleet())
+    for _ in range(3):
+        w.step()
+        w.finish_all()
+    w.step()
+    looked: list[str] = []
+    selects = planning.selects
+    monkeypatch.setattr(planning, "selects", lambda p, node: looked.append(node.name) or selects(p, node))
+    inp = PlanInput(profile=w.profile, nodes=w.views, pods=[], now=w.now, namespace="torchproof", configmap="cm",
+                    status=w.status, memo=w.memo, changed=set())
+    assert compute_plan(inp) == compute_plan(dataclasses.replace(inp, memo=None))
+    looked.clear()
+    compute_plan(inp)
+    assert looked == []
+    compute_plan(dataclasses.replace(inp, changed={"t4-a"}))
+    assert looked == ["t4-a"]

@@ -86,7 +86,9 @@ def _quantity(text: str) -> Decimal:
     if match is None:
         raise ValueError(f"invalid quantity {text!r}: expected a number and an optional unit, like 500m, 4Gi")
     unit = match.group(2)
-    return Decimal(text[: match.start(2)] if unit else text) * _QUANTITY_SCALE[unit]
+    if not unit:  # exact, as Kubernetes reads it: a product would round to the context's 28 digits
+        return Decimal(text)
+    return Decimal(text[: match.start(2)]) * _QUANTITY_SCALE[unit]
 
 
 def _checked_quantity(text: str) -> str:

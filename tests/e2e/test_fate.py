@@ -137,7 +137,9 @@ async def test_refused_creates_wait_with_the_reason_back_off_exponentially_then_
         assert env.condition("Degraded")["reason"] == "PodCreateRefused"
         assert env.condition("Progressing")["message"].startswith("0 pods running"), "not \"1 pods running\""
         assert len(events(env, "DegradedTrue")) == 1
-        assert sample(op, "torchproof_pod_create_refusals_total", code="403") >= 7
+        # The server refused the seventh before the operator counted it: wait for the count, not the refusal.
+        await eventually(lambda: sample(op, "torchproof_pod_create_refusals_total", code="403") >= 7,
+                         what="seven refusals counted")
         allow()
         await eventually(lambda: env.label("node-a") == env.label("node-b") == "passed", what="validated")
         await eventually(lambda: env.condition("Degraded").get("status") == "False", what="Degraded=False")

@@ -33,7 +33,8 @@ LABEL org.opencontainers.image.title="torchproof" \
       org.opencontainers.image.licenses="${LICENSE}" \
       org.opencontainers.image.base.name="${BASE_IMAGE}"
 COPY --from=build /opt/torchproof /opt/torchproof
-ENV PATH=/opt/torchproof/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# TORCHPROOF_REVISION: the commit, in torchproof_build_info.
+ENV PATH=/opt/torchproof/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 TORCHPROOF_REVISION=${REVISION}
 # A numeric uid without a passwd entry: kopf's identity comes from POD_ID (the Deployment sets it).
 USER 65532:65532
 ENTRYPOINT ["torchproof"]

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # The CPU build of torch runs the probe in tests; 2.13.0 lies on this kind of machine's disk.
 TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test lint typecheck unit bench clean system-deps lock image image-push kind-load crd
+.PHONY: venv demo test lint typecheck unit bench clean system-deps lock image image-push kind-load crd dashboards
 
 venv: $(STAMP)
 
@@ -24,17 +24,19 @@ demo: $(STAMP)
 	$(VENV)/bin/torchproof simulate --fleet examples/fleet.yaml --profile profiles/pytorch-20.06.yaml
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check operator simulator tests bench
+	$(VENV)/bin/ruff check operator simulator tests bench deploy/monitoring
 	$(VENV)/bin/mypy
 	$(VENV)/bin/vermin -q --no-tips --violations -t=3.6- operator/torchproof/probe/probe.py
 
-# Debian packages the tests use: openssl (the embedded cluster's HTTPS port, for kubectl's credentials) and
-# util-linux's unshare (the operator started as the image's uid). kubectl comes with the machine image.
-SYSTEM_TOOLS := openssl:openssl unshare:util-linux
+# Debian packages the tests use: openssl (the embedded cluster's HTTPS port, for kubectl's credentials),
+# util-linux's unshare (the operator started as the image's uid), and prometheus with its promtool (the
+# dashboard and alerts tested against a real Prometheus; the tests start their own, never the package's
+# service). kubectl comes with the machine image.
+SYSTEM_TOOLS := openssl:openssl unshare:util-linux prometheus:prometheus promtool:prometheus
 
 system-deps:
 	@missing=$$(for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || echo $${pair#*:}; done); \
-	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$(echo $$missing | tr ' ' '\n' | sort -u); fi
 
 test: system-deps lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
@@ -46,6 +48,11 @@ bench: $(STAMP)
 # tests/profile/test_crd.py fails while the committed files differ from what this writes.
 crd: $(STAMP)
 	$(PY) -m torchproof.crdgen .
+
+# The Grafana dashboard, generated from deploy/monitoring/dashboard.py (grafana-foundation-sdk);
+# tests/monitoring/test_dashboard.py fails while the committed JSON differs from what this writes.
+dashboards: $(STAMP)
+	$(PY) deploy/monitoring/dashboard.py
 
 # The operator image (Dockerfile): its runtime dependencies come from requirements.lock, which `make lock`
 # writes from pyproject.toml's dependencies (uv, from the dev extra, with every wheel's hash).

@@ -24,7 +24,7 @@ from torchproof import labels as L
 from torchproof.expectations import Expectations
 from torchproof.informer import Informer, Source
 from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, KubeError, connection_info
-from torchproof.metrics import Metrics
+from torchproof.metrics import InformerState, Metrics, ProfileState, Snapshot
 from torchproof.plan import (
     CREATE_BACKOFF_BASE,
     CREATE_BACKOFF_MAX,
@@ -103,6 +103,9 @@ class ProfileLoop:
     status: Mapping[str, Any] | None = None
     written: Mapping[str, Any] | None = None
     written_at: float = 0.0
+    waiting: Mapping[str, str] = field(default_factory=dict)  # the last plan's waiting nodes, for the metrics
+    waiting_since: Mapping[str, float] = field(default_factory=dict)
+    last_pass_at: float | None = None  # when the last pass that worked ended
 
 
 def probe_files() -> dict[str, str]:
@@ -190,6 +193,7 @@ class Reconciler:
         loop.memo, loop.seen, loop.overlaid = plan.memo, version, overlaid
         await self.apply(body, loop, plan, pods, now)
         self.cfg.metrics.reconcile_seconds.labels(name).observe(time.monotonic() - started)
+        loop.last_pass_at = self.cfg.clock()
         retries = [b.retry_at for b in loop.create_backoff.values() if b.retry_at > now]  # this pass's refusals
         wakes = [t for t in (plan.wake_at, self._status_due(loop, plan, now), *retries) if t is not None]
         return min(wakes) if wakes else None
@@ -259,8 +263,6 @@ class Reconciler:
                 m.evaluation_failures.labels(name).inc()
             if u.evaluation is not None:
                 m.validations.labels(name, u.evaluation.verdict).inc()
-                for reason in u.evaluation.reasons:
-                    m.reasons.labels(name, reason.code).inc()
 
         async def delete(d: DeletePod) -> None:
             if d.after_label and d.node in unlabelled:
@@ -303,7 +305,8 @@ class Reconciler:
         loop.retry_after = plan.retry_after
         loop.create_backoff = {**plan.create_backoff, **refusals}
         loop.status = plan.status
-        m.observe_status(name, plan.status)
+        loop.waiting = plan.waiting
+        loop.waiting_since = {node: loop.waiting_since.get(node, now) for node in plan.waiting}
         await self._write_status(name, loop, plan.status, now)
         if self.failures != failures:  # a write failed: look again after the backoff, not at the next resync
             asyncio.get_running_loop().call_later(self.cfg.error_backoff, loop.wake.set)
@@ -445,6 +448,20 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
         cfg.api, Source("pods", f"/api/v1/namespaces/{cfg.namespace}/pods", {"labelSelector": selector}), pod_view,
         lambda pod: reconciler.poke(pod.profile), clock=lambda: cfg.clock(),
     )
+
+    def snapshot() -> Snapshot:
+        """What the metrics' state families are computed from, at each scrape (metrics.StateCollector)."""
+        profiles = [
+            ProfileState(name, loop.status or {}, loop.waiting, loop.waiting_since, loop.last_pass_at,
+                         loop.failing is not None)
+            for name, loop in list(reconciler.loops.items()) if not loop.closed
+        ]
+        informers = [InformerState(i.what, i.synced.is_set(), max(0, i.relists - 1)) for i in (nodes, pods)]
+        return Snapshot(profiles, nodes.views(), informers, cfg.clock())
+
+    cfg.metrics.watch(snapshot)
+    if cfg.api.metrics is None:  # the adapter counts its requests into the operator's registry
+        cfg.api.metrics = cfg.metrics
 
     def pods_of(profile: str) -> list[PodView]:
         return [pod for pod in pods.items.values() if pod.profile == profile]

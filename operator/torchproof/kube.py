@@ -23,7 +23,7 @@ import aiohttp
 import kopf
 from kubernetes import client, config
 
-from torchproof.plan import EventSpec
+from torchproof.plantypes import EventSpec
 
 if TYPE_CHECKING:
     from torchproof.metrics import Metrics

@@ -151,6 +151,7 @@ def compute_plan(inp: PlanInput) -> Plan:
         wake_at=min(b.wakes) if b.wakes else None,
         create_backoff={n: backoff for n, backoff in b.backoff.items() if n in entries and entries[n].selected},
         failures=tuple(b.failures),
+        waiting=dict(tally.waiting),
         memo=PlanMemo(b.context, entries, tally, frozenset(unstable)),
     )
 

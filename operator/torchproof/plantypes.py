@@ -214,4 +214,5 @@ class Plan:
     wake_at: float | None
     create_backoff: Mapping[str, CreateBackoff] = field(default_factory=dict)
     failures: tuple[NodeFailure, ...] = ()
+    waiting: Mapping[str, str] = field(default_factory=dict)  # node -> why it waits (all, unlike the status)
     memo: PlanMemo = field(default_factory=PlanMemo, compare=False)  # for the next pass's input

@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 import kopf
 import yaml
+from prometheus_client import start_http_server
 from torchproof import report
 from torchproof.controller import OperatorConfig, Reconciler, build_registry
 from torchproof.kube import GROUP, PLURAL, VERSION, KubeApi, load_configuration
@@ -184,6 +186,7 @@ async def simulate(
     serve: bool = False,
     probe_seconds: float = 0.2,
     kubeconfig: Path | None = None,
+    metrics_port: int = 0,
 ) -> Report:
     try:
         sim_fleet = load_fleet(fleet)
@@ -193,28 +196,68 @@ async def simulate(
     async with (
         EmbeddedCluster(crd_paths=[CRD_PATH], namespace=NAMESPACE) as cluster,
         SimKubelet(cluster.emulator, sim_fleet, probe_seconds=probe_seconds),
-        embedded_operator(cluster),
+        embedded_operator(cluster) as op,
     ):
-        for path in profiles:
-            try:
-                await cluster.apply_yaml(path)
-            except Exception as exc:
-                raise SimulationError(f"{path}: {exc}") from None
-        converged = await wait_settled(cluster, names, timeout)
-        result = Report(
-            nodes=cluster.emulator.list_objects("v1/nodes"),
-            profiles=[p for n in names if (p := cluster.emulator.get_object(PROFILES, None, n)) is not None],
-            api_requests={**cluster.emulator.request_counts(), **_by_user(cluster)},
-            converged=converged,
-        )
-        if serve:
-            path = cluster.write_kubeconfig(kubeconfig or Path("torchproof-sim.kubeconfig"))
-            print(result.table())
-            print(f"\nThe embedded cluster is up at {cluster.url}.\n  export KUBECONFIG={path}\n"
-                  "  kubectl get prp; kubectl get nodes -L torchproof.dev/" + names[0] + "\nCtrl-C stops it.")
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.Event().wait()
-        return result
+        with stop_on_signals() as stopped:
+            for path in profiles:
+                try:
+                    await cluster.apply_yaml(path)
+                except Exception as exc:
+                    raise SimulationError(f"{path}: {exc}") from None
+            converged = await until(wait_settled(cluster, names, timeout), stopped) is True
+            result = Report(
+                nodes=cluster.emulator.list_objects("v1/nodes"),
+                profiles=[p for n in names if (p := cluster.emulator.get_object(PROFILES, None, n)) is not None],
+                api_requests={**cluster.emulator.request_counts(), **_by_user(cluster)},
+                converged=converged,
+            )
+            if serve and not stopped.is_set():
+                path = cluster.write_kubeconfig(kubeconfig or Path("torchproof-sim.kubeconfig"))
+                print(result.table())
+                registry = op.reconciler.cfg.metrics.registry
+                server, thread = start_http_server(metrics_port, addr="127.0.0.1", registry=registry)
+                try:
+                    print(f"\nThe embedded cluster is up at {cluster.url}.\n  export KUBECONFIG={path}\n"
+                          "  kubectl get prp; kubectl get nodes -L torchproof.dev/" + names[0] + "\n"
+                          f"Metrics: http://127.0.0.1:{server.server_port}/metrics\nCtrl-C stops it.", flush=True)
+                    await until(asyncio.shield(op.task), stopped)  # leaving stops the operator, uncut
+                finally:
+                    server.shutdown()
+                    server.server_close()
+                    thread.join(timeout=5)
+            return result
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[asyncio.Event]:
+    """An Event the first SIGINT or SIGTERM sets. The handlers replace those kopf installed when the operator
+    started, which would stop only the operator and leave the cluster (and a `--serve` wait) running; leaving
+    `simulate` stops all of it. On exit the signals get their default handling back."""
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stopped.set)
+    try:
+        yield stopped
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+async def until(work: Awaitable[Any], stopped: asyncio.Event) -> Any:
+    """`work`'s result, or None once `stopped` is set first (then `work` is cancelled)."""
+    task, waiter = asyncio.ensure_future(work), asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
+    return task.result()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -226,6 +269,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     s.add_argument("--serve", action="store_true", help="keep the cluster up for kubectl after converging")
     s.add_argument("--kubeconfig", default=None, help="with --serve: where to write the kubeconfig")
+    s.add_argument("--metrics-port", type=int, default=0,
+                   help="with --serve: the loopback port of the operator's /metrics (0: any free port)")
     s.add_argument("--probe-seconds", type=float, default=0.2, help="simulated probe run time")
     return s
 
@@ -242,6 +287,7 @@ def main(argv: Sequence[str]) -> int:
             serve=args.serve,
             probe_seconds=args.probe_seconds,
             kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
+            metrics_port=args.metrics_port,
         ))
     except SimulationError as exc:
         print(f"torchproof simulate: {exc}", file=sys.stderr)

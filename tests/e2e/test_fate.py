@@ -62,12 +62,14 @@ async def test_a_failing_pass_shows_degraded_once_backs_off_and_recovers(
         assert env.condition("Degraded")["status"] == "True"
         assert env.condition("Degraded")["message"] == "RuntimeError: planner bug"
         await eventually(lambda: sample(op, "torchproof_pass_failures_total") >= 4, what="passes retried")
+        assert sample(op, "torchproof_pass_failing") == 1.0
         assert len(events(env, "DegradedTrue")) == 1, "one Event per transition, not per pass"
         assert env.label("node-a") is None
         broken = False
         await eventually(lambda: env.label("node-a") == env.label("node-b") == "passed", what="recovery")
         await eventually(lambda: env.condition("Degraded").get("status") == "False", what="Degraded=False")
         assert len(events(env, "DegradedTrue")) == 1
+        assert sample(op, "torchproof_pass_failing") == 0.0
 
 
 @pytest.mark.parametrize("fleet_nodes", [[*PAIR, {"name": "node-v100", "gpu": V100}]])

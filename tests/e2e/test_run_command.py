@@ -42,7 +42,7 @@ async def test_run_command_labels_nodes_and_serves_metrics(env: Rig, tmp_path: P
         text = await asyncio.to_thread(scrape, port)
         assert f'torchproof_nodes{{profile="{NAME}",state="passed"}} 3.0' in text
         assert f'torchproof_validations_total{{profile="{NAME}",verdict="passed"}} 3.0' in text
-        assert 'torchproof_verdict_reasons_total{profile="pytorch-20.06",reason="DriverTooOld"} 1.0' in text
+        assert f'torchproof_verdict_reason_nodes{{profile="{NAME}",reason="DriverTooOld"}} 1.0' in text
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = await asyncio.wait_for(proc.communicate(), timeout=30)

@@ -129,10 +129,16 @@ class Amp(Check[AmpCheck]):
         return gaps
 
     def summary(self, outcome: CheckOutcome) -> dict[str, Any]:
+        """The native run's error, and the check's seconds per training step (set-up included) for metrics.py."""
+        out: dict[str, Any] = {}
         native = outcome.data.get("native")
         if isinstance(native, Mapping) and isinstance(native.get("maxRelError"), float):
-            return {"ampMaxRelError": round(native["maxRelError"], 5)}
-        return {}
+            out["ampMaxRelError"] = round(native["maxRelError"], 5)
+        steps = sum(run["steps"] for run in outcome.data.values() if isinstance(run, Mapping)
+                    and isinstance(run.get("steps"), int) and not isinstance(run["steps"], bool))
+        if outcome.status == "ok" and outcome.seconds and steps > 0:
+            out["ampStepSeconds"] = round(outcome.seconds / steps, 4)
+        return out
 
     def describe(self, result: ProbeResult, outcome: CheckOutcome) -> str:
         parts = []

@@ -64,8 +64,10 @@ class TensorCores(Check[TensorCoresCheck]):
         return [Reason("NoTensorCores", f"{products}: no tensor cores; fp16 speedup not judged")]
 
     def summary(self, outcome: CheckOutcome) -> dict[str, Any]:
-        speedup = outcome.number("fp16Speedup")
-        return {} if speedup is None else {"fp16Speedup": round(speedup, 2)}
+        """The speedups, and the rates per dtype that metrics.py reports per GPU product."""
+        out = {f"{p}Speedup": round(v, 2) for p in ("fp16", "bf16") if (v := outcome.number(f"{p}Speedup")) is not None}
+        tflops = {p: round(v, 2) for p in ("fp32", "fp16", "bf16") if (v := outcome.number(p)) is not None}
+        return {**out, "tflops": tflops} if tflops else out
 
     def describe(self, result: ProbeResult, outcome: CheckOutcome) -> str:
         c = outcome

@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed-stamp
 # The CPU build of torch runs the probe in tests; 2.13.0 lies on this kind of machine's disk.
 TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test lint typecheck unit bench clean system-deps lock image image-push kind-load crd dashboards
+.PHONY: venv demo test lint typecheck unit bench clean system-deps lock image image-push kind-load crd dashboards \
+	profiles
 
 venv: $(STAMP)
 
@@ -48,6 +49,11 @@ bench: $(STAMP)
 # tests/profile/test_crd.py fails while the committed files differ from what this writes.
 crd: $(STAMP)
 	$(PY) -m torchproof.crdgen .
+
+# Every profiles/pytorch-YY.MM.yaml, generated from the release catalogue profiles/releases.yaml;
+# tests/profile/test_releases.py fails while a committed profile differs from what this writes.
+profiles: $(STAMP)
+	$(VENV)/bin/torchproof profile generate --all
 
 # The Grafana dashboard, generated from deploy/monitoring/dashboard.py (grafana-foundation-sdk);
 # tests/monitoring/test_dashboard.py fails while the committed JSON differs from what this writes.

@@ -1,8 +1,10 @@
-"""Time the probe on a real GPU and check its GEMM estimate against a long torch.matmul reference.
+"""Time the probe, every check, on a real GPU and check its GEMM estimate against a long torch.matmul reference.
 
 Standalone on purpose (standard library and torch only): a GPU machine has the working tree and its
 own torch, not torchproof's virtualenv. Targets: the whole probe within 20 s of wall time, CUDA
-start-up included; each GEMM TFLOP/s figure within 15% of the reference at the same size.
+start-up included; each GEMM TFLOP/s figure within 15% of the reference at the same size. Each check's
+numbers are recorded, and the fp16/bf16 GEMM figures are set against the GPU catalogue's dense peak
+(torchproof/catalogue.py, read from the working tree when this Python can import it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from typing import Any
 
 PROBE = Path(__file__).resolve().parents[2] / "operator" / "torchproof" / "probe" / "probe.py"
 PLAN_SCHEMA = "torchproof.dev/probe-plan/v1"
-CHECKS = ("environment", "gpu", "cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu")
+CHECKS = ("environment", "gpu", "cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu", "sdpa", "fp8",
+          "nccl", "memory", "compile")
+OPERATOR = Path(__file__).resolve().parents[2] / "operator"
 WALL_TARGET_SECONDS = 20.0
 GEMM_TOLERANCE = 0.15
 
@@ -69,6 +73,33 @@ def reference_tflops(device: str, dtype_name: str, size: int, iterations: int) -
     return float(2.0 * size**3 * iterations / seconds / 1e12)
 
 
+def catalogue_peak(product: str) -> dict[str, float | None] | None:
+    """The catalogue's dense peak TFLOP/s of this board; None where it lists none or cannot be imported."""
+    sys.path.insert(0, str(OPERATOR))
+    try:
+        from torchproof import catalogue
+    except Exception:  # an older Python than the operator's: the peak is then not compared
+        return None
+    finally:
+        sys.path.remove(str(OPERATOR))
+    peak = catalogue.peak(product)
+    return None if peak is None else {"fp32": peak.fp32, "tf32": peak.tf32, "fp16": peak.fp16, "bf16": peak.bf16}
+
+
+def numbers(check: dict[str, Any]) -> str:
+    """A check's own fields, compactly: sub-runs as name(field=value ...)."""
+    parts = []
+    for key, value in check.items():
+        if key in ("status", "seconds"):
+            continue
+        if isinstance(value, dict):
+            inner = " ".join(f"{k}={v}" for k, v in value.items())
+            parts.append(f"{key}({inner})")
+        else:
+            parts.append(f"{key}={value}")
+    return ", ".join(parts).replace("|", "/")
+
+
 def gpu_name(result: dict[str, Any], device: str) -> str:
     devices = (result.get("gpu") or {}).get("devices") or []
     if devices:
@@ -87,15 +118,18 @@ def markdown(report: dict[str, Any]) -> str:
         f"Whole probe: {report['wallSeconds']:.1f} s wall (target <= {WALL_TARGET_SECONDS:.0f} s: "
         f"{'met' if report['wallTargetMet'] else 'missed'}).",
         "",
-        "| check | status | seconds |",
-        "| --- | --- | --- |",
+        "| check | status | seconds | numbers |",
+        "| --- | --- | --- | --- |",
     ]
-    lines += [f"| {name} | {c['status']} | {c['seconds']:.2f} |" for name, c in report["checks"].items()]
+    lines += [f"| {name} | {c['status']} | {c['seconds']:.2f} | {numbers(report['result']['checks'][name])} |"
+              for name, c in report["checks"].items()]
     lines += ["", f"GEMM at n={report['gemmSize']} (probe: {report['probeIterations']} iterations; reference: "
               f"{report['referenceIterations']}):", "",
-              "| precision | probe TFLOP/s | reference TFLOP/s | deviation |", "| --- | --- | --- | --- |"]
-    lines += [f"| {g['precision']} | {g['probe']:.3g} | {g['reference']:.3g} | {g['deviation']:+.1%} |"
-              for g in report["gemm"]]
+              "| precision | probe TFLOP/s | reference TFLOP/s | deviation | catalogue peak | of peak |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {g['precision']} | {g['probe']:.3g} | {g['reference']:.3g} | {g['deviation']:+.1%} | "
+              f"{'-' if g['peak'] is None else format(g['peak'], 'g')} | "
+              f"{'-' if g['ofPeak'] is None else format(g['ofPeak'], '.0%')} |" for g in report["gemm"]]
     return "\n".join(lines) + "\n"
 
 
@@ -114,17 +148,21 @@ def main(argv: list[str]) -> int:
     tc = result["checks"].get("tensorCores", {})
     size = tc.get("size", args.size)  # the probe caps sizes in CPU mode
     gemm = []
+    name = gpu_name(result, args.device)
+    peaks = catalogue_peak(name) if args.device == "cuda" else None
     for precision in ("fp32", "fp16", "bf16"):
         measured = tc.get(precision)
         if measured:
             ref = reference_tflops(args.device, precision, size, args.reference_iterations)
             deviation = measured / ref - 1.0
+            peak = (peaks or {}).get(precision)
             gemm.append({"precision": precision, "probe": measured, "reference": ref, "deviation": deviation,
-                         "withinTolerance": abs(deviation) <= GEMM_TOLERANCE})
+                         "withinTolerance": abs(deviation) <= GEMM_TOLERANCE, "peak": peak,
+                         "ofPeak": None if peak is None else measured / peak})
     import torch
 
     report = {
-        "date": datetime.date.today().isoformat(), "device": args.device, "gpu": gpu_name(result, args.device),
+        "date": datetime.date.today().isoformat(), "device": args.device, "gpu": name,
         "torch": torch.__version__, "wallSeconds": wall, "wallTargetMet": wall <= WALL_TARGET_SECONDS,
         "checks": {name: {"status": c["status"], "seconds": c["seconds"]} for name, c in result["checks"].items()},
         "gemmSize": size, "probeIterations": tc.get("iterations"), "referenceIterations": args.reference_iterations,

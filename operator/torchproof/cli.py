@@ -1,4 +1,4 @@
-"""`torchproof run | status | probe | cleanup`, and `simulate` where the embedded cluster is installed."""
+"""`torchproof run | status | probe | cleanup | profile`, and `simulate` where the embedded cluster is installed."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # imported where used: `torchproof --version` and `probe` nee
     from torchproof.election import Timings
     from torchproof.kube import KubeApi
 
-BUILTIN = frozenset({"run", "status", "probe", "cleanup"})
+BUILTIN = frozenset({"run", "status", "probe", "cleanup", "profile"})
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -184,6 +184,48 @@ def _cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile(args: argparse.Namespace) -> int:
+    """`profile generate`: profiles/pytorch-YY.MM.yaml from the release catalogue (docs/profile.md)."""
+    from pathlib import Path
+
+    import yaml
+
+    from torchproof import releases
+
+    table_path = Path(args.table)
+    try:
+        table = yaml.safe_load(table_path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        return _fail("profile", f"cannot read the catalogue {table_path}: {exc}", 2)
+    wanted = releases.releases(table) if args.all else args.releases
+    if not wanted:
+        return _fail("profile", "name a release (YY.MM) or give --all", 2)
+    try:
+        texts = {releases.file_name(r): releases.profile_text(table, r) for r in wanted}
+    except releases.CatalogueError as exc:
+        return _fail("profile", str(exc), 2)
+    if args.stdout:
+        print("---\n".join(texts.values()), end="")
+        return 0
+    out = Path(args.out) if args.out else table_path.parent
+    stale = [name for name, text in texts.items() if not (out / name).is_file()
+             or (out / name).read_text(encoding="utf-8") != text]
+    if args.all:
+        known = set(texts)
+        stale += sorted(p.name for p in out.glob("pytorch-*.yaml") if p.name not in known)
+    if args.check:
+        for name in stale:
+            print(f"{out / name}: differs from the catalogue (run `make profiles`)", file=sys.stderr)
+        return 1 if stale else 0
+    for name in stale:
+        if name in texts:
+            (out / name).write_text(texts[name], encoding="utf-8")
+        else:
+            (out / name).unlink()
+    print(f"{len(stale)} of {len(texts)} profile(s) written under {out}")
+    return 0
+
+
 def _version() -> str:
     """The installed distribution's version (pyproject.toml), as the image's label says it."""
     from importlib.metadata import PackageNotFoundError, version
@@ -246,6 +288,17 @@ def parser() -> argparse.ArgumentParser:
     command("probe", help="run the probe here and print its findings (see `torchproof probe --help`)",
             add_help=False)
 
+    pr = command("profile", help="release profiles from the catalogue (`torchproof profile generate 24.10`)")
+    gen = pr.add_subparsers(dest="action", required=True).add_parser(
+        "generate", help="write profiles/pytorch-YY.MM.yaml for these releases from profiles/releases.yaml")
+    gen.add_argument("releases", nargs="*", metavar="YY.MM", help="releases to generate (or --all)")
+    gen.add_argument("--all", action="store_true",
+                     help="every release in the table; profiles of releases it no longer lists are removed")
+    gen.add_argument("--table", default="profiles/releases.yaml", help="the catalogue (default: %(default)s)")
+    gen.add_argument("--out", default=None, help="where the profiles go (default: the catalogue's directory)")
+    gen.add_argument("--check", action="store_true", help="write nothing; exit 1 if a profile differs")
+    gen.add_argument("--stdout", action="store_true", help="print the profiles instead of writing them")
+
     c = command("cleanup", help="remove every torchproof mark from nodes, and its pods, without the operator")
     c.add_argument("--kubeconfig", default=None, help="the administrator's (default: $KUBECONFIG, ~/.kube/config)")
     c.add_argument("--namespace", default="torchproof", help="the operator's namespace (default: torchproof)")
@@ -269,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(plugins()[args.command].load()(rest))
     if rest:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
-    commands = {"run": _run, "status": _status, "cleanup": _cleanup}
+    commands = {"run": _run, "status": _status, "cleanup": _cleanup, "profile": _profile}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:  # Ctrl-C: stop quietly, as the shell expects

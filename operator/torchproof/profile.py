@@ -210,6 +210,59 @@ class MultiGpuCheck:
     enabled: bool = prop(True)
 
 
+@dataclass(frozen=True)
+class SdpaCheck:
+    """scaled_dot_product_attention with each backend against the math reference (PyTorch 2.0+)."""
+
+    enabled: bool = prop(True)
+    tolerance: float = prop(0.02, minimum=0, maximum=1, description="Largest error of a backend's output or "
+                            "gradients against the fp32 reference, relative to the reference's scale.")
+
+
+@dataclass(frozen=True)
+class Fp8Check:
+    """An FP8 matmul (torch._scaled_mm) against bf16, where the GPU (8.9+) and torch (2.1+) have one."""
+
+    enabled: bool = prop(True)
+    size: int = prop(2048, minimum=256, maximum=16384, description="Matrix side; the probe rounds it to 16.")
+    tolerance: float = prop(0.05, minimum=0, maximum=1,
+                            description="Largest error against the bf16 product of the same inputs, relative.")
+
+
+@dataclass(frozen=True)
+class CompileCheck:
+    """A torch.compile (inductor) smoke of the toy model; the first compile is timed and bounded."""
+
+    enabled: bool = prop(True)
+    max_seconds: int = prop(90, minimum=5, maximum=1800,
+                            description="The compile check is cut off (timeout) after this long.")
+    tolerance: float = prop(0.01, minimum=0, maximum=1,
+                            description="Largest error of the compiled output against eager, relative.")
+
+
+@dataclass(frozen=True)
+class NcclCheck:
+    """An intra-node NCCL all-reduce across every GPU of the pod, judged on bus bandwidth."""
+
+    enabled: bool = prop(True)
+    size_mib: int = prop(64, name="sizeMiB", minimum=1, maximum=4096, description="Buffer per GPU.")
+    iterations: int = prop(10, minimum=1, maximum=100)
+    min_bus_bandwidth: float = prop(
+        1.0, name="minBusBandwidthGBps", minimum=0, maximum=100000,
+        description="Bus bandwidth (GB/s, as nccl-tests computes it) below which the node fails; the default "
+                    "only catches a broken path: set the fleet's own (NVLink boards reach hundreds).")
+
+
+@dataclass(frozen=True)
+class MemoryCheck:
+    """Allocate, write and read back a large fraction of each GPU's memory, within a time bound."""
+
+    enabled: bool = prop(True)
+    fraction: float = prop(0.8, minimum=0.01, maximum=0.95, description="Of the memory free when it starts.")
+    max_seconds: int = prop(20, minimum=1, maximum=600,
+                            description="The fill and verify stop here and report the part they covered.")
+
+
 CUDA_AND_GPU_RULE: Final = Rule(
     "(!has(self.cuda) || !has(self.cuda.enabled) || self.cuda.enabled) && "
     "(!has(self.gpu) || !has(self.gpu.enabled) || self.gpu.enabled)", NOTHING_TO_VALIDATE)
@@ -226,6 +279,11 @@ class Checks:
     channels_last: ChannelsLastCheck = prop(ChannelsLastCheck(), server_default=True)
     conv3d: Conv3dCheck = prop(Conv3dCheck(), server_default=True)
     multi_gpu: MultiGpuCheck = prop(MultiGpuCheck(), server_default=True)
+    sdpa: SdpaCheck = prop(SdpaCheck(), server_default=True)
+    fp8: Fp8Check = prop(Fp8Check(), server_default=True)
+    nccl: NcclCheck = prop(NcclCheck(), server_default=True)
+    memory: MemoryCheck = prop(MemoryCheck(), server_default=True)
+    compile: CompileCheck = prop(CompileCheck(), server_default=True)
     time_budget_seconds: int = prop(120, minimum=10, maximum=3600)
 
 

@@ -16,12 +16,12 @@ from typing import Any
 import yaml
 from torchproof.versions import DriverVersion
 
-from torchproof_sim.hardware import Board, board, cuda_for_driver, gfd_family, parse_driver
+from torchproof_sim.hardware import CHECK_FAULTS, Board, board, cuda_for_driver, gfd_family, parse_driver
 
 FAULTS = frozenset(
     {"imagePull", "pending", "oomKilled", "timeout", "crash", "garbageResult", "ampNaN", "slowTensorCores",
      "kubeletLost", "crashAfterResult"}
-)
+) | CHECK_FAULTS
 TAINT_EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
 DEFAULT_KERNEL = "5.15.0-105-generic"
 KUBELET_VERSION = "v1.29.4"

@@ -184,6 +184,11 @@ class ProbeSetting:
     node: str
     amp_nan: bool = False
     slow_tensor_cores: bool = False
+    faults: frozenset[str] = frozenset()  # CHECK_FAULTS the node carries
+
+
+#: Faults that change one check's simulated outcome (docs/fleet.md), read by the check's `simulate`.
+CHECK_FAULTS = frozenset({"sdpaMismatch", "fp8Mismatch", "compileError", "ncclSlow", "memoryErrors"})
 
 
 def _device(s: ProbeSetting, gpu: Board, index: int) -> dict[str, Any]:
@@ -218,7 +223,8 @@ def simulated_pod(s: ProbeSetting, device: str) -> SimulatedPod:
         gpu_visible=s.board is not None and s.visible > 0, visible=s.visible,
         compute_capability=gpu.compute_capability, throughput=throughput(gpu), torch=image.torch,
         native_amp=image.native_amp, apex=image.apex, autocast=image.autocast, tf32=image.tf32,
-        amp_nan=s.amp_nan, slow_tensor_cores=s.slow_tensor_cores,
+        amp_nan=s.amp_nan, slow_tensor_cores=s.slow_tensor_cores, memory_mib=gpu.memory_mib,
+        datacenter=gpu.datacenter, faults=s.faults,
     )
 
 

@@ -30,7 +30,7 @@ from torchproof_sim.fleet import (
     build_node,
     host_address,
 )
-from torchproof_sim.hardware import ProbeSetting, encode_result, parse_driver, probe_result
+from torchproof_sim.hardware import CHECK_FAULTS, ProbeSetting, encode_result, parse_driver, probe_result
 from torchproof_sim.images import lookup_image
 from torchproof_sim.store import MERGE_PATCH, ApiError, Event, Obj
 
@@ -204,6 +204,7 @@ def ending(node: SimNode, pod: Mapping[str, Any]) -> Ending:
         node=node.name,
         amp_nan="ampNaN" in faults,
         slow_tensor_cores="slowTensorCores" in faults,
+        faults=CHECK_FAULTS & frozenset(faults),
     )
     message = encode_result(probe_result(setting, plan))
     if "crashAfterResult" in faults:

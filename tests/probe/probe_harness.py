@@ -15,7 +15,8 @@ from torchproof.contract import PLAN_SCHEMA
 from torchproof.probe import PROBE_PATH
 from torchproof.result import parse_result
 
-CHECKS = ("environment", "gpu", "cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu")
+CHECKS = ("environment", "gpu", "cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu", "sdpa", "fp8",
+          "nccl", "memory", "compile")
 # The wrapper runs probe.py as __main__ after a prelude, e.g. one that deletes newer torch APIs first.
 WRAPPER = """
 import runpy, sys

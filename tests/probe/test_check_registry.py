@@ -35,7 +35,8 @@ def observed() -> Observed:
 
 
 def test_the_registry_names_each_check_once_in_run_order() -> None:
-    assert NAMES == ("environment", "gpu", "cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu")
+    assert NAMES == ("environment", "gpu", "cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu", "sdpa",
+                     "fp8", "nccl", "memory", "compile")
     assert len(set(NAMES)) == len(REGISTRY)
     assert all(BY_NAME[c.name] is c for c in REGISTRY)
 
@@ -82,7 +83,8 @@ def test_the_probe_implements_every_registered_check(probe_module: ModuleType) -
 
 
 def test_the_simulated_outcome_of_every_check_meets_its_schema() -> None:
-    setting = ProbeSetting(image=lookup_image("nvcr.io/nvidia/pytorch:24.10-py3"), board=board("A100-SXM4-40GB"),
+    """On a board with every feature a check needs (FP8 from compute capability 8.9), each one runs."""
+    setting = ProbeSetting(image=lookup_image("nvcr.io/nvidia/pytorch:24.10-py3"), board=board("NVIDIA H100 80GB HBM3"),
                            visible=2, driver=parse_driver("570.86.10"), node="n1")
     for device in ("cuda", "cpu"):
         plan = {**build_plan(parse_profile(PROFILE)), "device": device}

@@ -29,7 +29,8 @@ def test_the_module_prints_a_table_of_every_check(table: str) -> None:
     assert lines[0].split() == ["check", "status", "seconds", "numbers"]
     rows = {line.split()[0]: line.split()[1] for line in lines[1:-1]}
     assert rows == {"environment": "ok", "gpu": "ok", "cuda": "skipped", "amp": "ok", "tensorCores": "ok",
-                    "channelsLast": "ok", "conv3d": "ok", "multiGpu": "skipped"}
+                    "channelsLast": "ok", "conv3d": "ok", "multiGpu": "skipped", "sdpa": "ok", "fp8": "skipped",
+                    "nccl": "skipped", "memory": "ok", "compile": "ok"}
     assert "native bfloat16: loss" in table and "0 NaN in 2 iterations" in table
     assert lines[-1].startswith("probe 1.0 on cpu")
 

@@ -20,7 +20,10 @@ def test_bench_records_probe_times_and_gemm_against_the_reference(tmp_path: Path
     assert report["device"] == "cpu" and report["gpu"] == "cpu"
     assert 0 < report["wallSeconds"] < 60 and isinstance(report["wallTargetMet"], bool)
     assert set(report["checks"]) == {"environment", "gpu", "cuda", "amp", "tensorCores", "channelsLast", "conv3d",
-                                     "multiGpu"}
+                                     "multiGpu", "sdpa", "fp8", "nccl", "memory", "compile"}
+    statuses = {name: c["status"] for name, c in report["checks"].items()}
+    assert {statuses[n] for n in ("sdpa", "memory", "compile")} == {"ok"}  # their CPU twins run
+    assert statuses["fp8"] == statuses["nccl"] == "skipped"  # GPU only, with a reason
     assert report["gemmSize"] == 256  # the probe's CPU cap, which the reference follows
     assert [g["precision"] for g in report["gemm"]] == ["fp32", "bf16"]
     for g in report["gemm"]:
@@ -29,3 +32,5 @@ def test_bench_records_probe_times_and_gemm_against_the_reference(tmp_path: Path
     snippet = (tmp_path / "probe_bench.md").read_text()
     assert snippet.startswith(f"### Probe on cpu ({report['date']}")
     assert "| fp32 |" in snippet
+    assert all(g["peak"] is None and g["ofPeak"] is None for g in report["gemm"])  # a CPU has no catalogue peak
+    assert "| compile | ok |" in snippet and "backend=aot_eager" in snippet

@@ -31,7 +31,7 @@ def test_exits_zero_with_a_small_result_for_every_planned_check(cpu: ProbeRun) -
     assert cpu.returncode == 0, cpu.stderr
     assert len(cpu.raw) <= 4096
     assert list(cpu.checks) == ["environment", "gpu", "cuda", "amp", "tensorCores", "channelsLast", "conv3d",
-                                "multiGpu"]
+                                "multiGpu", "sdpa", "fp8", "nccl", "memory", "compile"]
     assert cpu.result["device"] == "cpu"
     assert cpu.wall < 30
 

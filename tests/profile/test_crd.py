@@ -158,7 +158,7 @@ def test_architecture_enums_are_the_catalogues() -> None:
 # ---- the sample and bad profiles ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "profiles").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "profiles").glob("pytorch-*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_profile_validates_and_parses(path: Path) -> None:
     obj = yaml.safe_load(path.read_text())
     assert errors(obj) == []

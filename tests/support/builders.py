@@ -68,6 +68,8 @@ BASE_RESULT: dict[str, Any] = {
         "channelsLast": {"status": "ok", "seconds": 0.4, "finite": True, "maxRelError": 0.002},
         "conv3d": {"status": "ok", "seconds": 0.6, "iterations": 5, "nanCount": 0},
         "multiGpu": {"status": "skipped", "seconds": 0.0, "reason": "1 GPU in the pod"},
+        "memory": {"status": "ok", "seconds": 0.8, "devices": 1, "freeMiB": 14509, "testedMiB": 11607, "mismatches": 0,
+                   "eccErrors": 0, "complete": True},
     },
 }
 

@@ -9,13 +9,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torchproof.checks import amp, channels_last, conv3d, cuda, environment, gpu, multi_gpu, tensor_cores
+from torchproof.checks import (
+    amp,
+    channels_last,
+    compile,
+    conv3d,
+    cuda,
+    environment,
+    fp8,
+    gpu,
+    memory,
+    multi_gpu,
+    nccl,
+    sdpa,
+    tensor_cores,
+)
 from torchproof.checks.base import Check
 from torchproof.profile import Checks
 
 REGISTRY: tuple[Check[Any], ...] = (
     environment.CHECK, gpu.CHECK, cuda.CHECK, amp.CHECK, tensor_cores.CHECK, channels_last.CHECK,
-    conv3d.CHECK, multi_gpu.CHECK,
+    conv3d.CHECK, multi_gpu.CHECK, sdpa.CHECK, fp8.CHECK, nccl.CHECK, memory.CHECK, compile.CHECK,
 )
 BY_NAME: Mapping[str, Check[Any]] = {check.name: check for check in REGISTRY}
 NAMES: tuple[str, ...] = tuple(BY_NAME)

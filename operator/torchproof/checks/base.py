@@ -128,6 +128,24 @@ class SimulatedPod:
     tf32: bool
     amp_nan: bool = False
     slow_tensor_cores: bool = False
+    memory_mib: int = 0  # NVML's total memory of one board
+    datacenter: bool = False
+    faults: frozenset[str] = frozenset()  # the simulator's check faults (docs/fleet.md), by name
+
+
+def cpu_dry_run(o: Observed) -> bool:
+    """The profile asks for a CPU dry run (validation.device cpu): nothing GPU-only can run."""
+    return o.profile.validation.device == "cpu"
+
+
+def below(cc: ComputeCapability) -> Callable[[Observed], bool]:
+    """Every GPU in the result is below this compute capability (and the result names at least one)."""
+
+    def holds(o: Observed) -> bool:
+        return bool(o.boards) and all(b.compute_capability is not None and b.compute_capability < cc
+                                      for b in o.boards)
+
+    return holds
 
 
 def torch_version(text: str | None) -> tuple[int, int] | None:

@@ -34,7 +34,9 @@ MATMUL_SIZE = Range(1, 65_536)  # the profile allows 16384
 DEVICE_INDEX = Range(0, 63)
 DEVICE_COUNT = Range(0, 64)
 MEMORY_MIB = Range(0, 2**24)  # 16 TiB
-COUNT = Range(0, MAX_INT)  # ECC errors, NaN outputs
+COUNT = Range(0, MAX_INT)  # ECC errors, NaN outputs, memory words read back wrong
+BANDWIDTH = Range(0.0, 1e5)  # GB/s: 100 TB/s, far above any intra-node link
+ITERATIONS = Range(1, 10_000)  # nccl all-reduces (the profile allows 100)
 
 
 class UntrustedResult(ValueError):

@@ -8,6 +8,7 @@ check alone and a result is always written.
 """
 import argparse
 import copy
+import importlib
 import json
 import math
 import os
@@ -31,7 +32,8 @@ MAX_DEVICES = 8
 # carriage return, lone surrogates and noncharacters. An exception's text may hold any of them.
 NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef%s]" % "".join(
     chr(plane * 0x10000 + 0xFFFE) + chr(plane * 0x10000 + 0xFFFF) for plane in range(17)))
-CHECK_ORDER = ("environment", "gpu", "cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu")
+CHECK_ORDER = ("environment", "gpu", "cuda", "amp", "tensorCores", "channelsLast", "conv3d", "multiGpu", "sdpa",
+               "fp8", "nccl", "memory", "compile")
 RELEASE_VARS = (
     "NVIDIA_PYTORCH_VERSION", "PYTORCH_VERSION", "PYTORCH_BUILD_VERSION", "CUDA_VERSION",
     "CUDA_DRIVER_VERSION", "CUDNN_VERSION", "NCCL_VERSION", "CUBLAS_VERSION", "TRT_VERSION",
@@ -46,13 +48,29 @@ DEFAULT_CHECKS = {
     "channelsLast": {"iterations": 3},
     "conv3d": {"iterations": 5},
     "multiGpu": {},
+    "sdpa": {},
+    "fp8": {"size": 2048},
+    "nccl": {"sizeMiB": 64, "iterations": 10},
+    "memory": {"fraction": 0.8, "maxSeconds": 20},
+    "compile": {"maxSeconds": 90},
 }
 # The CPU dry run exercises the same code paths; these caps keep it to a few seconds.
 CPU_CAPS = {"tensorCores": {"size": 256, "iterations": 5}, "conv3d": {"iterations": 2},
             "channelsLast": {"iterations": 2}}
 COUNTS = {("amp", "steps"), ("tensorCores", "size"), ("tensorCores", "iterations"),
-          ("channelsLast", "iterations"), ("conv3d", "iterations")}
+          ("channelsLast", "iterations"), ("conv3d", "iterations"), ("fp8", "size"), ("nccl", "sizeMiB"),
+          ("nccl", "iterations"), ("memory", "maxSeconds"), ("compile", "maxSeconds")}
 FLAGS = {("amp", "native"), ("amp", "apex"), ("amp", "bf16")}
+FRACTIONS = {("memory", "fraction")}
+# A check with maxSeconds is cut off (status timeout) this long after it, whatever budget is left.
+BOUND_GRACE = 2.0
+SDPA_BACKENDS = (("flash", "FLASH_ATTENTION", "enable_flash"), ("memEfficient", "EFFICIENT_ATTENTION",
+                 "enable_mem_efficient"), ("math", "MATH", "enable_math"))
+# inductor's C++ build takes most of a minute on a small CPU; aot_eager runs dynamo and AOTAutograd in seconds.
+CPU_COMPILE_BACKEND = "aot_eager"
+CPU_MEMORY_MIB = 64
+MEMORY_CHUNK_MIB = 256
+FP8_MAX = 448.0  # the largest float8_e4m3fn
 
 
 class PlanError(ValueError):
@@ -124,6 +142,9 @@ def _check_config(name, raw):
             raise PlanError("%s.%s: expected a positive integer, got %r" % (where, key, value))
         if (name, key) in FLAGS and not isinstance(value, bool):
             raise PlanError("%s.%s: expected true or false, got %r" % (where, key, value))
+        if (name, key) in FRACTIONS and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                         or not 0 < value < 1):
+            raise PlanError("%s.%s: expected a number between 0 and 1, got %r" % (where, key, value))
         config[key] = value
     return config
 
@@ -674,10 +695,261 @@ def check_multi_gpu(p, cfg):
             "allReduceSeconds": seconds}
 
 
+def check_sdpa(p, cfg):
+    """scaled_dot_product_attention forward and backward with each backend against an fp32 reference."""
+    p.need_cuda()
+    torch = p.torch
+    if getattr(torch.nn.functional, "scaled_dot_product_attention", None) is None:
+        raise Skip("torch %s has no scaled_dot_product_attention" % torch.__version__)
+    cuda = p.device == "cuda"
+    dtype = torch.float16 if cuda else torch.float32
+    torch.manual_seed(0)
+    shape = (4, 8, 256, 64) if cuda else (2, 4, 64, 32)
+    q, k, v, grad = [torch.randn(shape, device=p.device) for _ in range(4)]
+    want = _attention(torch, [q, k, v], grad, lambda q_, k_, v_: torch.softmax(
+        q_ @ k_.transpose(-2, -1) / math.sqrt(shape[-1]), dim=-1) @ v_)
+    out = {"dtype": str(dtype).replace("torch.", "")}
+    for name, kind, flag in SDPA_BACKENDS:
+        if not cuda and name != "math":
+            out[name] = {"skipped": "cpu mode"}
+            continue
+        out[name] = _sub_run(lambda: _sdpa_backend(p, (name, kind, flag), [q, k, v], grad, dtype, want))
+    return out
+
+
+def _attention(torch, inputs, grad, fn):
+    """(output, gradients of q, k, v) of fn on fresh leaves."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+    result = fn(*leaves)
+    result.backward(grad.to(result.dtype))
+    return [result.detach()] + [t.grad.detach() for t in leaves]
+
+
+def _sdpa_context(torch, backend):
+    """Only this backend: torch.nn.attention.sdpa_kernel (2.3+), else torch.backends.cuda.sdp_kernel (2.0+)."""
+    name, kind, flag = backend
+    try:
+        attention = importlib.import_module("torch.nn.attention")
+    except ImportError:
+        attention = None
+    if attention is not None and hasattr(attention, "sdpa_kernel"):
+        return attention.sdpa_kernel(getattr(attention.SDPBackend, kind))
+    legacy = getattr(torch.backends.cuda, "sdp_kernel", None)
+    if legacy is None:
+        raise Skip("no way to choose the attention backend in torch %s" % torch.__version__)
+    return legacy(**dict((f, f == flag) for _, _, f in SDPA_BACKENDS))
+
+
+def _sdpa_backend(p, backend, inputs, grad, dtype, want):
+    torch = p.torch
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    try:
+        with _sdpa_context(torch, backend):
+            got = _attention(torch, [t.to(dtype) for t in inputs], grad, sdpa)
+    except RuntimeError as exc:
+        if "No available kernel" in str(exc):
+            raise Skip(describe(exc)) from None
+        raise
+    errors = [rel_error(torch, g, w) for g, w in zip(got, want)]
+    return {"forwardError": errors[0], "backwardError": None if None in errors[1:] else max(errors[1:])}
+
+
+def check_fp8(p, cfg):
+    """An e4m3 matmul through torch._scaled_mm against the bf16 product of the same quantised inputs."""
+    if p.device == "cpu":
+        raise Skip("cpu mode")
+    p.need_cuda()
+    torch = p.torch
+    scaled_mm, e4m3 = getattr(torch, "_scaled_mm", None), getattr(torch, "float8_e4m3fn", None)
+    if scaled_mm is None or e4m3 is None:
+        raise Skip("torch %s has no torch._scaled_mm" % torch.__version__)
+    major, minor = torch.cuda.get_device_capability()
+    if (major, minor) < (8, 9):
+        raise Skip("compute capability %d.%d < 8.9" % (major, minor))
+    n = max(16, cfg["size"] // 16 * 16)
+    torch.manual_seed(0)
+    a, b = torch.randn(n, n, device="cuda"), torch.randn(n, n, device="cuda")
+    scale_a, scale_b = (a.abs().max() / FP8_MAX).float(), (b.abs().max() / FP8_MAX).float()
+    a8 = (a / scale_a).to(e4m3)
+    b8 = (b / scale_b).to(e4m3).t().contiguous().t()  # column-major, as the FP8 GEMM wants its second operand
+
+    def fp8_mm():
+        out = scaled_mm(a8, b8, scale_a=scale_a, scale_b=scale_b, out_dtype=torch.bfloat16)
+        return out[0] if isinstance(out, tuple) else out  # (out, amax) before PyTorch 2.4
+
+    got = fp8_mm()
+    want = torch.mm(a8.to(torch.bfloat16), b8.to(torch.bfloat16)).float() * (scale_a * scale_b)
+    iterations = 10
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iterations):
+        fp8_mm()
+    end.record()
+    end.synchronize()
+    seconds = start.elapsed_time(end) / 1000.0
+    return {"size": n, "dtype": "float8_e4m3fn", "relError": rel_error(torch, got, want),
+            "tflops": 2.0 * n ** 3 * iterations / max(seconds, 1e-9) / 1e12}
+
+
+def check_nccl(p, cfg):
+    """An in-process NCCL all-reduce across every GPU of the pod: its sum, and its bus bandwidth."""
+    if p.device == "cpu":
+        raise Skip("cpu mode")
+    p.need_cuda()
+    torch = p.torch
+    n = torch.cuda.device_count()
+    if n < 2:
+        raise Skip("%d GPU in the pod" % n)
+    numel = cfg["sizeMiB"] * (1 << 20) // 4
+    tensors = [torch.ones(numel, device="cuda:%d" % i) for i in range(n)]
+    torch.cuda.nccl.all_reduce(tensors)
+    for i in range(n):
+        torch.cuda.synchronize(i)
+    ok = all(bool((t == float(n)).all()) for t in tensors)
+    iterations = cfg["iterations"]
+    t0 = time.perf_counter()
+    for _ in range(iterations):
+        torch.cuda.nccl.all_reduce(tensors)
+    for i in range(n):
+        torch.cuda.synchronize(i)
+    each = (time.perf_counter() - t0) / iterations
+    alg = numel * 4 / max(each, 1e-9) / 1e9
+    return {"devices": n, "sizeMiB": cfg["sizeMiB"], "iterations": iterations, "ok": ok, "algBandwidth": alg,
+            "busBandwidth": alg * 2.0 * (n - 1) / n}
+
+
+def check_memory(p, cfg):
+    """Fill a fraction of each GPU's free memory with a known sequence and read it back, within maxSeconds
+    (half to fill, half to verify); NVML's uncorrected ECC count is read before and after."""
+    p.need_cuda()
+    torch = p.torch
+    started = time.monotonic()
+    fill_until, verify_until = started + cfg["maxSeconds"] / 2.0, started + cfg["maxSeconds"]
+    if p.device == "cpu":
+        targets, free_total = [("cpu", CPU_MEMORY_MIB)], None
+    else:
+        torch.cuda.empty_cache()  # what the earlier checks left cached is free memory to test
+        targets, free_total = [], 0
+        for i in range(torch.cuda.device_count()):
+            free = _free_mib(torch, i)
+            free_total += free
+            targets.append(("cuda:%d" % i, int(free * cfg["fraction"])))
+    ecc_before = _ecc_uncorrected(p)
+    tested, wrong, complete = 0, 0, True
+    for device, mib in targets:
+        chunks, filled = _fill(torch, device, mib, fill_until)
+        covered, bad, verified = _verify(torch, chunks, verify_until)
+        del chunks  # the last reference: the memory goes back before the next GPU
+        if device != "cpu":
+            torch.cuda.empty_cache()
+        tested, wrong, complete = tested + covered, wrong + bad, complete and filled and verified
+    ecc_after = _ecc_uncorrected(p)
+    ecc = ecc_after - ecc_before if ecc_before is not None and ecc_after is not None else None
+    return {"devices": len(targets) if p.device == "cuda" else 0, "freeMiB": free_total, "testedMiB": tested,
+            "mismatches": wrong, "eccErrors": ecc, "complete": complete}
+
+
+def _fill(torch, device, mib, until):
+    # type: (object, str, int, float) -> tuple
+    """(chunks of (tensor, seed), whether all of `mib` was filled before `until` or memory ran out)."""
+    chunks, done = [], 0
+    while done < mib:
+        if time.monotonic() > until:
+            return chunks, False
+        step = min(MEMORY_CHUNK_MIB, mib - done)
+        seed = 7919 * len(chunks) + 1
+        try:
+            chunks.append((torch.arange(step << 18, dtype=torch.int32, device=device).add_(seed), seed))
+        except RuntimeError as exc:
+            if "out of memory" not in str(exc):
+                raise
+            return chunks, False
+        done += step
+    return chunks, True
+
+
+def _verify(torch, chunks, until):
+    # type: (object, list, float) -> tuple
+    """(MiB read back, words wrong, whether every chunk was read before `until`): each chunk's sum is known."""
+    covered, wrong = 0, 0
+    for chunk, seed in chunks:
+        if time.monotonic() > until:
+            return covered, wrong, False
+        numel = chunk.numel()
+        if int(chunk.sum(dtype=torch.int64)) != numel * (numel - 1) // 2 + seed * numel:
+            wrong += _count_wrong(torch, chunk, seed)
+        covered += numel * 4 >> 20
+    return covered, wrong, True
+
+
+def _free_mib(torch, index):
+    """Free memory of one GPU: torch.cuda.mem_get_info (1.11+), else what torch has not reserved."""
+    info = getattr(torch.cuda, "mem_get_info", None)
+    if info is not None:
+        return int(info(index)[0]) >> 20
+    total = torch.cuda.get_device_properties(index).total_memory
+    return int(total - torch.cuda.memory_reserved(index)) >> 20
+
+
+def _count_wrong(torch, chunk, seed):
+    """Words of a chunk whose sum was wrong that differ from the sequence, 1 MiB of reference at a time."""
+    step, wrong = 1 << 18, 0
+    for offset in range(0, chunk.numel(), step):
+        part = chunk[offset:offset + step]
+        want = torch.arange(offset, offset + part.numel(), dtype=torch.int32, device=chunk.device).add_(seed)
+        wrong += int((part != want).sum())
+    return wrong
+
+
+def _ecc_uncorrected(p):
+    # type: (Probe) -> Optional[int]
+    """The volatile uncorrected ECC count NVML gives, summed over the GPUs; None without NVML or ECC."""
+    if p.device == "cpu":
+        return None
+    try:
+        import pynvml as nvml
+        nvml.nvmlInit()
+    except Exception:
+        return None
+    try:
+        total = 0
+        for i in range(nvml.nvmlDeviceGetCount()):
+            total += int(nvml.nvmlDeviceGetTotalEccErrors(nvml.nvmlDeviceGetHandleByIndex(i),
+                                                          nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+                                                          nvml.NVML_VOLATILE_ECC))
+        return total
+    except Exception:
+        return None
+    finally:
+        nvml.nvmlShutdown()
+
+
+def check_compile(p, cfg):
+    """torch.compile of the toy model (inductor; aot_eager on a CPU) against eager; the first call is timed."""
+    p.need_cuda()
+    torch = p.torch
+    compile_fn = getattr(torch, "compile", None)
+    if compile_fn is None:
+        raise Skip("torch %s has no torch.compile" % torch.__version__)
+    backend = "inductor" if p.device == "cuda" else CPU_COMPILE_BACKEND
+    big = p.device == "cuda"
+    model = toy_model(p, 16 if big else 8).eval()
+    x, _ = toy_batch(p, 8 if big else 4, 32 if big else 12)
+    compiled = compile_fn(model, backend=backend)
+    with torch.no_grad():
+        want = model(x)
+        t0 = time.perf_counter()
+        got = compiled(x)
+        p.sync()
+        first = time.perf_counter() - t0
+    return {"backend": backend, "firstSeconds": first, "maxError": rel_error(torch, got, want)}
+
+
 CHECKS = {
     "environment": check_environment, "gpu": check_gpu, "cuda": check_cuda, "amp": check_amp,
     "tensorCores": check_tensor_cores, "channelsLast": check_channels_last, "conv3d": check_conv3d,
-    "multiGpu": check_multi_gpu,
+    "multiGpu": check_multi_gpu, "sdpa": check_sdpa, "fp8": check_fp8, "nccl": check_nccl, "memory": check_memory,
+    "compile": check_compile,
 }
 
 
@@ -726,7 +998,9 @@ def run_checks(p, checks, deadline):
         if left <= 0:
             results[name] = {"status": "skipped", "seconds": 0.0, "reason": "time budget spent"}
         else:
-            results[name] = run_check(p, name, capped(checks[name], name, p.device), left)
+            cfg = capped(checks[name], name, p.device)
+            bound = cfg.get("maxSeconds")
+            results[name] = run_check(p, name, cfg, left if bound is None else min(left, bound + BOUND_GRACE))
         print("torchproof-probe: %-12s %-7s %7.2fs" % (name, results[name]["status"], results[name]["seconds"]))
         sys.stdout.flush()
     return results

@@ -4,7 +4,7 @@ its record, pre-checked incompatible, skipped, or a candidate for a new pod (sch
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torchproof import history as H
@@ -55,9 +55,10 @@ def _record(inp: PlanInput, node: NodeView, evaluation: Evaluation, token: str,
 class Classifier:
     """Accumulates one plan's decisions; each node is classified exactly once."""
 
-    def __init__(self, inp: PlanInput, rollout: Rollout) -> None:
+    rollout: Rollout  # the breaker (breaker.py), set by compute_plan before any node is judged
+
+    def __init__(self, inp: PlanInput) -> None:
         self.inp = inp
-        self.rollout = rollout
         self.records: dict[str, NodeRecord] = {}  # written by this pass
         self._medians: dict[str, float] | None = None
         self._static: dict[tuple[tuple[str, str], ...], CompatResult] = {}
@@ -78,10 +79,11 @@ class Classifier:
         self.backoff = {n: b for n, b in inp.create_backoff.items() if b.spec_hash == inp.profile.spec_hash}
         self.failures: list[NodeFailure] = []
         self.running = 0
-        self.context = (inp.profile.name, inp.profile.spec_hash, inp.profile_revalidate)
-        memo = inp.memo
-        self.memo = memo.idle if memo is not None and memo.context == self.context else {}
+        self.context = (inp.profile, inp.profile_revalidate, self.blocked)
+        self.memo: dict[str, Idle] = {}  # the last pass's records of the nodes classified again, views unchanged
         self.idle: dict[str, Idle] = {}
+        self.settled: set[str] = set()  # without a pod, in a state only a change of its view (or time) changes
+        self.expires: dict[str, float] = {}  # settled on a record that revalidateAfter ends then
 
     def token(self, node: NodeView) -> str:
         return f"{self.inp.profile_revalidate}/{node.annotations.get(L.REVALIDATE_ANNOTATION, '')}"
@@ -90,7 +92,8 @@ class Classifier:
         """Each GPU product's median key number over the nodes' records, once per pass that needs it."""
         if self._medians is None:
             name = self.inp.profile.name
-            records = ((node, raw_record(node, name)) for node in self.inp.nodes)
+            nodes = self.inp.nodes.values() if isinstance(self.inp.nodes, Mapping) else self.inp.nodes
+            records = ((node, raw_record(node, name)) for node in nodes)
             self._medians = H.medians(H.by_product(
                 (H.product(node, r.numbers), r) for node, r in records if r is not None))
         return self._medians
@@ -122,11 +125,11 @@ class Classifier:
         if self.inp.profile.revalidate_after_seconds is not None:
             self.wakes.append(self.inp.now + self.inp.profile.revalidate_after_seconds)
 
-    def migrate(self) -> None:
+    def migrate(self, nodes: Iterable[NodeView]) -> None:
         """Drop the legacy owned-labels list from the nodes this pass does not patch, once nothing needs it
         (labels.py): a validated node may not be written again for a long time."""
         patched = {u.node for u in self.update}
-        for node in self.inp.nodes:
+        for node in nodes:
             if L.LEGACY_OWNED_ANNOTATION in node.annotations and node.name not in patched:
                 patch = L.migration_patch(node.labels, node.annotations)
                 if patch is not None:
@@ -275,6 +278,10 @@ class Classifier:
         idle = self.known(node)
         if self.current(idle):
             self.state[node.name] = node.labels[L.label_key(self.inp.profile.name)]
+            self.settled.add(node.name)
+            after = self.inp.profile.revalidate_after_seconds
+            if after is not None and idle.recorded_at is not None:
+                self.expires[node.name] = idle.recorded_at + after
             return
         static = idle.static
         if static.verdict == "incompatible":
@@ -282,6 +289,7 @@ class Classifier:
         elif not node.ready or node.unschedulable:
             self.state[node.name] = "skipped"
             self.waiting_reason[node.name] = "NodeNotReady" if not node.ready else "NodeCordoned"
+            self.settled.add(node.name)
         elif self.blocked:
             self.state[node.name] = "waiting"
             self.waiting_reason[node.name] = "ImagePullFailed"
@@ -293,6 +301,7 @@ class Classifier:
         else:
             self.state[node.name] = "pending"
             self.candidates.append(node)
+            self.settled.add(node.name)
 
     def refused(self, node: NodeView, backoff: CreateBackoff) -> None:
         """A node whose create was refused keeps its slot while it backs off: a refusal is mostly

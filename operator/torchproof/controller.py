@@ -12,7 +12,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -56,6 +56,7 @@ log = logging.getLogger("torchproof")
 POD_SELECTOR = {"app.kubernetes.io/managed-by": L.MANAGED_BY, "app.kubernetes.io/component": "validation"}
 CLEANUP_RETRY_SECONDS = 1.0
 PASS_RETRY_MAX = 60.0  # a failing pass is retried after error_backoff, doubling up to this
+Changes = Callable[[int], tuple[int, Collection[str] | None]]  # Informer.changes
 
 
 def refuses(exc: KubeError) -> bool:
@@ -97,6 +98,8 @@ class ProfileLoop:
     closed: bool = False
     expect: Expectations = field(default_factory=Expectations)
     memo: PlanMemo = field(default_factory=PlanMemo)
+    seen: int = -1  # the node informer's version that `memo` planned on (Informer.changes)
+    overlaid: set[str] = field(default_factory=set)  # the nodes its expectations overlaid in that pass
     retry_after: Mapping[str, float] = field(default_factory=dict)
     create_backoff: Mapping[str, CreateBackoff] = field(default_factory=dict)
     failing: str | None = None  # why the last pass raised; None while passes work
@@ -156,10 +159,11 @@ class Reconciler:
         return True
 
     async def reconcile(
-        self, body: Mapping[str, Any], loop: ProfileLoop, nodes: Iterable[NodeView], pods: Iterable[PodView],
-        gone: Mapping[str, float] | None = None,
+        self, body: Mapping[str, Any], loop: ProfileLoop, nodes: Iterable[NodeView] | Mapping[str, NodeView],
+        pods: Iterable[PodView], gone: Mapping[str, float] | None = None, changes: Changes | None = None,
     ) -> float | None:
-        """One pass; returns when the loop must look again even if nothing changes."""
+        """One pass; returns when the loop must look again even if nothing changes. `nodes` by name and
+        `changes` (the node informer's): the plan classifies again only the nodes changed since the last pass."""
         started = time.monotonic()
         meta = body.get("metadata") or {}
         name = str(meta.get("name"))
@@ -170,9 +174,15 @@ class Reconciler:
         except InvalidSpec as exc:
             await self._write_status(name, loop, invalid_spec_status(previous, meta, str(exc), now), now, force=True)
             return None
+        by_name = nodes if isinstance(nodes, Mapping) else {node.name: node for node in nodes}
+        version, changed = changes(loop.seen) if changes is not None else (-1, None)
+        observed, overlaid = loop.expect.overlay(by_name, now)
+        if changed is not None:
+            changed = {*changed, *overlaid, *loop.overlaid}  # an overlay's view is new, and so is its end
         plan = compute_plan(PlanInput(
             profile=profile,
-            nodes=loop.expect.overlay_nodes(nodes, now),
+            nodes=observed,
+            changed=changed,
             pods=loop.expect.overlay_pods(pods, now, gone),
             now=now,
             namespace=self.cfg.namespace,
@@ -185,7 +195,7 @@ class Reconciler:
             create_backoff=loop.create_backoff,
             lost_grace=self.cfg.lost_grace,
         ))
-        loop.memo = plan.memo
+        loop.memo, loop.seen, loop.overlaid = plan.memo, version, overlaid
         await self.apply(body, loop, plan, pods, now)
         self.cfg.metrics.reconcile_seconds.labels(name).observe(time.monotonic() - started)
         loop.last_pass_at = self.cfg.clock()
@@ -194,15 +204,15 @@ class Reconciler:
         return min(wakes) if wakes else None
 
     async def run_pass(
-        self, body: Mapping[str, Any], loop: ProfileLoop, nodes: Iterable[NodeView], pods: Iterable[PodView],
-        gone: Mapping[str, float] | None = None,
+        self, body: Mapping[str, Any], loop: ProfileLoop, nodes: Iterable[NodeView] | Mapping[str, NodeView],
+        pods: Iterable[PodView], gone: Mapping[str, float] | None = None, changes: Changes | None = None,
     ) -> float:
         """`reconcile`, never raising: a failed API call is retried after error_backoff; any other exception
         marks the profile Degraded (PassFailed, with an Event and a metric, once per transition) and is
         retried with a growing backoff, until a pass works again."""
         name = str((body.get("metadata") or {}).get("name"))
         try:
-            wake_at = await self.reconcile(body, loop, nodes, pods, gone)
+            wake_at = await self.reconcile(body, loop, nodes, pods, gone, changes)
         except KubeError as exc:
             log.warning("profile %s: %s", name, exc)
             return self.cfg.clock() + self.cfg.error_backoff
@@ -557,7 +567,7 @@ def build_registry(cfg: OperatorConfig) -> tuple[kopf.OperatorRegistry, Reconcil
             async with loop.busy:
                 if loop.closed or body.get("metadata", {}).get("deletionTimestamp"):
                     return  # being deleted: only the deletion handler writes for it now
-                wake_at = await reconciler.run_pass(body, loop, nodes.views(), pods_of(name), pods.gone)
+                wake_at = await reconciler.run_pass(body, loop, nodes.items, pods_of(name), pods.gone, nodes.changes)
             deadline = min(wake_at, cfg.clock() + cfg.resync_seconds)
             await _sleep(loop.wake, stopped, deadline - cfg.clock())
             await asyncio.sleep(cfg.batch_window)

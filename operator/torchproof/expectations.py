@@ -82,20 +82,27 @@ class Expectations:
         return list(pods.values())
 
     def overlay_nodes(self, observed: Iterable[NodeView], now: float) -> list[NodeView]:
-        out: list[NodeView] = []
-        for node in observed:
-            pending = self.patched.get(node.name)
-            if pending is not None:
-                at, patch = pending
-                if now - at > self.ttl or _applied(node, patch):
-                    del self.patched[node.name]
-                else:
-                    meta = patch.get("metadata") or {}
-                    node = dataclasses.replace(
-                        node,
-                        labels=_merge(node.labels, meta.get("labels") or {}),
-                        annotations=_merge(node.annotations, meta.get("annotations") or {}),
-                        taints=tuple((patch.get("spec") or {}).get("taints", node.taints)),
-                    )
-            out.append(node)
-        return out
+        return list(self.overlay(observed if isinstance(observed, Mapping) else {n.name: n for n in observed},
+                                 now)[0].values())
+
+    def overlay(self, observed: Mapping[str, NodeView], now: float) -> tuple[Mapping[str, NodeView], set[str]]:
+        """The nodes (by name) with this loop's patches not yet seen on top, and the names of those overlaid.
+        Costs the patches in flight, not the fleet: `observed` itself when none is."""
+        nodes: dict[str, NodeView] | None = None
+        overlaid: set[str] = set()
+        for name, (at, patch) in list(self.patched.items()):
+            node = observed.get(name)
+            if node is None or now - at > self.ttl or _applied(node, patch):
+                del self.patched[name]
+                continue
+            meta = patch.get("metadata") or {}
+            if nodes is None:
+                nodes = dict(observed)
+            nodes[name] = dataclasses.replace(
+                node,
+                labels=_merge(node.labels, meta.get("labels") or {}),
+                annotations=_merge(node.annotations, meta.get("annotations") or {}),
+                taints=tuple((patch.get("spec") or {}).get("taints", node.taints)),
+            )
+            overlaid.add(name)
+        return (observed if nodes is None else nodes), overlaid

@@ -57,7 +57,8 @@ class Informer(Generic[V]):
 
     `gone` remembers, for `TOMBSTONE_SECONDS`, when each deleted name was seen to go: a pod created and
     deleted between two passes is never in `items` when a pass looks, so its creation expectation needs it.
-    `relists` counts the lists made (the first included).
+    `relists` counts the lists made (the first included). `changes(since)` names the objects changed
+    since a `version` it returned: a consumer then looks at those alone, not at every item.
     """
 
     def __init__(
@@ -83,10 +84,32 @@ class Informer(Generic[V]):
         self.gone: dict[str, float] = {}
         self.synced = asyncio.Event()
         self.relists = 0
+        self.version = 0  # counts the changes
+        self._changed: dict[str, int] = {}  # name → the version of its last change, oldest first
+        self._forgotten = 0  # changes up to this version have left `_changed`
         self._task: asyncio.Task[None] | None = None
 
     def views(self) -> list[V]:
         return list(self.items.values())
+
+    def changes(self, since: int) -> tuple[int, set[str] | None]:
+        """The current version, and the names changed (put, deleted, or different in a relist) after version
+        `since`; None when that is older than what is remembered (about two changes per item)."""
+        if since < self._forgotten:
+            return self.version, None
+        names: set[str] = set()
+        for name, version in reversed(self._changed.items()):
+            if version <= since:
+                break
+            names.add(name)
+        return self.version, names
+
+    def _touch(self, name: str) -> None:
+        self.version += 1
+        self._changed.pop(name, None)
+        self._changed[name] = self.version
+        while len(self._changed) > 2 * len(self.items) + 1024:
+            self._forgotten = self._changed.pop(next(iter(self._changed)))
 
     def start(self) -> None:
         """Start listing and watching in a task of the running event loop."""
@@ -144,24 +167,31 @@ class Informer(Generic[V]):
     # -- in the event loop
 
     def _replace(self, views: dict[str, V]) -> None:
+        """A relist: an unchanged object keeps its view object, so that consumers keyed on it see no change."""
         old, self.items = self.items, views
         for name, view in old.items():
             if name not in views:
                 self._bury(name)
+                self._touch(name)
                 self.on_change(view)
         for name, view in views.items():
-            if old.get(name) != view:
+            if name in old and old[name] == view:
+                views[name] = old[name]
+            else:
+                self._touch(name)
                 self.on_change(view)
         self.synced.set()
 
     def _put(self, item: tuple[str, V]) -> None:
         name, view = item
         self.items[name] = view
+        self._touch(name)
         self.on_change(view)
 
     def _drop(self, name: str) -> None:
         view = self.items.pop(name, None)
         self._bury(name)
+        self._touch(name)
         if view is not None:
             self.on_change(view)
 

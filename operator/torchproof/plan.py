@@ -21,6 +21,9 @@ listed in `failures` for the shell to log (the core does not log).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
+
 from torchproof import gating
 from torchproof import labels as L
 from torchproof.breaker import Rollout
@@ -31,25 +34,26 @@ from torchproof.plantypes import (
     LOST_GRACE_SECONDS,
     CreateBackoff,
     DeletePod,
+    Entry,
     EventSpec,
     NodeFailure,
     NodeUpdate,
     Plan,
     PlanInput,
     PlanMemo,
+    Tally,
 )
 from torchproof.podspec import build_pod
 from torchproof.schedule import (
     CREATE_BACKOFF_BASE,
     CREATE_BACKOFF_MAX,
     fill_slots,
-    ordered,
     refused_create,
     selects,
     validation_order,
 )
 from torchproof.text import clean_text, clean_tree
-from torchproof.views import raw_record
+from torchproof.views import NodeView, PodView, raw_record
 
 __all__ = [
     "CREATE_BACKOFF_BASE",
@@ -75,19 +79,37 @@ __all__ = [
 def compute_plan(inp: PlanInput) -> Plan:
     p = inp.profile
     key = L.label_key(p.name)
-    matched = {node.name: node for node in inp.nodes if selects(p, node)}
-    before = {name: raw_record(node, p.name) for name, node in matched.items()}
-    claims = (gating.claimed_at(node, p.name) for node in matched.values())
-    rollout = Rollout.read(p, before.values(), len(matched), (at for at in claims if at is not None),
-                           inp.status.get("rollout") or {}, inp.profile_resume, inp.now)
-    b = Classifier(inp, rollout)
-    gates = []
+    nodes = inp.nodes if isinstance(inp.nodes, Mapping) else {node.name: node for node in inp.nodes}
+    b = Classifier(inp)
+    gates: list[gating.GateUpdate] = []
     pods = {pod.node: pod for pod in inp.pods}
+    entries, tally, names = _revisit(inp, b.context, nodes, pods)
+    unstable: set[str] = set()  # every node left unstable is classified again on the next pass
+    visit: list[tuple[tuple[int, str], NodeView]] = []
+    for name in names:
+        old = entries.pop(name, None)
+        if old is not None:
+            tally.remove(old)
+        node = nodes.get(name)
+        if node is None:
+            continue
+        if old is not None and old.view is node and old.idle is not None:
+            b.memo[name] = old.idle
+        visit.append((old.order if old is not None else validation_order(p.name, name), node))
+    visit.sort(key=lambda item: item[0])
+    selected = {node.name for _, node in visit if selects(p, node)}
+    # The breaker and gating weigh every selected node's record and claim, not only the nodes that changed.
+    chosen = {name: entry.view for name, entry in entries.items() if entry.selected}
+    chosen.update((node.name, node) for _, node in visit if node.name in selected)
+    before = {name: raw_record(node, p.name) for name, node in chosen.items()}
+    claims = [at for node in chosen.values() if (at := gating.claimed_at(node, p.name)) is not None]
+    rollout = b.rollout = Rollout.read(p, before.values(), len(chosen), claims, inp.status.get("rollout") or {},
+                                       inp.profile_resume, inp.now)
     for pod in inp.pods:
-        if pod.node not in matched and not pod.deleting:
+        if pod.node not in selected and not pod.deleting:
             b.delete.append(DeletePod(pod.name, pod.node, "NodeNotSelected"))
-    for node in inp.nodes:
-        if node.name in matched:
+    for _, node in visit:
+        if node.name in selected:
             continue
         patch = L.removal_patch(p.name, node.labels, node.annotations)
         if patch is not None:
@@ -95,37 +117,56 @@ def compute_plan(inp: PlanInput) -> Plan:
         released = gating.release(node, p.name)
         if released is not None:
             gates.append(released)
-    steady = p.revalidate_after_seconds is None
-    order = ordered(p.name, matched, inp.memo)
-    for name in order:
-        node = matched[name]
-        found = pods.get(name)
-        if found is not None:
-            b.pod_safely(node, found)
-            continue
-        hit = b.memo.get(name)
-        if steady and hit is not None and hit.view is node and hit.recorded_at is not None:
-            b.idle[name] = hit  # the common case on a validated fleet, without the calls of without_pod
-            b.state[name] = node.labels[key]
+    for _, node in visit:
+        if node.name in selected:
+            found = pods.get(node.name)
+            if found is not None:
+                b.pod_safely(node, found)
+            else:
+                b.without_pod(node)
+    b.migrate(node for _, node in visit)
+    patched = {u.node for u in b.update}
+    candidates = {node.name for node in b.candidates}
+    for order, node in visit:
+        name = node.name
+        if name in selected:
+            entry = Entry(node, order, True, name in b.settled and name not in patched, b.state[name],
+                          b.labels[name] if name in b.labels else node.labels.get(key),
+                          b.waiting_reason.get(name), name in candidates, b.idle.get(name), b.expires.get(name))
         else:
-            b.without_pod(node)
+            entry = Entry(node, order, False, name not in patched)
+        entries[name] = entry
+        tally.add(entry)
+        if not entry.stable:
+            unstable.add(name)
     records = {**before, **b.records}
-    rollout.judge(records, {name: node.kind for name, node in matched.items()})
-    if rollout.paused:  # the candidates wait on a resume: nothing clears it by itself
-        for node in b.candidates:
-            b.state[node.name] = "waiting"
-            b.waiting_reason[node.name] = f"RolloutPaused: {rollout.reason}"
+    rollout.judge(records, {name: node.kind for name, node in chosen.items()})
+    if rollout.paused:  # the candidates wait on a resume, and are classified again once it comes
+        for name, entry in list(entries.items()):
+            if entry.candidate and entry.selected:
+                tally.remove(entry)
+                entries[name] = replace(entry, stable=False, state="waiting",
+                                        waiting=f"RolloutPaused: {rollout.reason}")
+                tally.add(entries[name])
+                unstable.add(name)
     elif not b.blocked and b.pull_failure is None:
-        for node in fill_slots(p, matched, b.state, b.candidates, b.retrying, b.running):
+        for node in fill_slots(p, tally, nodes, b.retrying, b.running):
             b.create.append(build_pod(
                 p, node=node.name, fingerprint=node.fingerprint, namespace=inp.namespace, configmap=inp.configmap,
             ))
             if node.name not in b.backoff:  # a refused node stays waiting until its pod exists
-                b.state[node.name] = "running"
-    b.migrate()
-    verdicts = {name: b.labels[name] if name in b.labels else node.labels.get(key) for name, node in matched.items()}
-    gates += gating.gate_updates(p.name, p.gate, [matched[name] for name in order], verdicts, records, rollout)
-    status = plan_status(inp, b, matched, records)
+                old = entries[node.name]
+                tally.remove(old)
+                entries[node.name] = replace(old, stable=False, state="running", candidate=False)
+                tally.add(entries[node.name])
+                unstable.add(node.name)
+    if tally.expiries:  # the first record of the fleet that revalidateAfter ends
+        b.wakes.append(tally.expiries[0][0])
+    if p.gate or claims:
+        verdicts = {name: entries[name].verdict for name in chosen}
+        ordered_nodes = [chosen[name] for name in sorted(chosen, key=lambda n: entries[n].order)]
+        gates += gating.gate_updates(p.name, p.gate, ordered_nodes, verdicts, records, rollout)
+    status = plan_status(inp, b, tally, entries, chosen, records)
     b.events.extend(plan_events(inp, b, status))
     return Plan(
         create=tuple(b.create),
@@ -135,9 +176,29 @@ def compute_plan(inp: PlanInput) -> Plan:
         status=clean_tree(status),
         retry_after=b.retry_after,
         wake_at=min(b.wakes) if b.wakes else None,
-        create_backoff={n: backoff for n, backoff in b.backoff.items() if n in matched},
+        create_backoff={n: backoff for n, backoff in b.backoff.items() if n in entries and entries[n].selected},
         failures=tuple(b.failures),
         gates=tuple(gates),
-        waiting=dict(b.waiting_reason),
-        memo=PlanMemo(b.context, b.idle, order),
+        waiting=dict(tally.waiting),
+        memo=PlanMemo(b.context, entries, tally, frozenset(unstable)),
     )
+
+
+def _revisit(
+    inp: PlanInput, context: tuple[object, ...], nodes: Mapping[str, NodeView], pods: Mapping[str, PodView],
+) -> tuple[dict[str, Entry], Tally, set[str]]:
+    """The memo's entries and tally, copied, and the nodes to classify again: all of them
+    without a memo for this context, else those changed (`inp.changed`, or each view compared with its
+    entry's), gone, unstable, with a pod, a retry or a create backoff."""
+    memo = inp.memo
+    if memo is None or memo.context != context:
+        return {}, Tally(), set(nodes)
+    entries = dict(memo.entries)
+    names = set(memo.unstable)
+    if inp.changed is not None:
+        names.update(inp.changed)
+    else:
+        names.update(name for name, node in nodes.items() if name not in entries or entries[name].view is not node)
+        names.update(entries.keys() - nodes.keys())
+    names.update(pods, inp.retry_after, inp.create_backoff, memo.tally.expired(inp.now))
+    return entries, memo.tally.copy(), names

@@ -3,6 +3,7 @@ failing and waiting nodes) and its Events, per transition and never per pass, fr
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -11,46 +12,35 @@ from torchproof import history as H
 from torchproof import labels as L
 from torchproof.classify import Classifier
 from torchproof.contract import NodeRecord, iso
-from torchproof.plantypes import EventSpec, PlanInput
-from torchproof.views import NodeView
+from torchproof.plantypes import Entry, EventSpec, PlanInput, Tally
+from torchproof.views import NodeView, cached_record
 
 MAX_FAILING_NODES = 20
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
 
 
-def _verdicts(inp: PlanInput, b: Classifier, matched: Mapping[str, NodeView]) -> dict[str, str | None]:
-    """Each selected node's label once this plan is applied."""
-    key = L.label_key(inp.profile.name)
-    fresh = b.labels
-    return {name: fresh[name] if name in fresh else node.labels.get(key) for name, node in matched.items()}
-
-
-def _failing(
-    inp: PlanInput, b: Classifier, matched: Mapping[str, NodeView], verdicts: Mapping[str, str | None]
-) -> list[dict[str, Any]]:
+def _failing(inp: PlanInput, b: Classifier, tally: Tally, entries: Mapping[str, Entry]) -> list[dict[str, Any]]:
     fresh = {u.node: u.evaluation for u in b.update if u.evaluation is not None}
-    failing = sorted(name for name, verdict in verdicts.items() if verdict in ("failed", "error", "incompatible"))
     out: list[dict[str, Any]] = []
-    for name in failing[:MAX_FAILING_NODES]:
+    for name in heapq.nsmallest(MAX_FAILING_NODES, tally.failing):
         evaluation = fresh.get(name)
         if evaluation is not None:
             reasons = [str(r) for r in evaluation.reasons]
         else:
-            record = NodeRecord.from_annotation(
-                matched[name].annotations.get(L.result_annotation_key(inp.profile.name), "{}")
+            record = cached_record(
+                entries[name].view.annotations.get(L.result_annotation_key(inp.profile.name), "{}")
             )
             reasons = [r[:200] for r in record.reasons[:4]] if record is not None else []
-        out.append({"node": name, "verdict": verdicts[name], "reasons": reasons[:4]})
+        out.append({"node": name, "verdict": entries[name].verdict, "reasons": reasons[:4]})
     return out
 
 
-def _counts(b: Classifier, matched: Mapping[str, NodeView], verdicts: Mapping[str, str | None]) -> dict[str, int]:
-    by_verdict = Counter(verdicts.values())
-    states = Counter(b.state.values())
-    counts: dict[str, int] = {verdict: by_verdict[verdict] for verdict in L.VERDICTS}
+def _counts(tally: Tally) -> dict[str, int]:
+    states = tally.states
+    counts: dict[str, int] = {verdict: tally.verdicts[verdict] for verdict in L.VERDICTS}
     counts["pending"] = states["pending"] + states["waiting"] + states["running"]
     counts.update(running=states["running"], waiting=states["waiting"], skipped=states["skipped"])
-    counts["total"] = len(matched)
+    counts["total"] = tally.selected
     return counts
 
 
@@ -103,19 +93,20 @@ def pass_failed_status(
     }
 
 
-def _performance(matched: Mapping[str, NodeView], records: Mapping[str, NodeRecord | None]) -> list[dict[str, Any]]:
-    products = {name: H.product(matched[name], r.numbers) for name, r in records.items() if r is not None}
+def _performance(chosen: Mapping[str, NodeView], records: Mapping[str, NodeRecord | None]) -> list[dict[str, Any]]:
+    products = {name: H.product(chosen[name], r.numbers) for name, r in records.items() if r is not None}
     regressed = Counter(products[name] for name, r in records.items()
                         if r is not None and any(f.startswith(H.REGRESSION) for f in r.findings))
     return H.summary(H.by_product((products[name], r) for name, r in records.items() if r is not None), regressed)
 
 
 def plan_status(
-    inp: PlanInput, b: Classifier, matched: Mapping[str, NodeView], records: Mapping[str, NodeRecord | None],
+    inp: PlanInput, b: Classifier, tally: Tally, entries: Mapping[str, Entry], chosen: Mapping[str, NodeView],
+    records: Mapping[str, NodeRecord | None],
 ) -> dict[str, Any]:
-    """`records`: each selected node's record once the plan is applied."""
-    labelled = _verdicts(inp, b, matched)
-    counts = _counts(b, matched, labelled)
+    """From the tally over every selected node (plantypes.Tally) and this pass's decisions; `chosen` and
+    `records`: every selected node and its record once the plan is applied (the breaker, the performance)."""
+    counts = _counts(tally)
     pull = b.pull_failure or (inp.status.get("imagePull") if b.blocked else None)
     previous = {str(c.get("type")): c for c in inp.status.get("conditions") or [] if isinstance(c, Mapping)}
     gen = inp.profile.generation
@@ -160,15 +151,15 @@ def plan_status(
                                     f"torchproof.dev/resume-rollout=<new value>") if rollout.paused else (
         False, "Running", "")
     conditions.append(_condition(previous, inp.now, gen, "RolloutPaused", *paused))
-    performance = _performance(matched, records)
+    performance = _performance(chosen, records)
     status: dict[str, Any] = {
         "observedGeneration": gen,
         "conditions": conditions,
         "counts": counts,
-        "failingNodes": _failing(inp, b, matched, labelled),
+        "failingNodes": _failing(inp, b, tally, entries),
         "waitingNodes": [
             {"node": node, "reason": reason}
-            for node, reason in sorted(b.waiting_reason.items())[:MAX_FAILING_NODES]
+            for node, reason in heapq.nsmallest(MAX_FAILING_NODES, tally.waiting.items())
         ],
         "imagePull": dict(pull) if pull else None,
         "rollout": rollout.status(),

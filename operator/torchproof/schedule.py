@@ -6,12 +6,10 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping, Sequence
 
-from torchproof import labels as L
-from torchproof.plantypes import CreateBackoff, PlanMemo
+from torchproof.plantypes import CreateBackoff, Tally
 from torchproof.profile import Profile
 from torchproof.views import NodeView
 
-COVERING = frozenset({"running", *L.VERDICTS})  # a node in these states shows what its hardware kind does
 CREATE_BACKOFF_BASE = 1.0  # the first wait after a refused create, doubling per refusal ...
 CREATE_BACKOFF_MAX = 300.0  # ... up to this
 CREATE_BACKOFF_JITTER = (0.8, 1.2)  # each wait is scaled within these bounds, so refused nodes drift apart
@@ -30,38 +28,28 @@ def validation_order(profile: str, node: str) -> tuple[int, str]:
     return zlib.crc32(f"{profile}\0{node}".encode()), node
 
 
-def ordered(profile: str, matched: Mapping[str, NodeView], memo: PlanMemo | None) -> tuple[str, ...]:
-    """The selected nodes in the profile's order; sorted again only when the selection changed."""
-    if memo is not None and len(memo.order) == len(matched) and matched.keys() == set(memo.order):
-        return memo.order
-    return tuple(sorted(matched, key=lambda n: validation_order(profile, n)))
-
-
 def fill_slots(
-    profile: Profile, matched: Mapping[str, NodeView], state: Mapping[str, str], candidates: Sequence[NodeView],
-    retrying: Sequence[NodeView], running: int,
+    profile: Profile, tally: Tally, nodes: Mapping[str, NodeView], retrying: Sequence[NodeView], running: int,
 ) -> list[NodeView]:
     """The nodes that get a pod now: free slots (`maxConcurrent` less the `running` ones) go to the nodes
     retrying a refused create (they had a slot), then to one candidate of each hardware kind that no
-    node shows yet (running or with a verdict), so the fleet's picture appears early, then in order."""
+    node shows yet (running or with a verdict), so the fleet's picture appears early, then in order.
+    Walks the candidates (`tally.candidates`, in order) only as far as the slots and those kinds need."""
     slots = max(0, profile.max_concurrent - (running - len(retrying)))
-    if not slots or not (candidates or retrying):
+    if not slots or not (tally.candidates or retrying):
         return []
-    wanted = {node.kind for node in candidates}
-    covered: set[tuple[str, str]] = set()
-    for name, node in matched.items():
-        if node.kind in wanted and state.get(name) in COVERING:
-            covered.add(node.kind)
-            if len(covered) == len(wanted):
-                break
+    uncovered = {kind for kind in tally.candidate_kinds if kind not in tally.covering}
     first: list[NodeView] = []
     rest: list[NodeView] = []
-    for node in candidates:
-        if node.kind in covered:
-            rest.append(node)
-        else:
-            covered.add(node.kind)
+    for _, name in tally.candidates:
+        if not uncovered and len(rest) >= slots:
+            break
+        node = nodes[name]
+        if node.kind in uncovered:
+            uncovered.discard(node.kind)
             first.append(node)
+        else:
+            rest.append(node)
     return [*retrying, *first, *rest][:slots]
 
 

@@ -197,7 +197,7 @@ def parse_record(node: NodeView, profile: str) -> NodeRecord | None:
     """The node's last verdict for a profile; None when absent, not standing, or not what the label says
     (then it revalidates)."""
     raw = node.annotations.get(L.result_annotation_key(profile))
-    record = _record(raw) if isinstance(raw, str) else None
+    record = cached_record(raw) if isinstance(raw, str) else None
     if record is None or not record.standing or node.labels.get(L.label_key(profile)) != record.verdict:
         return None
     return record
@@ -206,10 +206,10 @@ def parse_record(node: NodeView, profile: str) -> NodeRecord | None:
 def raw_record(node: NodeView, profile: str) -> NodeRecord | None:
     """The node's record for a profile as written, whether or not it still stands (history, breaker)."""
     raw = node.annotations.get(L.result_annotation_key(profile))
-    return _record(raw) if isinstance(raw, str) else None
+    return cached_record(raw) if isinstance(raw, str) else None
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _record(raw: str) -> NodeRecord | None:
-    """Parsed once per distinct annotation: the planner reads every node's record on every pass."""
+def cached_record(raw: str) -> NodeRecord | None:
+    """Parsed once per distinct annotation: the planner reads records again on many passes."""
     return NodeRecord.from_annotation(raw)

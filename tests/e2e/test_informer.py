@@ -124,3 +124,20 @@ def test_backoff_doubles_to_its_cap_with_jitter_and_waits_at_least_retry_after()
     assert [backoff.delay(n, rand=lambda: 1.0) for n in range(1, 6)] == [1.0, 2.0, 4.0, 8.0, 8.0]
     assert backoff.delay(3, rand=lambda: 0.0) == 2.0  # jitter: half the nominal delay at least
     assert backoff.delay(1, retry_after=5.0, rand=lambda: 1.0) == 5.0
+
+
+def test_changes_name_what_changed_since_a_version_and_a_relist_keeps_unchanged_views() -> None:
+    informer: Informer[PodView] = Informer(None, SOURCE, pod_view, lambda _: None,  # type: ignore[arg-type]
+                                           clock=time.time)
+    informer._replace({name: pod_view(pod(name)) for name in ("a", "b", "c")})
+    start, names = informer.changes(-1)
+    assert names is None, "older than anything remembered: the consumer compares every item"
+    assert informer.changes(0) == (start, {"a", "b", "c"})
+    kept = informer.items["b"]
+    informer._put(("a", pod_view(pod("a"))))
+    informer._drop("c")
+    assert informer.changes(start) == (start + 2, {"a", "c"})
+    informer._replace({name: pod_view(pod(name)) for name in ("a", "b", "d")})
+    assert informer.items["b"] is kept, "an unchanged object keeps its view object"
+    assert informer.changes(start + 2) == (start + 3, {"d"})
+    assert informer.changes(informer.version) == (informer.version, set())

@@ -171,6 +171,18 @@ def test_expectations_hide_the_watch_lag(profile: Profile) -> None:
     assert "t4-a" not in expect.patched
 
 
+def test_the_node_overlay_costs_the_patches_in_flight_not_the_fleet() -> None:
+    nodes = {name: make_node(name) for name in ("t4-a", "t4-b")}
+    expect = Expectations(ttl=60)
+    assert expect.overlay(nodes, now=0) == (nodes, set())
+    assert expect.overlay(nodes, now=0)[0] is nodes, "nothing in flight: the informer's own mapping, not a copy"
+    expect.node_patched("t4-a", L.verdict_patch("p", {}, {}, "passed", NodeRecord("passed", 0.0, 1)), now=1)
+    seen, overlaid = expect.overlay(nodes, now=2)
+    assert overlaid == {"t4-a"} and seen["t4-a"].labels["torchproof.dev/p"] == "passed"
+    assert seen["t4-b"] is nodes["t4-b"] and "torchproof.dev/p" not in nodes["t4-a"].labels
+    assert expect.overlay(nodes, now=62) == (nodes, set()) and not expect.patched, "past the TTL: dropped"
+
+
 def test_a_pod_seen_to_go_after_its_create_settles_the_create_expectation(profile: Profile) -> None:
     manifest = pod_body(profile, make_node("t4-a"))
     name = manifest["metadata"]["name"]

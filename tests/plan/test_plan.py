@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from torchproof import labels as L
+from torchproof import plan as planning
 from torchproof import verdict as judging
 from torchproof.plan import (
     Plan,
@@ -62,7 +63,8 @@ class World:
         return parse_profile(self.body)
 
     def plan(self) -> Plan:
-        """The plan, checked to be the same with the memo kept across passes as without one."""
+        """The plan, checked to be the same with the memo kept across passes as without one, and with the memo
+    told which nodes changed (as the controller does from the node informer's events)."""
         views = self.views
         self.views = {name: views[name] if name in views and node_view(n) == views[name] else node_view(n)
                       for name, n in self.nodes.items()}
@@ -76,7 +78,13 @@ class World:
         plan = compute_plan(inp)
         remembered = compute_plan(dataclasses.replace(inp, memo=self.memo))
         assert remembered == plan
-        self.memo = remembered.memo
+        changed = {name for name, view in self.views.items() if views.get(name) is not view} | (
+            views.keys() - self.views.keys())
+        incremental = compute_plan(dataclasses.replace(inp, nodes=self.views, memo=self.memo, changed=changed))
+        assert incremental == plan, "told which nodes changed, the plan is the same"
+        assert remembered.memo.entries == incremental.memo.entries
+        assert remembered.memo.tally == incremental.memo.tally
+        self.memo = incremental.memo
         return plan
 
     def step(self) -> Plan:
@@ -641,12 +649,33 @@ def test_the_memo_is_an_input_and_an_output_never_changed_in_place() -> None:
                     status=w.status)
     first = compute_plan(inp)
     memo = first.memo
-    assert memo.idle and memo.order, "a validated fleet leaves its standing records in the memo"
-    before = (memo.context, dict(memo.idle), memo.order)
+    assert memo.entries and memo.tally.selected, "a validated fleet leaves its nodes in the memo"
+    assert not memo.unstable, "every node validated and without a pod: none to look at again"
+    before = (memo.context, dict(memo.entries), memo.tally.copy(), memo.unstable)
     second = compute_plan(dataclasses.replace(inp, memo=memo))
     assert second == first
-    assert (memo.context, dict(memo.idle), memo.order) == before
-    assert second.memo is not memo and second.memo.order is memo.order
-    assert all(second.memo.idle[name] is hit for name, hit in memo.idle.items()), "unchanged views: entries reused"
+    assert (memo.context, dict(memo.entries), memo.tally, memo.unstable) == before
+    assert second.memo is not memo and second.memo.tally is not memo.tally
+    assert all(second.memo.entries[name] is entry for name, entry in memo.entries.items()), "unchanged: reused"
     with pytest.raises(dataclasses.FrozenInstanceError):
-        memo.order = ()
+        memo.unstable = frozenset()  # type: ignore[misc]
+
+
+def test_a_pass_classifies_only_the_nodes_that_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a validated fleet, a pass told that no node changed looks at none; told of one, at that one."""
+    w = World(fleet())
+    for _ in range(3):
+        w.step()
+        w.finish_all()
+    w.step()
+    looked: list[str] = []
+    selects = planning.selects
+    monkeypatch.setattr(planning, "selects", lambda p, node: looked.append(node.name) or selects(p, node))
+    inp = PlanInput(profile=w.profile, nodes=w.views, pods=[], now=w.now, namespace="torchproof", configmap="cm",
+                    status=w.status, memo=w.memo, changed=set())
+    assert compute_plan(inp) == compute_plan(dataclasses.replace(inp, memo=None))
+    looked.clear()
+    compute_plan(inp)
+    assert looked == []
+    compute_plan(dataclasses.replace(inp, changed={"t4-a"}))
+    assert looked == ["t4-a"]

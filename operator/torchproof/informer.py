@@ -32,10 +32,11 @@ V = TypeVar("V")
 @dataclass(frozen=True)
 class Backoff:
     """Delays after consecutive failures: `first`, doubling up to `cap`, each drawn from [½, 1] of itself (jitter:
-    replicas and informers that failed together do not retry together)."""
+    replicas and informers that failed together do not retry together). The cap is client-go's reflector's
+    (30 s): after an outage ends, the fleet is seen again within it."""
 
     first: float = 1.0
-    cap: float = 60.0
+    cap: float = 30.0
 
     def delay(self, failures: int, retry_after: float | None = None,
               rand: Callable[[], float] = random.random) -> float:

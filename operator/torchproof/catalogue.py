@@ -7,6 +7,7 @@ probe decide, and a product without a listed peak is not judged on throughput, r
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from dataclasses import dataclass
@@ -116,8 +117,10 @@ _FORM_FACTOR = re.compile(r"^(SXM\d*|PCIE)$", re.IGNORECASE)
 _MEMORY = re.compile(r"^\d+GB$", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=1024)
 def display_name(product: str) -> str:
-    """The NVML spelling of a product: GFD's dashes become spaces, except those NVML writes itself."""
+    """The NVML spelling of a product: GFD's dashes become spaces, except those NVML writes itself (cached: a
+    fleet has few products and the planner asks for every node's, every pass)."""
     name = product.strip()
     if " " in name:
         return name

@@ -28,7 +28,7 @@ from torchproof import gating
 from torchproof import labels as L
 from torchproof.breaker import Rollout
 from torchproof.classify import Classifier
-from torchproof.contract import iso
+from torchproof.contract import iso, parse_time
 from torchproof.planstatus import invalid_spec_status, pass_failed_status, plan_events, plan_status
 from torchproof.plantypes import (
     LOST_GRACE_SECONDS,
@@ -53,7 +53,7 @@ from torchproof.schedule import (
     validation_order,
 )
 from torchproof.text import clean_text, clean_tree
-from torchproof.views import NodeView, PodView, raw_record
+from torchproof.views import NodeView, PodView, cached_record
 
 __all__ = [
     "CREATE_BACKOFF_BASE",
@@ -101,8 +101,11 @@ def compute_plan(inp: PlanInput) -> Plan:
     # The breaker and gating weigh every selected node's record and claim, not only the nodes that changed.
     chosen = {name: entry.view for name, entry in entries.items() if entry.selected}
     chosen.update((node.name, node) for _, node in visit if node.name in selected)
-    before = {name: raw_record(node, p.name) for name, node in chosen.items()}
-    claims = [at for node in chosen.values() if (at := gating.claimed_at(node, p.name)) is not None]
+    record_key, claim_key = L.result_annotation_key(p.name), L.gate_annotation_key(p.name)  # once, not per node
+    before = {name: cached_record(raw) if isinstance(raw := node.annotations.get(record_key), str) else None
+              for name, node in chosen.items()}
+    claims = [at for node in chosen.values()
+              if claim_key in node.annotations and (at := parse_time(node.annotations[claim_key])) is not None]
     rollout = b.rollout = Rollout.read(p, before.values(), len(chosen), claims, inp.status.get("rollout") or {},
                                        inp.profile_resume, inp.now)
     for pod in inp.pods:

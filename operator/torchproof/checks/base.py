@@ -246,6 +246,12 @@ class Check(ABC, Generic[S]):
         """The result object a probe would write for this check in a simulated pod."""
 
 
+def rounded(outcome: CheckOutcome, field: str, key: str, digits: int) -> dict[str, Any]:
+    """A summary of one of the outcome's numbers, rounded, under the record's key; nothing when it is absent."""
+    value = outcome.number(field)
+    return {} if value is None else {key: round(value, digits)}
+
+
 def cuda_failure(pod: SimulatedPod) -> dict[str, Any] | None:
     """The outcome of a check that needs CUDA when CUDA cannot start in the pod; None when it can."""
     if pod.failure == NO_KERNEL:

@@ -15,6 +15,7 @@ from torchproof.checks.base import (
     SimulatedPod,
     cuda_failure,
     fmt,
+    rounded,
     skipped,
     torch_before,
     torch_version,
@@ -65,8 +66,7 @@ class Compile(Check[CompileCheck]):
         return []
 
     def summary(self, outcome: CheckOutcome) -> dict[str, Any]:
-        first = outcome.number("firstSeconds")
-        return {} if first is None else {"compileSeconds": round(first, 1)}
+        return rounded(outcome, "firstSeconds", "compileSeconds", 1)
 
     def describe(self, result: ProbeResult, outcome: CheckOutcome) -> str:
         return (f"{fmt(outcome.data.get('backend'))}: first compile {fmt(outcome.number('firstSeconds'))}s, "

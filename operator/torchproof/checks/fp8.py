@@ -16,6 +16,7 @@ from torchproof.checks.base import (
     cpu_dry_run,
     cuda_failure,
     fmt,
+    rounded,
     skipped,
     torch_before,
     torch_version,
@@ -59,8 +60,7 @@ class Fp8(Check[Fp8Check]):
         return []
 
     def summary(self, outcome: CheckOutcome) -> dict[str, Any]:
-        error = outcome.number("relError")
-        return {} if error is None else {"fp8RelError": round(error, 5)}
+        return rounded(outcome, "relError", "fp8RelError", 5)
 
     def describe(self, result: ProbeResult, outcome: CheckOutcome) -> str:
         return (f"{fmt(outcome.data.get('dtype'))} n={fmt(outcome.data.get('size'))}: rel err "

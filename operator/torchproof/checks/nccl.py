@@ -17,6 +17,7 @@ from torchproof.checks.base import (
     cpu_dry_run,
     cuda_failure,
     fmt,
+    rounded,
     skipped,
 )
 from torchproof.checks.fields import (
@@ -88,8 +89,7 @@ class Nccl(Check[NcclCheck]):
         return []
 
     def summary(self, outcome: CheckOutcome) -> dict[str, Any]:
-        bus = outcome.number("busBandwidth")
-        return {} if bus is None else {"ncclBusBandwidth": round(bus, 1)}
+        return rounded(outcome, "busBandwidth", "ncclBusBandwidth", 1)
 
     def describe(self, result: ProbeResult, outcome: CheckOutcome) -> str:
         return (f"{fmt(outcome.data.get('devices'))} GPUs, {fmt(outcome.data.get('sizeMiB'))} MiB: bus "

@@ -14,7 +14,7 @@ from torchproof.checks.base import (
     Skipped,
     cuda_failure,
     fmt,
-    incomplete,
+    subrun_gaps,
     torch_before,
 )
 from torchproof.checks.fields import (
@@ -116,17 +116,8 @@ class Amp(Check[AmpCheck]):
         return [f for f in failures if f is not None]
 
     def evidence(self, settings: AmpCheck, outcome: CheckOutcome, observed: Observed, skip: Skipped) -> list[Reason]:
-        gaps: list[Reason] = []
         planned = self.payload(settings)
-        for run in (r for r in RUNS if planned[r]):
-            data = outcome.data.get(run)
-            if not isinstance(data, Mapping):
-                gaps.append(incomplete(f"amp.{run} missing from the result"))
-            elif "skipped" in data:
-                gaps += [gap for gap in (skip(f"amp.{run}", data.get("skipped")),) if gap is not None]
-            elif failure(run, data, settings.tolerance) is None:
-                gaps += [incomplete(f"amp.{run}: ran without {key}") for key in _PROOF if data.get(key) is None]
-        return gaps
+        return subrun_gaps("amp", [r for r in RUNS if planned[r]], outcome, skip, _PROOF, failure, settings.tolerance)
 
     def summary(self, outcome: CheckOutcome) -> dict[str, Any]:
         """The native run's error, and the check's seconds per training step (set-up included) for metrics.py."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -244,6 +244,23 @@ class Check(ABC, Generic[S]):
     @abstractmethod
     def simulate(self, pod: SimulatedPod, payload: Mapping[str, Any]) -> dict[str, Any]:
         """The result object a probe would write for this check in a simulated pod."""
+
+
+def subrun_gaps(check: str, runs: Sequence[str], outcome: CheckOutcome, skip: Skipped,
+                proof: tuple[str, ...], failure: Callable[[str, Any, float], Reason | None],
+                tolerance: float) -> list[Reason]:
+    """The evidence of a check made of planned sub-runs (amp's precisions, sdpa's backends): each present,
+    skipped only as allowed, and a good one carrying every proof field."""
+    gaps: list[Reason] = []
+    for run in runs:
+        data = outcome.data.get(run)
+        if not isinstance(data, Mapping):
+            gaps.append(incomplete(f"{check}.{run} missing from the result"))
+        elif "skipped" in data:
+            gaps += [gap for gap in (skip(f"{check}.{run}", data.get("skipped")),) if gap is not None]
+        elif failure(run, data, tolerance) is None:
+            gaps += [incomplete(f"{check}.{run}: ran without {key}") for key in proof if data.get(key) is None]
+    return gaps
 
 
 def rounded(outcome: CheckOutcome, field: str, key: str, digits: int) -> dict[str, Any]:

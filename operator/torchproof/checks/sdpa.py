@@ -17,8 +17,8 @@ from torchproof.checks.base import (
     cpu_dry_run,
     cuda_failure,
     fmt,
-    incomplete,
     skipped,
+    subrun_gaps,
     torch_before,
     torch_version,
 )
@@ -81,16 +81,7 @@ class Sdpa(Check[SdpaCheck]):
         return [f for f in failures if f is not None]
 
     def evidence(self, settings: SdpaCheck, outcome: CheckOutcome, observed: Observed, skip: Skipped) -> list[Reason]:
-        gaps: list[Reason] = []
-        for backend in BACKENDS:
-            data = outcome.data.get(backend)
-            if not isinstance(data, Mapping):
-                gaps.append(incomplete(f"sdpa.{backend} missing from the result"))
-            elif "skipped" in data:
-                gaps += [gap for gap in (skip(f"sdpa.{backend}", data.get("skipped")),) if gap is not None]
-            elif failure(backend, data, settings.tolerance) is None:
-                gaps += [incomplete(f"sdpa.{backend}: ran without {key}") for key in _PROOF if data.get(key) is None]
-        return gaps
+        return subrun_gaps("sdpa", BACKENDS, outcome, skip, _PROOF, failure, settings.tolerance)
 
     def summary(self, outcome: CheckOutcome) -> dict[str, Any]:
         errors = [v for b in BACKENDS if isinstance(run := outcome.data.get(b), Mapping)

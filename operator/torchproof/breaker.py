@@ -14,31 +14,21 @@ profile's status (`status.rollout`), so a restart keeps it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from torchproof.contract import NodeRecord, iso, parse_time
+from torchproof.contract import iso, parse_time
 from torchproof.profile import Profile
+from torchproof.recordsums import RecordSums
 
 RESUME_ANNOTATION = "torchproof.dev/resume-rollout"
 MAX_TOKEN = 256  # characters of the resume annotation kept in the status (the CRD's bound)
-FAILING = frozenset({"failed"})  # an error is the probe's or the node's trouble, not the release's
 
 
 def _share(total: int, percent: int) -> int:
     """How many of `total` nodes a percentage allows; at least one."""
     return max(1, total * percent // 100)
-
-
-def flipped(record: NodeRecord) -> bool:
-    """The record turned a passed node's label to failed."""
-    return record.verdict in FAILING and bool(record.history) and record.history[-1].get("verdict") == "passed"
-
-
-def _counts(record: NodeRecord, window_start: float, resumed_at: float | None) -> bool:
-    """Written within the window and after the last resume (a verdict of the resume's second is older)."""
-    return record.at is not None and record.at >= window_start and (resumed_at is None or record.at > resumed_at)
 
 
 @dataclass
@@ -58,9 +48,9 @@ class Rollout:
     taints_left: int
 
     @classmethod
-    def read(cls, profile: Profile, records: Iterable[NodeRecord | None], total: int,
-             gate_claims: Iterable[float], previous: Mapping[str, Any], resume: str, now: float) -> Rollout:
-        """`records`: the selected nodes'; `gate_claims`: when each gating taint now on them was added."""
+    def read(cls, profile: Profile, sums: RecordSums, previous: Mapping[str, Any], resume: str,
+             now: float) -> Rollout:
+        """`sums`: over the selected nodes' records and gating claims as the pass finds them."""
         window = profile.rollout.window_seconds
         resumed = str(previous.get("resumed") or "")
         resumed_at = parse_time(previous.get("resumedAt"))
@@ -68,8 +58,7 @@ class Rollout:
         resume = resume[:MAX_TOKEN]  # as status.rollout.resumed holds it
         if resume and resume != resumed:
             resumed, resumed_at, latched = resume, now, False
-        flips = sum(1 for r in records if r is not None and _counts(r, now - window, resumed_at) and flipped(r))
-        claims = sum(1 for at in gate_claims if at >= now - window)
+        flips, claims, total = sums.flips_since(now - window, resumed_at), sums.claims_since(now - window), sums.total
         return cls(
             profile, now, now - window, latched,
             str(previous.get("reason") or "") if latched else "",
@@ -103,21 +92,17 @@ class Rollout:
         self.taints_left -= 1
         return True
 
-    def judge(self, records: Mapping[str, NodeRecord | None], kinds: Mapping[str, tuple[str, str]]) -> None:
-        """Pause when the canary is complete (a verdict on every hardware kind) and too many failed."""
-        spec = self.profile.spec_hash
-        current = {n: r for n, r in records.items()
-                   if r is not None and r.spec_hash == spec and _counts(r, self.window_start, self.resumed_at)}
-        judged = {n: r for n, r in current.items() if r.verdict != "incompatible"}
-        incompatible = {n for n, r in current.items() if r.verdict == "incompatible"}
-        wanted = {kind for n, kind in kinds.items() if n not in incompatible}
-        if not judged or not wanted <= {kinds[n] for n in judged if n in kinds}:
+    def judge(self, sums: RecordSums) -> None:
+        """Pause when the canary is complete (a verdict on every hardware kind) and too many failed; `sums`:
+        over the selected nodes' records once the plan is applied. Only records of the current spec, within
+        the window and after the last resume (a verdict of the resume's second is older) count."""
+        judged, failed, complete = sums.canary(self.window_start, self.resumed_at)
+        if not judged or not complete:
             return
-        failed = sum(1 for r in judged.values() if r.verdict in FAILING)
         pct = self.profile.rollout.max_failure_percent
-        if failed * 100 > pct * len(judged):
-            self.pause("FailureRatio", f"{failed} of the {len(judged)} nodes judged for spec {spec} failed, more "
-                                       f"than {pct}%: the rest of the wave waits")
+        if failed * 100 > pct * judged:
+            self.pause("FailureRatio", f"{failed} of the {judged} nodes judged for spec {self.profile.spec_hash} "
+                                       f"failed, more than {pct}%: the rest of the wave waits")
 
     def status(self) -> dict[str, Any]:
         return {

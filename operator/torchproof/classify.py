@@ -9,11 +9,12 @@ from typing import Any
 
 from torchproof import history as H
 from torchproof import labels as L
-from torchproof.breaker import FAILING, Rollout
+from torchproof.breaker import Rollout
 from torchproof.compat import CompatResult
 from torchproof.contract import NodeRecord, iso
 from torchproof.plantypes import CreateBackoff, DeletePod, EventSpec, Idle, NodeFailure, NodeUpdate, PlanInput
 from torchproof.reasons import Reason
+from torchproof.recordsums import FAILING
 from torchproof.result import UntrustedResult
 from torchproof.text import clean_tree
 from torchproof.verdict import Evaluation, evaluate_pod, static_evaluation
@@ -56,11 +57,11 @@ class Classifier:
     """Accumulates one plan's decisions; each node is classified exactly once."""
 
     rollout: Rollout  # the breaker (breaker.py), set by compute_plan before any node is judged
+    medians: Mapping[str, float]  # each GPU product's median key number over the selected nodes' records, too
 
     def __init__(self, inp: PlanInput) -> None:
         self.inp = inp
         self.records: dict[str, NodeRecord] = {}  # written by this pass
-        self._medians: dict[str, float] | None = None
         self._static: dict[tuple[tuple[str, str], ...], CompatResult] = {}
         self.create: list[Mapping[str, Any]] = []
         self.delete: list[DeletePod] = []
@@ -88,16 +89,6 @@ class Classifier:
     def token(self, node: NodeView) -> str:
         return f"{self.inp.profile_revalidate}/{node.annotations.get(L.REVALIDATE_ANNOTATION, '')}"
 
-    def medians(self) -> dict[str, float]:
-        """Each GPU product's median key number over the nodes' records, once per pass that needs it."""
-        if self._medians is None:
-            name = self.inp.profile.name
-            nodes = self.inp.nodes.values() if isinstance(self.inp.nodes, Mapping) else self.inp.nodes
-            records = ((node, raw_record(node, name)) for node in nodes)
-            self._medians = H.medians(H.by_product(
-                (H.product(node, r.numbers), r) for node, r in records if r is not None))
-        return self._medians
-
     def holds(self, node: NodeView, evaluation: Evaluation) -> bool:
         """The breaker holds a passed node's flip to failed: the label and the finished pod stay."""
         if evaluation.verdict not in FAILING or node.labels.get(L.label_key(self.inp.profile.name)) != "passed":
@@ -112,7 +103,7 @@ class Classifier:
         before = raw_record(node, self.inp.profile.name)
         if evaluation.verdict == "passed":
             found = H.regression(H.key_number(evaluation.numbers), before, H.product(node, evaluation.numbers),
-                                 self.medians())
+                                 self.medians)
             if found is not None:
                 evaluation = dataclasses.replace(evaluation, findings=(*evaluation.findings, found))
         record = _record(self.inp, node, evaluation, self.token(node), before)

@@ -5,14 +5,13 @@ tensor-core TFLOP/s of the ones before it, up to `HISTORY_LENGTH` validations in
 restarts in the cluster itself and is bounded per node. A passed
 node whose number falls more than `REGRESSION_PERCENT` below its own previous value or its GPU product's
 median gets a `PerformanceRegression` finding: the verdict stays (the checks passed), the finding says how
-far, against what. The status shows per GPU product the median and spread (`summary`).
+far, against what. The status shows per GPU product the median and spread (`summary`), from sums kept
+per node (recordsums.py).
 """
 
 from __future__ import annotations
 
-import statistics
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from torchproof.catalogue import display_name
@@ -67,16 +66,6 @@ def latest(record: NodeRecord | None) -> float | None:
     return None
 
 
-def by_product(records: Iterable[tuple[str, NodeRecord | None]]) -> dict[str, list[float]]:
-    """(GPU product, record) pairs → each product's latest passed numbers."""
-    out: dict[str, list[float]] = defaultdict(list)
-    for gpu, record in records:
-        value = latest(record)
-        if value is not None and gpu:
-            out[gpu].append(value)
-    return dict(out)
-
-
 def regression(value: float | None, previous: NodeRecord | None, product: str,
                medians: Mapping[str, float]) -> Reason | None:
     """The finding when `value` is more than REGRESSION_PERCENT below the node's previous value or its
@@ -93,20 +82,23 @@ def regression(value: float | None, previous: NodeRecord | None, product: str,
     return None
 
 
-def medians(values: Mapping[str, list[float]]) -> dict[str, float]:
-    return {product: statistics.median(v) for product, v in values.items() if v}
+def median(ordered: Sequence[float]) -> float:
+    """The median of a sorted, non-empty sequence (statistics.median without sorting it again)."""
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def summary(values: Mapping[str, list[float]], regressed: Mapping[str, int]) -> list[dict[str, Any]]:
-    """Per GPU product: nodes, median, min, max and spread ((max - min) / median, %), and regressions."""
+def summary(values: Mapping[str, Sequence[float]], regressed: Mapping[str, int]) -> list[dict[str, Any]]:
+    """Per GPU product (its key numbers sorted, none empty): nodes, median, min, max and spread
+    ((max - min) / median, %), and regressions."""
     rows = []
     for product in sorted(values)[:MAX_PRODUCTS]:
         v = values[product]
-        median = statistics.median(v)
+        mid, low, high = median(v), v[0], v[-1]
         rows.append({
-            "gpu": product, "metric": METRIC, "nodes": len(v), "median": round(median, 1),
-            "min": round(min(v), 1), "max": round(max(v), 1),
-            "spreadPercent": round(100 * (max(v) - min(v)) / median, 1) if median else 0.0,
+            "gpu": product, "metric": METRIC, "nodes": len(v), "median": round(mid, 1),
+            "min": round(low, 1), "max": round(high, 1),
+            "spreadPercent": round(100 * (high - low) / mid, 1) if mid else 0.0,
             "regressions": regressed.get(product, 0),
         })
     return rows

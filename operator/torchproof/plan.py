@@ -44,6 +44,7 @@ from torchproof.plantypes import (
     Tally,
 )
 from torchproof.podspec import build_pod
+from torchproof.recordsums import marks
 from torchproof.schedule import (
     CREATE_BACKOFF_BASE,
     CREATE_BACKOFF_MAX,
@@ -98,16 +99,18 @@ def compute_plan(inp: PlanInput) -> Plan:
         visit.append((old.order if old is not None else validation_order(p.name, name), node))
     visit.sort(key=lambda item: item[0])
     selected = {node.name for _, node in visit if selects(p, node)}
-    # The breaker and gating weigh every selected node's record and claim, not only the nodes that changed.
-    chosen = {name: entry.view for name, entry in entries.items() if entry.selected}
-    chosen.update((node.name, node) for _, node in visit if node.name in selected)
+    # The breaker weighs every selected node's record and claim: the sums hold the nodes kept from the
+    # memo; those classified again join them for this reading, as the pass finds them.
     record_key, claim_key = L.result_annotation_key(p.name), L.gate_annotation_key(p.name)  # once, not per node
-    before = {name: cached_record(raw) if isinstance(raw := node.annotations.get(record_key), str) else None
-              for name, node in chosen.items()}
-    claims = [at for node in chosen.values()
-              if claim_key in node.annotations and (at := parse_time(node.annotations[claim_key])) is not None]
-    rollout = b.rollout = Rollout.read(p, before.values(), len(chosen), claims, inp.status.get("rollout") or {},
-                                       inp.profile_resume, inp.now)
+    before = {node.name: marks(node, cached_record(raw) if isinstance(raw := node.annotations.get(record_key), str)
+                               else None, parse_time(node.annotations.get(claim_key)), p.spec_hash)
+              for _, node in visit if node.name in selected}
+    for m in before.values():
+        tally.sums.add(m)
+    rollout = b.rollout = Rollout.read(p, tally.sums, inp.status.get("rollout") or {}, inp.profile_resume, inp.now)
+    b.medians = tally.sums.medians()
+    for m in before.values():
+        tally.sums.remove(m)
     for pod in inp.pods:
         if pod.node not in selected and not pod.deleting:
             b.delete.append(DeletePod(pod.name, pod.node, "NodeNotSelected"))
@@ -133,17 +136,19 @@ def compute_plan(inp: PlanInput) -> Plan:
     for order, node in visit:
         name = node.name
         if name in selected:
+            m = before[name]
+            if name in b.records:
+                m = marks(node, b.records[name], m.claim_at, p.spec_hash)
             entry = Entry(node, order, True, name in b.settled and name not in patched, b.state[name],
                           b.labels[name] if name in b.labels else node.labels.get(key),
-                          b.waiting_reason.get(name), name in candidates, b.idle.get(name), b.expires.get(name))
+                          b.waiting_reason.get(name), name in candidates, b.idle.get(name), b.expires.get(name), m)
         else:
             entry = Entry(node, order, False, name not in patched)
         entries[name] = entry
         tally.add(entry)
         if not entry.stable:
             unstable.add(name)
-    records = {**before, **b.records}
-    rollout.judge(records, {name: node.kind for name, node in chosen.items()})
+    rollout.judge(tally.sums)
     if rollout.paused:  # the candidates wait on a resume, and are classified again once it comes
         for name, entry in list(entries.items()):
             if entry.candidate and entry.selected:
@@ -165,11 +170,12 @@ def compute_plan(inp: PlanInput) -> Plan:
                 unstable.add(node.name)
     if tally.expiries:  # the first record of the fleet that revalidateAfter ends
         b.wakes.append(tally.expiries[0][0])
-    if p.gate or claims:
-        verdicts = {name: entries[name].verdict for name in chosen}
-        ordered_nodes = [chosen[name] for name in sorted(chosen, key=lambda n: entries[n].order)]
-        gates += gating.gate_updates(p.name, p.gate, ordered_nodes, verdicts, records, rollout)
-    status = plan_status(inp, b, tally, entries, chosen, records)
+    if p.gate or tally.sums.claims:  # gating walks every selected node, and only where it is in use
+        chosen = sorted((e for e in entries.values() if e.selected), key=lambda e: e.order)
+        verdicts = {e.view.name: e.verdict for e in chosen}
+        records = {e.view.name: e.marks.record if e.marks is not None else None for e in chosen}
+        gates += gating.gate_updates(p.name, p.gate, [e.view for e in chosen], verdicts, records, rollout)
+    status = plan_status(inp, b, tally, entries)
     b.events.extend(plan_events(inp, b, status))
     return Plan(
         create=tuple(b.create),

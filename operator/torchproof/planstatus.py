@@ -4,16 +4,15 @@ failing and waiting nodes) and its Events, per transition and never per pass, fr
 from __future__ import annotations
 
 import heapq
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torchproof import history as H
 from torchproof import labels as L
 from torchproof.classify import Classifier
-from torchproof.contract import NodeRecord, iso
+from torchproof.contract import iso
 from torchproof.plantypes import Entry, EventSpec, PlanInput, Tally
-from torchproof.views import NodeView, cached_record
+from torchproof.views import cached_record
 
 MAX_FAILING_NODES = 20
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
@@ -93,19 +92,10 @@ def pass_failed_status(
     }
 
 
-def _performance(chosen: Mapping[str, NodeView], records: Mapping[str, NodeRecord | None]) -> list[dict[str, Any]]:
-    products = {name: H.product(chosen[name], r.numbers) for name, r in records.items() if r is not None}
-    regressed = Counter(products[name] for name, r in records.items()
-                        if r is not None and any(f.startswith(H.REGRESSION) for f in r.findings))
-    return H.summary(H.by_product((products[name], r) for name, r in records.items() if r is not None), regressed)
-
-
 def plan_status(
-    inp: PlanInput, b: Classifier, tally: Tally, entries: Mapping[str, Entry], chosen: Mapping[str, NodeView],
-    records: Mapping[str, NodeRecord | None],
+    inp: PlanInput, b: Classifier, tally: Tally, entries: Mapping[str, Entry],
 ) -> dict[str, Any]:
-    """From the tally over every selected node (plantypes.Tally) and this pass's decisions; `chosen` and
-    `records`: every selected node and its record once the plan is applied (the breaker, the performance)."""
+    """From the tally over every selected node (plantypes.Tally) and this pass's decisions."""
     counts = _counts(tally)
     pull = b.pull_failure or (inp.status.get("imagePull") if b.blocked else None)
     previous = {str(c.get("type")): c for c in inp.status.get("conditions") or [] if isinstance(c, Mapping)}
@@ -151,7 +141,7 @@ def plan_status(
                                     f"torchproof.dev/resume-rollout=<new value>") if rollout.paused else (
         False, "Running", "")
     conditions.append(_condition(previous, inp.now, gen, "RolloutPaused", *paused))
-    performance = _performance(chosen, records)
+    performance = H.summary(tally.sums.values, tally.sums.regressed)
     status: dict[str, Any] = {
         "observedGeneration": gen,
         "conditions": conditions,

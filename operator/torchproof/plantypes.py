@@ -12,6 +12,7 @@ from torchproof import labels as L
 from torchproof.compat import CompatResult
 from torchproof.gating import GateUpdate
 from torchproof.profile import Profile
+from torchproof.recordsums import Marks, RecordSums
 from torchproof.verdict import Evaluation
 from torchproof.views import NodeView, PodView
 
@@ -100,6 +101,7 @@ class Entry:
     candidate: bool = False
     idle: Idle | None = None
     expires: float | None = None  # its record is current until then (revalidateAfter)
+    marks: Marks | None = None  # a selected node's record once the plan is applied, and its claim
 
 
 @dataclass
@@ -117,11 +119,12 @@ class Tally:
     candidate_kinds: Counter[tuple[str, str]] = field(default_factory=Counter)
     candidates: list[tuple[int, str]] = field(default_factory=list)  # their `order`, sorted
     expiries: list[tuple[float, str]] = field(default_factory=list)  # the entries' `expires`, sorted
+    sums: RecordSums = field(default_factory=RecordSums)  # the entries' `marks`
 
     def copy(self) -> Tally:
         return Tally(self.selected, Counter(self.states), Counter(self.verdicts), dict(self.waiting),
                      set(self.failing), Counter(self.covering), Counter(self.candidate_kinds), list(self.candidates),
-                     list(self.expiries))
+                     list(self.expiries), self.sums.copy())
 
     def expired(self, now: float) -> list[str]:
         """The nodes whose record revalidateAfter has ended by `now`."""
@@ -145,6 +148,8 @@ class Tally:
             self.candidate_kinds[kind] += 1
         if entry.expires is not None:
             bisect.insort(self.expiries, (entry.expires, name))
+        if entry.marks is not None:
+            self.sums.add(entry.marks)
 
     def remove(self, entry: Entry) -> None:
         if not entry.selected:
@@ -162,6 +167,8 @@ class Tally:
             _less(self.candidate_kinds, kind)
         if entry.expires is not None:
             del self.expiries[bisect.bisect_left(self.expiries, (entry.expires, name))]
+        if entry.marks is not None:
+            self.sums.remove(entry.marks)
 
 
 def _less(counter: Counter[Any], key: object) -> None:

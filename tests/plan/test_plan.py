@@ -84,6 +84,7 @@ class World:
         assert incremental == plan, "told which nodes changed, the plan is the same"
         assert remembered.memo.entries == incremental.memo.entries
         assert remembered.memo.tally == incremental.memo.tally
+        assert incremental.memo.tally == plan.memo.tally, "the sums kept per node equal the sums over every node"
         self.memo = incremental.memo
         return plan
 

@@ -13,6 +13,7 @@ from torchproof.cleanup import describe, plan_cleanup
 from torchproof.contract import NodeRecord, iso
 from torchproof.plan import Plan, PlanInput, compute_plan
 from torchproof.profile import parse_profile
+from torchproof.recordsums import RecordSums
 from torchproof.sweep import plan_removal
 from torchproof.views import node_view
 
@@ -260,8 +261,8 @@ def test_a_deleted_profiles_gating_taint_is_removed_before_its_claim_and_a_forei
 
 def test_a_long_resume_token_is_kept_as_the_status_can_hold_it_and_honoured_once() -> None:
     token = "r" * 300
-    first = Rollout.read(parse_profile(profile_body()), [], 1, [], {"paused": True}, token, 100.0)
+    first = Rollout.read(parse_profile(profile_body()), RecordSums(), {"paused": True}, token, 100.0)
     status = first.status()
     assert status["resumed"] == "r" * 256 and status["paused"] is False
-    again = Rollout.read(parse_profile(profile_body()), [], 1, [], status, token, 200.0)
+    again = Rollout.read(parse_profile(profile_body()), RecordSums(), status, token, 200.0)
     assert again.resumed_at == 100.0, "the same token does not resume again"

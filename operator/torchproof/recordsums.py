@@ -76,6 +76,12 @@ def _delete_in(lists: dict[K, list[float]], key: K, value: float) -> None:
         del lists[key]
 
 
+def _bump(counter: Counter[K], key: K, step: int) -> None:
+    counter[key] += step
+    if not counter[key]:
+        del counter[key]
+
+
 @dataclass
 class RecordSums:
     """The sums of the selected nodes' Marks. Equal sums for equal sets of marks: empty keys are dropped."""
@@ -98,52 +104,35 @@ class RecordSums:
         )
 
     def add(self, m: Marks) -> None:
-        self.total += 1
-        self.kinds[m.kind] += 1
-        if m.claim_at is not None:
-            bisect.insort(self.claims, m.claim_at)
-        if m.product and m.value is not None:
-            _insert(self.values, m.product, m.value)
-        if m.regressed:
-            self.regressed[m.product] += 1
-        at = m.record.at if m.record is not None else None
-        if m.record is None or at is None:
-            return
-        if flipped(m.record):
-            bisect.insort(self.flips, at)
-        if m.current:
-            if m.record.verdict == "incompatible":
-                _insert(self.incompatible, m.kind, at)
-            else:
-                _insert(self.judged, m.kind, at)
-                if m.record.verdict in FAILING:
-                    bisect.insort(self.failed, at)
+        self._change(m, 1)
 
     def remove(self, m: Marks) -> None:
-        self.total -= 1
-        self.kinds[m.kind] -= 1
-        if not self.kinds[m.kind]:
-            del self.kinds[m.kind]
+        self._change(m, -1)
+
+    def _change(self, m: Marks, step: int) -> None:
+        """Add (`step` 1) or remove (-1) one node's marks: one walk, so the two can never disagree."""
+        put = bisect.insort if step > 0 else _delete
+        put_in = _insert if step > 0 else _delete_in
+        self.total += step
+        _bump(self.kinds, m.kind, step)
         if m.claim_at is not None:
-            _delete(self.claims, m.claim_at)
+            put(self.claims, m.claim_at)
         if m.product and m.value is not None:
-            _delete_in(self.values, m.product, m.value)
+            put_in(self.values, m.product, m.value)
         if m.regressed:
-            self.regressed[m.product] -= 1
-            if not self.regressed[m.product]:
-                del self.regressed[m.product]
+            _bump(self.regressed, m.product, step)
         at = m.record.at if m.record is not None else None
         if m.record is None or at is None:
             return
         if flipped(m.record):
-            _delete(self.flips, at)
+            put(self.flips, at)
         if m.current:
             if m.record.verdict == "incompatible":
-                _delete_in(self.incompatible, m.kind, at)
+                put_in(self.incompatible, m.kind, at)
             else:
-                _delete_in(self.judged, m.kind, at)
+                put_in(self.judged, m.kind, at)
                 if m.record.verdict in FAILING:
-                    _delete(self.failed, at)
+                    put(self.failed, at)
 
     def flips_since(self, start: float, resumed_at: float | None) -> int:
         return _since(self.flips, start, resumed_at)

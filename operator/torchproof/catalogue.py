@@ -132,8 +132,10 @@ def display_name(product: str) -> str:
     return out
 
 
+@functools.lru_cache(maxsize=1024)
 def lookup(product: str) -> GpuModel | None:
-    """Facts for an NVML name ("Tesla T4") or a GFD label value ("Tesla-T4"); None when not catalogued."""
+    """Facts for an NVML name ("Tesla T4") or a GFD label value ("Tesla-T4"); None when not catalogued (cached as
+    `display_name` is: judging one result asks several times)."""
     name = _normalise(product)
     for entry in _TABLE:
         if entry.pattern.search(name):

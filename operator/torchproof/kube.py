@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import kopf
+import orjson
 from kubernetes import client, config
 
 from torchproof.plantypes import EventSpec
@@ -40,6 +41,7 @@ THROTTLED = 429
 RETRY_AFTER_ATTEMPTS = 5  # a 429 is waited on this many times before the call fails
 RETRY_AFTER_CAP_SECONDS = 30.0
 CONNECT_SECONDS = 10.0
+UNBOUNDED = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_SECONDS)  # a call with no deadline of its own
 CREDENTIALS_SECONDS = 60.0  # how long a read bearer token is used before the loader's refresh runs again
 
 log = logging.getLogger(__name__)
@@ -154,7 +156,7 @@ class KubeApi:
                 auth = aiohttp.BasicAuth(self.configuration.username, self.configuration.password)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=32, ssl=_ssl_context(self.configuration)),
-                auth=auth, timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_SECONDS),
+                auth=auth, timeout=UNBOUNDED, cookie_jar=aiohttp.DummyCookieJar(),  # the API server sets none
                 read_bufsize=2**21,  # one watch event can exceed aiohttp's default line buffer
             )
             self._loop = loop
@@ -201,16 +203,17 @@ class KubeApi:
                     content_type: str, timeout: float | None, expected: frozenset[int]) -> bytes | None:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        data = None if body is None else json.dumps(body)
+        data = None if body is None else orjson.dumps(body, default=_plain)
         for attempt in range(RETRY_AFTER_ATTEMPTS + 1):
             left = None if deadline is None else deadline - loop.time()
             if left is not None and left <= 0:  # aiohttp reads a zero timeout as none
                 raise self._failed(KubeError(verb, 0, f"no time left of its {timeout}s"))
+            bound = UNBOUNDED if left is None else aiohttp.ClientTimeout(total=left, sock_connect=CONNECT_SECONDS)
             try:
                 async with self._http().request(
                     method, self._base + path, data=data, params=params, headers=self._headers(content_type),
                     proxy=self._proxy, server_hostname=self._server_hostname,
-                    timeout=aiohttp.ClientTimeout(total=left, sock_connect=CONNECT_SECONDS),
+                    timeout=bound,
                 ) as response:
                     payload = await response.read()
                     status = response.status
@@ -238,7 +241,7 @@ class KubeApi:
         payload = await self._call(verb, method, path, **kwargs)
         if payload is None:
             return None
-        document: dict[str, Any] = json.loads(payload)
+        document: dict[str, Any] = orjson.loads(payload)
         return document
 
     async def _items(self, verb: str, path: str, params: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
@@ -272,7 +275,7 @@ class KubeApi:
                 async for line in response.content:
                     if not line.strip():
                         continue
-                    event: dict[str, Any] = json.loads(line)
+                    event: dict[str, Any] = orjson.loads(line)
                     if event.get("type") == "ERROR":  # a Status; 410 Gone: the version is too old, list again
                         status = event.get("object") or {}
                         raise self._failed(KubeError(verb, int(status.get("code") or 0),
@@ -386,6 +389,13 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, float(value)) if value else None
     except ValueError:
         return None
+
+
+def _plain(value: Any) -> Any:
+    """What orjson leaves to its caller: a read-only mapping (a view's labels) is sent as the object it is."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _message(payload: bytes, reason: str | None) -> str:

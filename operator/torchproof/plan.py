@@ -43,7 +43,7 @@ from torchproof.plantypes import (
     PlanMemo,
     Tally,
 )
-from torchproof.podspec import build_pod
+from torchproof.podspec import PodTemplate, pod_template
 from torchproof.recordsums import marks
 from torchproof.schedule import (
     CREATE_BACKOFF_BASE,
@@ -86,6 +86,7 @@ def compute_plan(inp: PlanInput) -> Plan:
     pods = {pod.node: pod for pod in inp.pods}
     entries, tally, names = _revisit(inp, b.context, nodes, pods)
     unstable: set[str] = set()  # every node left unstable is classified again on the next pass
+    template: PodTemplate | None = None  # built at the first pod this pass creates
     visit: list[tuple[tuple[int, str], NodeView]] = []
     for name in names:
         old = entries.pop(name, None)
@@ -159,9 +160,9 @@ def compute_plan(inp: PlanInput) -> Plan:
                 unstable.add(name)
     elif not b.blocked and b.pull_failure is None:
         for node in fill_slots(p, tally, nodes, b.retrying, b.running):
-            b.create.append(build_pod(
-                p, node=node.name, fingerprint=node.fingerprint, namespace=inp.namespace, configmap=inp.configmap,
-            ))
+            template = template or pod_template(p, namespace=inp.namespace, configmap=inp.configmap,
+                                                reuse=inp.memo.pods if inp.memo is not None else None)
+            b.create.append(template.pod(node.name, node.fingerprint))
             if node.name not in b.backoff:  # a refused node stays waiting until its pod exists
                 old = entries[node.name]
                 tally.remove(old)
@@ -189,7 +190,8 @@ def compute_plan(inp: PlanInput) -> Plan:
         failures=tuple(b.failures),
         gates=tuple(gates),
         waiting=dict(tally.waiting),
-        memo=PlanMemo(b.context, entries, tally, frozenset(unstable)),
+        memo=PlanMemo(b.context, entries, tally, frozenset(unstable),
+                     template or (inp.memo.pods if inp.memo is not None else None)),
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from torchproof import labels as L
 from torchproof.compat import CompatResult
 from torchproof.gating import GateUpdate
+from torchproof.podspec import PodTemplate
 from torchproof.profile import Profile
 from torchproof.recordsums import Marks, RecordSums
 from torchproof.verdict import Evaluation
@@ -192,6 +193,7 @@ class PlanMemo:
     entries: Mapping[str, Entry] = field(default_factory=dict)
     tally: Tally = field(default_factory=Tally)
     unstable: frozenset[str] = frozenset()
+    pods: PodTemplate | None = None  # the profile's pod template, rebuilt only when its key differs
 
 
 @dataclass(frozen=True)

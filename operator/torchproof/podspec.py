@@ -9,6 +9,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from torchproof import gating
@@ -108,14 +109,57 @@ def security_contexts(profile: Profile) -> tuple[dict[str, Any], dict[str, Any]]
     return pod, container
 
 
-def build_pod(
-    profile: Profile,
-    *,
-    node: str,
-    fingerprint: str,
-    namespace: str,
-    configmap: str,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PodTemplate:
+    """A profile's validation pod less what names its node: built once per profile spec, namespace and probe
+    ConfigMap (the plan's memo keeps it), so a pass that starts a hundred pods builds the spec once. The pods
+    it makes share its parts, which nobody changes: a manifest is only ever sent."""
+
+    key: tuple[object, ...]
+    profile: str
+    spec: Mapping[str, Any]
+    labels: Mapping[str, str]
+    owner: tuple[Mapping[str, Any], ...]
+    namespace: str
+    validates: Mapping[str, Any]
+
+    def pod(self, node: str, fingerprint: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod_name(self.profile, node),
+                "namespace": self.namespace,
+                "labels": self.labels,
+                "annotations": {
+                    L.NODE_ANNOTATION: node,
+                    L.SPEC_ANNOTATION: json.dumps({**self.validates, "fingerprint": fingerprint}, sort_keys=True,
+                                                  separators=(",", ":")),
+                },
+                "ownerReferences": list(self.owner),
+            },
+            "spec": {
+                **self.spec,
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+                            ]
+                        }
+                    }
+                },
+            },
+        }
+
+
+def pod_template(profile: Profile, *, namespace: str, configmap: str,
+                 reuse: PodTemplate | None = None) -> PodTemplate:
+    """The template of the profile's pods; `reuse` when it was built from this same profile, namespace and
+    ConfigMap."""
+    key = (profile, namespace, configmap)
+    if reuse is not None and reuse.key == key:
+        return reuse
     v = profile.validation
     gpu = v.device == "cuda"  # a CPU dry run asks for no GPU and needs no GPU node's toleration
     devices = {v.gpu_resource: str(v.gpus_per_probe)} if gpu else {}
@@ -128,15 +172,6 @@ def build_pod(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": pod_security,
-        "affinity": {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [
-                        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
-                    ]
-                }
-            }
-        },
         "tolerations": [dict(t) for t in GPU_TOLERATIONS if gpu] + [dict(t) for t in v.tolerations]
         + ([gating.toleration(profile.name)] if profile.gate else []),
         "containers": [
@@ -175,31 +210,28 @@ def build_pod(
         spec["priorityClassName"] = v.priority_class_name
     if profile.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": name} for name in profile.image_pull_secrets]
-    validates = {
-        "generation": profile.generation, "specHash": profile.spec_hash, "fingerprint": fingerprint,
-        "image": profile.image,
+    owner = {
+        "apiVersion": "torchproof.dev/v1alpha1",
+        "kind": "PyTorchReleaseProfile",
+        "name": profile.name,
+        "uid": profile.uid,
+        "controller": True,
+        "blockOwnerDeletion": False,
     }
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": pod_name(profile.name, node),
-            "namespace": namespace,
-            "labels": pod_labels(profile.name),
-            "annotations": {
-                L.NODE_ANNOTATION: node,
-                L.SPEC_ANNOTATION: json.dumps(validates, sort_keys=True, separators=(",", ":")),
-            },
-            "ownerReferences": [
-                {
-                    "apiVersion": "torchproof.dev/v1alpha1",
-                    "kind": "PyTorchReleaseProfile",
-                    "name": profile.name,
-                    "uid": profile.uid,
-                    "controller": True,
-                    "blockOwnerDeletion": False,
-                }
-            ],
-        },
-        "spec": spec,
-    }
+    return PodTemplate(
+        key=key, profile=profile.name, spec=spec, labels=pod_labels(profile.name), owner=(owner,),
+        namespace=namespace,
+        validates={"generation": profile.generation, "specHash": profile.spec_hash, "image": profile.image},
+    )
+
+
+def build_pod(
+    profile: Profile,
+    *,
+    node: str,
+    fingerprint: str,
+    namespace: str,
+    configmap: str,
+) -> dict[str, Any]:
+    """One validation pod (a pass builds its pods from one `pod_template`)."""
+    return pod_template(profile, namespace=namespace, configmap=configmap).pod(node, fingerprint)

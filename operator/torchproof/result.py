@@ -46,6 +46,9 @@ FORBIDDEN = re.compile(
     + "".join(f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}" for plane in range(17))
     + "]"
 )
+FORBIDDEN_ASCII = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # what FORBIDDEN finds in ASCII text, sooner
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_BRACKET = re.compile(r"[][{}]")
 
 
 @dataclass(frozen=True)
@@ -174,27 +177,19 @@ def _nesting(text: str) -> int:
     """The deepest bracket nesting outside strings, or MAX_DEPTH + 1 as soon as it is passed.
 
     A loop, not a recursion, and before json.loads (which recurses once per level): a bracket bomb is
-    refused without ever reaching the decoder. The scan agrees with JSON wherever the text is JSON; where
-    it is not, the decoder stops at the first place they disagree, before any deeper bracket."""
+    refused without ever reaching the decoder. Strings go first (a string runs to its closing quote, past
+    escaped characters, or to the end of the text), then only the brackets are walked. The scan agrees with
+    JSON wherever the text is JSON; where it is not, the decoder stops at the first place they disagree,
+    before any deeper bracket."""
     depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
+    for char in _BRACKET.findall(_STRING.sub("", text)):
+        if char in "[{":
             depth += 1
             if depth > deepest:
                 deepest = depth
                 if deepest > MAX_DEPTH:
                     break
-        elif char in "]}":
+        else:
             depth -= 1
     return deepest
 
@@ -286,7 +281,7 @@ def parse_result(text: str | bytes | None) -> ProbeResult:
     top = json_object(doc, "result")
     # A decoded string holds only the text's own characters unless an escape made one: without a backslash,
     # one search of the text stands for the walk over every key and string.
-    if "\\" in decoded or FORBIDDEN.search(decoded) is not None:
+    if "\\" in decoded or (FORBIDDEN_ASCII if decoded.isascii() else FORBIDDEN).search(decoded) is not None:
         _check_strings(top)
     schema = top.get("schema")
     if schema != RESULT_SCHEMA:

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp.web
 import attrs
 import kmock
+import orjson
 from multidict import CIMultiDict
 
 from torchproof_sim import fields as fv
@@ -43,7 +44,16 @@ DEFAULT_WATCH_SECONDS = 1800.0
 LIVENESS_SECONDS = 1.0  # how often an idle watch checks that its client is still there
 ENCODED_VALUES = 32768  # stored objects and their parts whose JSON is kept for responses and watch events
 ENCODED_KEYS = 1024  # top-level keys whose JSON is kept
-_EVENT_HEADS = {t: f'{{"type": "{t}", "object": '.encode() for t in ("ADDED", "MODIFIED", "DELETED")}
+_EVENT_HEADS = {t: f'{{"type":"{t}","object":'.encode() for t in ("ADDED", "MODIFIED", "DELETED")}
+
+
+def dumps(value: Any) -> bytes:
+    """JSON as the server sends it (compact, UTF-8): orjson, or json for what orjson refuses (an integer
+    beyond 64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @dataclass
@@ -246,7 +256,7 @@ def _verb(method: str, route: Route, watch: bool) -> str:
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> aiohttp.web.Response:
-    return aiohttp.web.Response(body=json.dumps(payload).encode(), status=status, headers=headers,
+    return aiohttp.web.Response(body=dumps(payload), status=status, headers=headers,
                                 content_type="application/json")
 
 
@@ -268,25 +278,25 @@ class Encodings:
         data = self._lookup(obj)
         if data is None:
             if all(type(k) is str for k in obj):
-                data = b"{" + b", ".join(self._key(k) + (self._part(v) if type(v) is dict or type(v) is list
-                                                          else json.dumps(v).encode())
-                                         for k, v in obj.items()) + b"}"
+                data = b"{" + b",".join(self._key(k) + (self._part(v) if type(v) is dict or type(v) is list
+                                                         else dumps(v))
+                                        for k, v in obj.items()) + b"}"
             else:
-                data = json.dumps(obj).encode()
+                data = dumps(obj)
             self._remember(obj, data)
         return data
 
     def _part(self, value: Any) -> bytes:
         data = self._lookup(value)
         if data is None:
-            data = json.dumps(value).encode()
+            data = dumps(value)
             self._remember(value, data)
         return data
 
     def _key(self, key: str) -> bytes:
         data = self._keys.get(key)
         if data is None:
-            data = (json.encoder.encode_basestring_ascii(key) + ": ").encode()
+            data = dumps(key) + b":"
             if len(self._keys) < ENCODED_KEYS:
                 self._keys[key] = data
         return data
@@ -304,8 +314,8 @@ class Encodings:
         self._cache[id(value)] = (value, data)
 
     def event_line(self, event: Event) -> bytes:
-        """`{"type": ..., "object": ...}` and a newline, byte for byte as `json.dumps` writes it."""
-        head = _EVENT_HEADS.get(event["type"]) or b'{"type": ' + json.dumps(event["type"]).encode() + b', "object": '
+        """`{"type":...,"object":...}` and a newline: the object's encoding is the one its response had."""
+        head = _EVENT_HEADS.get(event["type"]) or b'{"type":' + dumps(event["type"]) + b',"object":'
         return head + self(event["object"]) + b"}\n"
 
 

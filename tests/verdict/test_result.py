@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from torchproof import result as result_module
 from torchproof.result import MAX_DEPTH, MAX_RESULT_BYTES, UntrustedResult, parse_result
 
@@ -190,6 +192,36 @@ def test_nesting_deeper_than_the_limit_is_refused_before_decoding(
 def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
     text = make_result(_set("checks.cuda.error", '[[[[[[[[{{{{{{ \\" ]]]]'))
     assert parse_result(text).checks["cuda"].error == '[[[[[[[[{{{{{{ \\" ]]]]'
+
+
+def _nesting_char_by_char(text: str) -> int:
+    """The scan as first written, one character at a time: the reference the regex-based scan must agree with."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH:
+                    break
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+@given(st.lists(st.sampled_from(['"', "\\", '\\"', "\\\\", "[", "]", "{", "}", "a", "\n"]), max_size=60).map("".join))
+def test_the_nesting_scan_agrees_with_a_character_by_character_scan(text: str) -> None:
+    assert result_module._nesting(text) == _nesting_char_by_char(text)
 
 
 DUPLICATES = [

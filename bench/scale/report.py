@@ -12,13 +12,13 @@ SECTION = "## Fleet scale (embedded cluster)"
 def table(results: Sequence[Mapping[str, Any]]) -> str:
     rows = [
         "| nodes | profiles | converged | ideal | ratio | writes/validation | status writes/s/profile "
-        "| label latency p50 / p99 | operator peak RSS | operator CPU |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| label latency p50 / p99 | operator peak RSS | operator CPU (per validation) | failed API calls |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         if "error" in r:
             rows.append(f"| {r['config']['nodes']:,} | {r['config']['profiles']} | failed: "
-                        f"{r['error'].splitlines()[0][:120]} |" + " |" * 8)
+                        f"{r['error'].splitlines()[0][:120]} |" + " |" * 9)
             continue
         latency = r["labelLatencySeconds"]
         rows.append(
@@ -26,7 +26,9 @@ def table(results: Sequence[Mapping[str, Any]]) -> str:
             f"| {r['idealSeconds']:.1f} s | {r['idealRatio']:.2f} | {r['writesPerValidation']:.2f} "
             f"| {r['statusWrites']['perProfilePerSecond']:.2f} "
             f"| {_ms(latency['p50'])} / {_ms(latency['p99'])} "
-            f"| {r['operator']['peakRssMiB']:.0f} MiB | {r['operator']['cpuSeconds']:.1f} s |"
+            f"| {r['operator']['peakRssMiB']:.0f} MiB "
+            f"| {r['operator']['cpuSeconds']:.1f} s ({r['operator']['cpuSeconds'] * 1000 / r['validations']:.2f} ms) "
+            f"| {_failures(r['operator'])} |"
         )
     return "\n".join(rows)
 
@@ -40,6 +42,13 @@ def requests_table(results: Sequence[Mapping[str, Any]]) -> str:
         cells = [f"{r['requests']['byResource'].get(k, 0) / r['validations']:.3f}" for k in keys]
         rows.append(f"| {r['config']['nodes']:,} | {r['config']['profiles']} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def _failures(operator: Mapping[str, Any]) -> str:
+    """The operator's failed API calls, with their verbs and statuses: `0`, or `3 (delete 404: 3)`."""
+    by = operator.get("apiErrorsByVerbAndStatus") or {}
+    detail = ", ".join(f"{key}: {n}" for key, n in by.items())
+    return f"{operator['apiErrors']} ({detail})" if detail else str(operator["apiErrors"])
 
 
 def _ms(seconds: float | None) -> str:

@@ -134,7 +134,8 @@ class Operator:
         return await wait_until("the operator to become idle", quiet_now, timeout, self.alive)
 
     def metrics(self) -> dict[str, float]:
-        """Reconcile passes, their total seconds and failed API calls, summed over profiles, from /metrics."""
+        """Reconcile passes, their total seconds and failed API calls, summed over profiles, from /metrics; the
+        failed calls also by verb and HTTP status (`apiErrors <verb> <status>`)."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
             text = response.read().decode()
@@ -148,6 +149,9 @@ class Operator:
             for sample in family.samples:
                 if sample.name in wanted:
                     out[wanted[sample.name]] += sample.value
+                if sample.name == "torchproof_api_errors_total":
+                    key = f"apiErrors {sample.labels['verb']} {sample.labels['code']}"
+                    out[key] = out.get(key, 0.0) + sample.value
         return out
 
     def stop(self) -> None:
@@ -219,6 +223,8 @@ async def run(config: Config, workdir: Path, cprofile: Path | None = None) -> di
             "passes": int(metrics["passes"]),
             "meanPassSeconds": round(metrics["passSeconds"] / metrics["passes"], 3) if metrics["passes"] else None,
             "apiErrors": int(metrics["apiErrors"]),
+            "apiErrorsByVerbAndStatus": {k.removeprefix("apiErrors "): int(v) for k, v in sorted(metrics.items())
+                                         if k.startswith("apiErrors ") and v},
         },
         harness={
             "setupSeconds": round(setup_seconds, 2),

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import datetime
 import itertools
+import random
 import re
 import uuid
 from collections import deque
@@ -40,6 +41,11 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")  # object names
+# generateName as the API server does it (apiserver/pkg/storage/names): the base cut to 58 characters, five
+# characters from util/rand's alphabet (no vowels, no look-alikes), and a create retried with a new name on a
+# collision, 8 attempts in all (RetryGenerateName, on by default since 1.31).
+NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+GENERATED_NAME_ATTEMPTS = 8
 HISTORY = 50_000  # watch events kept per resource for `resourceVersion=` resumption
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
@@ -140,6 +146,11 @@ def parse_resource_key(key: str) -> tuple[str, str, str]:
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+def generate_name(base: str) -> str:
+    """A name for `generateName`: the base (at most 58 characters) and five random characters."""
+    return base[:58] + "".join(random.choices(NAME_ALPHABET, k=5))
 
 
 def timestamp(when: datetime.datetime) -> str:
@@ -277,8 +288,9 @@ class Store:
             namespace = None
             meta.pop("namespace", None)
         name = meta.get("name")
-        if not name and meta.get("generateName"):
-            name = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
+        generated = not name and bool(meta.get("generateName"))
+        if generated:
+            name = generate_name(str(meta["generateName"]))
         if not isinstance(name, str) or not name:
             raise _invalid(rt, "", "metadata.name", "Required value: name or generateName is required")
         if rt.group == "rbac.authorization.k8s.io":  # path segment names, as `system:discovery`
@@ -301,7 +313,12 @@ class Store:
         obj = self._admit(rt, obj)
         self._admit_by_policies(rt, "CREATE", obj, None, user)
         storage = self._storage(rt)
-        if name in storage.objects.get(namespace, {}):
+        taken = storage.objects.get(namespace, {})
+        for _ in range(GENERATED_NAME_ATTEMPTS - 1):
+            if not generated or name not in taken:
+                break
+            name = obj["metadata"]["name"] = generate_name(str(obj["metadata"]["generateName"]))
+        if name in taken:
             raise ApiError(409, "AlreadyExists", f'{rt.plural}.{rt.group} "{name}" already exists'
                            if rt.group else f'{rt.plural} "{name}" already exists',
                            {"name": name, "group": rt.group, "kind": rt.plural})

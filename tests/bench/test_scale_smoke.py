@@ -78,6 +78,7 @@ def test_status_writes_latency_and_concurrency_are_accounted(smoke: dict[str, An
     assert op["peakRssMiB"] > 20 and op["cpuSeconds"] > 0 and op["passes"] >= 1
     # every label landed once; the only failures are 409s when two profiles first label the same node at once
     assert r["requests"]["byResource"]["patch nodes"] == r["validations"] + op["apiErrors"]
+    assert sum(op["apiErrorsByVerbAndStatus"].values()) == op["apiErrors"]
 
 
 def test_results_carry_their_provenance_and_the_doc_keeps_what_is_not_generated(smoke: dict[str, Any]) -> None:
@@ -85,6 +86,10 @@ def test_results_carry_their_provenance_and_the_doc_keeps_what_is_not_generated(
     assert document["command"].startswith("python -m bench.scale --nodes 20") and document["cpus"] >= 1
     assert "## GPU probe\n\nkept" in doc and "prose kept" in doc and doc.endswith(f"{END}\n\nafter\n")
     assert "old" not in doc and "| 20 | 2 |" in doc and document["date"] in doc
+    row = next(line for line in doc.splitlines() if line.startswith("| 20 | 2 |")).split(" | ")
+    op = smoke["result"]["operator"]
+    assert row[-2] == f"{op['cpuSeconds']:.1f} s ({op['cpuSeconds'] * 1000 / 40:.2f} ms)"  # CPU per validation
+    assert row[-1].partition(" ")[0].strip(" |") == str(op["apiErrors"])  # the failed calls, then by verb/status
 
 
 def test_bad_flags_are_refused_before_anything_runs() -> None:

@@ -16,10 +16,14 @@ import pytest
 import yaml
 from gadgets import GADGETS, GROUP, PLURAL, VERSION
 from torchproof_sim import ApiError, ApiFaults, BackgroundCluster, EmbeddedCluster
+from torchproof_sim import store as store_module
 from torchproof_sim.emulator import Encodings
 from torchproof_sim.store import (
+    GENERATED_NAME_ATTEMPTS,
+    NAME_ALPHABET,
     LabelSelector,
     PatchError,
+    Store,
     apply_json_patch,
     apply_merge_patch,
     apply_strategic_merge_patch,
@@ -91,6 +95,29 @@ def test_create_fills_metadata_and_generate_name(background: BackgroundCluster) 
     _, listing = http(background, "GET", f"/api/v1/namespaces/{NS}/configmaps")
     assert listing["kind"] == "ConfigMapList" and listing["apiVersion"] == "v1"
     assert listing["metadata"]["resourceVersion"] == second["metadata"]["resourceVersion"]
+
+
+def test_a_generated_name_is_drawn_as_the_api_server_draws_it() -> None:
+    name = store_module.generate_name("x" * 70)
+    assert name[:58] == "x" * 58 and len(name) == 63 and set(name[58:]) <= set(NAME_ALPHABET)
+
+
+def test_a_generated_name_that_is_taken_is_drawn_again_up_to_eight_attempts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store()
+    configmaps = store.resolve("v1/configmaps")
+    store.create(configmaps, "default", {"metadata": {"name": "g-taken"}})
+    draws = iter(["taken"] * (GENERATED_NAME_ATTEMPTS - 1) + ["fresh"])
+    monkeypatch.setattr(store_module, "generate_name", lambda base: base + next(draws))
+    created = store.create(configmaps, "default", {"metadata": {"generateName": "g-"}})
+    assert created["metadata"]["name"] == "g-fresh"  # the eighth attempt
+    monkeypatch.setattr(store_module, "generate_name", lambda base: base + "taken")
+    with pytest.raises(ApiError) as caught:
+        store.create(configmaps, "default", {"metadata": {"generateName": "g-"}})
+    assert (caught.value.code, caught.value.reason) == (409, "AlreadyExists")
+    with pytest.raises(ApiError) as named:  # a name asked for is never replaced
+        store.create(configmaps, "default", {"metadata": {"name": "g-fresh"}})
+    assert named.value.code == 409
 
 
 # --- selectors ------------------------------------------------------------------------------------------

@@ -75,9 +75,16 @@ def probed_nodes(nodes: int) -> int:
     return sum(replicas(nodes)[k.name] for k in MIX if k.probed)
 
 
-def ideal_seconds(probed: int, max_concurrent: int, probe_seconds: float) -> float:
-    """The floor: every slot always busy, each pod exactly the probe time, no overhead anywhere."""
-    return probe_seconds * math.ceil(probed / max_concurrent)
+def node_turns(profiles: int, gpus_per_probe: int = 1) -> int:
+    """Probes the busiest probed node runs one after another: each pod holds its GPUs, so a node fits
+    `gpus // gpus_per_probe` profiles' pods at once (a one-GPU node probes five profiles in five turns)."""
+    return max(math.ceil(profiles / max(1, int(k.gpu["count"]) // gpus_per_probe)) for k in MIX if k.probed)
+
+
+def ideal_seconds(probed: int, max_concurrent: int, probe_seconds: float, turns: int = 1) -> float:
+    """The floor: every slot always busy, each pod exactly the probe time, no overhead anywhere, and no node
+    asked for more probes at once than its GPUs fit (`turns`, from `node_turns`)."""
+    return probe_seconds * max(math.ceil(probed / max_concurrent), turns)
 
 
 def profiles(base: Mapping[str, Any], count: int, max_concurrent: int) -> list[dict[str, Any]]:

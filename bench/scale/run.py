@@ -243,7 +243,7 @@ def figures(
     """The run's figures from its raw counts and times (pure, so the accounting is tested on its own)."""
     validations = config.nodes * config.profiles
     probed = F.probed_nodes(config.nodes)
-    ideal = F.ideal_seconds(probed, config.max_concurrent, config.probe_seconds)
+    ideal = F.ideal_seconds(probed, config.max_concurrent, config.probe_seconds, F.node_turns(config.profiles))
     writes = sum(by_verb.get(v, 0) for v in WRITES)
     status_writes = by_resource.get(STATUS_WRITE, 0)
     latencies = recorder.latencies()

@@ -105,6 +105,10 @@ def test_the_fleet_mix_scales_by_whole_nodes() -> None:
     assert sum(F.replicas(5000).values()) == 5000 and F.probed_nodes(5000) == 4250
     assert sum(F.replicas(33).values()) == 33
     assert F.ideal_seconds(4250, 100, 0.5) == 21.5
+    # one-GPU nodes probe each profile in turn: five profiles on 100 nodes cannot take under five probe times
+    assert (F.node_turns(1), F.node_turns(5), F.node_turns(5, gpus_per_probe=8)) == (1, 5, 5)
+    assert F.ideal_seconds(85, 100, 1.0, F.node_turns(5)) == 5.0
+    assert F.ideal_seconds(4250, 100, 1.0, F.node_turns(5)) == 43.0  # the slots, not the nodes, bound a big fleet
     with pytest.raises(ValueError, match="nodes: at least 20"):
         F.replicas(19)
     names = [p["metadata"]["name"] for p in F.profiles({"metadata": {"name": "x"}, "spec": {}}, 3, 7)]

@@ -109,3 +109,18 @@ def test_every_row_is_a_module() -> None:
     for key in rows():
         package, _, rest = key.partition("/")
         assert (PACKAGES[package] / rest).exists(), key
+
+
+def test_tests_share_helpers_through_tests_support_only() -> None:
+    """A test module imports no other test module: what two tests share lives in tests/support."""
+    tests = ROOT / "tests"
+    names = {p.stem for p in tests.rglob("test_*.py")}
+    crossing = {}
+    for path in tests.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                       else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found = [m for m in modules if m.split(".")[-1] in names or m.split(".")[0] in names]
+            if found:
+                crossing[str(path.relative_to(ROOT))] = found
+    assert not crossing

@@ -5,24 +5,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
+
+from tests.support.tools import render
 
 ROOT = Path(__file__).resolve().parents[2]
 MINIMUM_KUBERNETES = "1.28.0"  # README: x-kubernetes-validations[].fieldPath and the CEL the CRD uses
 # Kinds the published schemas do not cover: the Prometheus Operator's own CRD types.
 NOT_PUBLISHED = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders the kustomizations")
-
-
-def render(directory: Path) -> list[dict[str, Any]]:
-    out = subprocess.run(["kubectl", "kustomize", str(directory)], check=True, capture_output=True, text=True)
-    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
 
 def _with_monitoring(tmp_path: Path) -> Path:

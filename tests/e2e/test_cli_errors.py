@@ -14,12 +14,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_run_command import free_port
 from torchproof_sim.cluster import EmbeddedCluster
 from torchproof_sim.simulate import wait_settled
 
 from tests.support.polling import eventually
 from tests.support.rig import NAME, Rig, profile
+from tests.support.tools import free_port
 
 NO_CLUSTER = {"KUBERNETES_SERVICE_HOST": "", "PYTHONUNBUFFERED": "1"}
 

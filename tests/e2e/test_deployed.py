@@ -12,7 +12,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,15 +23,11 @@ from torchproof.cli import parser
 
 from tests.support.polling import eventually
 from tests.support.rig import KEY, Rig, profile
+from tests.support.tools import render
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders the kustomization")
-
-
-def render(directory: Path) -> list[dict[str, Any]]:
-    out = subprocess.run(["kubectl", "kustomize", str(directory)], check=True, capture_output=True, text=True)
-    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
 
 def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:

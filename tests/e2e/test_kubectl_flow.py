@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import shutil
 from collections.abc import AsyncIterator
@@ -14,7 +13,8 @@ from torchproof_sim.fleet import parse_fleet
 from torchproof_sim.kubelet import SimKubelet
 
 from tests.support.polling import eventually
-from tests.support.rig import FAST, KEY, MIXED_FLEET, NAME, ROOT, Rig, assert_nothing_denied
+from tests.support.rig import FAST, KEY, MIXED_FLEET, NAME, Rig, assert_nothing_denied
+from tests.support.tools import kubectl
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 
@@ -29,16 +29,6 @@ async def bare_env() -> AsyncIterator[Rig]:
     ):
         yield Rig(cluster, kubelet)
         assert_nothing_denied(cluster)
-
-
-async def kubectl(kubeconfig: Path, *args: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        "kubectl", f"--kubeconfig={kubeconfig}", *args, cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode == 0, f"kubectl {' '.join(args)}: {err.decode()}"
-    return out.decode()
 
 
 async def test_admin_flow_with_kubectl(bare_env: Rig, tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_run_command import free_port
 from torchproof import cli
 from torchproof.election import Elector, Timings
 from torchproof.kube import KubeApi, load_configuration
@@ -29,6 +28,7 @@ from torchproof_sim.simulate import NAMESPACE, RBAC_PATH, install_operator_ident
 
 from tests.support.polling import eventually
 from tests.support.rig import Rig, profile, rig_fixture
+from tests.support.tools import free_port
 
 LEASES = "coordination.k8s.io/v1/leases"
 LEASE = "torchproof-operator"

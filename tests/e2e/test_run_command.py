@@ -5,21 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import urllib.request
 from pathlib import Path
 
 from tests.support.polling import eventually
 from tests.support.rig import NAME, Rig, profile
+from tests.support.tools import free_port
 
 FAST_ENV = {"PYTHONUNBUFFERED": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def scrape(port: int) -> str:

@@ -11,11 +11,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
-from test_deployed import render
-from test_least_privilege import exercise_everything
 from torchproof_sim.store import MERGE_PATCH
 
 from tests.support.rig import Rig
+from tests.support.scenarios import exercise_everything
+from tests.support.tools import render
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders the kustomization")

@@ -17,8 +17,8 @@ from torchproof.recordsums import RecordSums
 from torchproof.sweep import plan_removal
 from torchproof.views import node_view
 
-from tests.plan.test_plan import KEY, World
 from tests.support.builders import make_node_body, make_result, profile_body, result_for
+from tests.support.planworld import KEY, World
 
 GATE = {"key": KEY, "value": "unvalidated", "effect": "NoSchedule"}
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import socket
 import subprocess
 import urllib.parse
 import urllib.request
@@ -19,6 +18,7 @@ from typing import Any
 import yaml
 
 from tests.support.polling import eventually
+from tests.support.tools import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "deploy" / "monitoring"
@@ -27,12 +27,6 @@ RULE_CR = MONITORING / "prometheusrule.yaml"
 JOB = "torchproof-metrics"  # the Service's name: the job kube-prometheus-stack gives its targets
 # What Grafana puts for the dashboard's variables ("All" is the regex .*) and its rate interval.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$profile": ".*", "$gpu_product": ".*", "$job": ".*"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def dashboard_module() -> ModuleType:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -133,9 +134,9 @@ class Operator:
 
         return await wait_until("the operator to become idle", quiet_now, timeout, self.alive)
 
-    def metrics(self) -> dict[str, float]:
-        """Reconcile passes, their total seconds and failed API calls, summed over profiles, from /metrics; the
-        failed calls also by verb and HTTP status (`apiErrors <verb> <status>`)."""
+    def metrics(self) -> tuple[dict[str, float], dict[str, int]]:
+        """Reconcile passes, their total seconds and failed API calls, summed over profiles, from /metrics; and
+        the failed calls by verb and HTTP status (`"<verb> <status>"`)."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
             text = response.read().decode()
@@ -145,14 +146,14 @@ class Operator:
             "torchproof_api_errors_total": "apiErrors",
         }
         out = dict.fromkeys(wanted.values(), 0.0)
+        errors: Counter[str] = Counter()
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name in wanted:
                     out[wanted[sample.name]] += sample.value
-                if sample.name == "torchproof_api_errors_total":
-                    key = f"apiErrors {sample.labels['verb']} {sample.labels['code']}"
-                    out[key] = out.get(key, 0.0) + sample.value
-        return out
+                if sample.name == "torchproof_api_errors_total" and sample.value:
+                    errors[f"{sample.labels['verb']} {sample.labels['code']}"] += int(sample.value)
+        return out, dict(sorted(errors.items()))
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -203,7 +204,7 @@ async def run(config: Config, workdir: Path, cprofile: Path | None = None) -> di
 
             settled_at = await wait_until("every profile's status to settle", all_settled, 30, operator.alive)
             after, cpu_after, rss = emulator.request_counts(), operator.cpu(), operator.peak_rss_mib()
-            metrics = await asyncio.to_thread(operator.metrics)
+            metrics, errors = await asyncio.to_thread(operator.metrics)
             parent_after = resource.getrusage(resource.RUSAGE_SELF)
         finally:
             operator.stop()
@@ -223,8 +224,7 @@ async def run(config: Config, workdir: Path, cprofile: Path | None = None) -> di
             "passes": int(metrics["passes"]),
             "meanPassSeconds": round(metrics["passSeconds"] / metrics["passes"], 3) if metrics["passes"] else None,
             "apiErrors": int(metrics["apiErrors"]),
-            "apiErrorsByVerbAndStatus": {k.removeprefix("apiErrors "): int(v) for k, v in sorted(metrics.items())
-                                         if k.startswith("apiErrors ") and v},
+            "apiErrorsByVerbAndStatus": errors,
         },
         harness={
             "setupSeconds": round(setup_seconds, 2),

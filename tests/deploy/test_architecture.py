@@ -120,7 +120,7 @@ def test_tests_share_helpers_through_tests_support_only() -> None:
         for node in ast.walk(ast.parse(path.read_text())):
             modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
                        else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            found = [m for m in modules if m.split(".")[-1] in names or m.split(".")[0] in names]
+            found = [m for m in modules if m.rpartition(".")[2] in names]
             if found:
                 crossing[str(path.relative_to(ROOT))] = found
     assert not crossing

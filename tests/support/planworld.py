@@ -20,6 +20,8 @@ T0 = 1_800_000_000.0
 
 
 def merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    """An RFC 7386 merge patch applied in place: tests hold a node's dicts across passes, as they would a live
+    object (the embedded cluster's `apply_merge_patch` returns new dicts along the patched path instead)."""
     for key, value in patch.items():
         if value is None:
             target.pop(key, None)
